@@ -1,0 +1,46 @@
+# hybridhydro: the two set-up commands are `make demo` and `make test` (see README.md).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+CASE ?= cance
+# make demo OVERWRITE=1 replaces an earlier runs/$(CASE)/
+OVERWRITE ?=
+NBVAL_DIR := build/nbval/ci
+export MPLBACKEND := Agg
+export PYTHONHASHSEED := 0
+
+.PHONY: demo test test-fast test-notebooks test-slow bench venv clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "hybridhydro needs python3 >= 3.11, found " + sys.version.split()[0]'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[test]"
+	@touch $@
+
+## make demo: install, then run the whole notebook pipeline on the Cance basin into runs/cance/
+demo: venv
+	$(PY) -m hybridhydro run params/$(CASE).yaml $(if $(OVERWRITE),--overwrite)
+
+## make test: unit and oracle tests, then every notebook on the tiny synthetic case under nbval
+test: test-fast test-notebooks
+
+test-fast: venv
+	$(PY) -m pytest -m "not slow" -q
+
+test-notebooks: venv
+	$(PY) -m hybridhydro prepare params/ci.yaml --out $(NBVAL_DIR) --overwrite
+	$(PY) -m pytest --nbval-lax --current-env -q $(NBVAL_DIR)
+
+## make test-slow: the long cases (France-scale mesh, full-period equivalence)
+test-slow: venv
+	$(PY) -m pytest -m slow -q
+
+## make bench: speed against hydro-smash on this machine, written to benchmarks/results.md
+bench: venv
+	$(PY) benchmarks/run_all.py
+
+clean:
+	rm -rf build .pytest_cache .hypothesis
