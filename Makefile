@@ -32,7 +32,7 @@ test-fast: venv
 
 test-notebooks: venv
 	$(PY) -m hybridhydro prepare params/ci.yaml --out $(NBVAL_DIR) --overwrite
-	$(PY) -m pytest --nbval-lax --current-env -q $(NBVAL_DIR)
+	$(PY) -m pytest --nbval-lax --nbval-current-env -q $(NBVAL_DIR)
 
 ## make test-slow: the long cases (France-scale mesh, full-period equivalence)
 test-slow: venv

@@ -28,14 +28,12 @@ import pandas as pd
 import xarray as xr
 
 from .basin import annotate, check_basin
+from .io._series import PET_HOURLY_PROFILE
+from .mesh import DCOL, DROW, build_mesh, catchment_means, upstream_masks
 
 # D8 offsets (drow, dcol) of the downstream neighbour, smash coding 1..8 (N, NE, E, ..., NW).
-_D8_OFFSETS = {1: (-1, 0), 2: (-1, 1), 3: (0, 1), 4: (1, 1), 5: (1, 0), 6: (1, -1), 7: (0, -1), 8: (-1, -1)}
+_D8_OFFSETS = {code: (int(DROW[code]), int(DCOL[code])) for code in range(1, 9)}
 _CODE_OF_OFFSET = {v: k for k, v in _D8_OFFSETS.items()}
-
-# Share of daily PET falling in each hour (step-end hours 7..18), as smash spreads daily PET.
-_PET_HOURLY_PROFILE = np.zeros(24)
-_PET_HOURLY_PROFILE[7:19] = [0.035, 0.062, 0.079, 0.097, 0.110, 0.117, 0.117, 0.110, 0.097, 0.079, 0.062, 0.035]
 
 
 def _grow_trees(nrow: int, ncol: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]]]:
@@ -116,8 +114,7 @@ def _hourly_pet(times: pd.DatetimeIndex, dt: float, daily_pet_mm: np.ndarray) ->
     """PET in mm per step from a daily value, spread with the hourly profile (dt <= 1 day)."""
     if dt >= 86400:
         return daily_pet_mm * np.ones(len(times))
-    hours = (times - pd.Timedelta(seconds=dt)).hour  # hour in which the step starts
-    per_hour = _PET_HOURLY_PROFILE[np.asarray(hours)] * daily_pet_mm
+    per_hour = PET_HOURLY_PROFILE[np.asarray(times.hour)] * daily_pet_mm  # step-end hour, as smash
     return per_hour * (dt / 3600.0)
 
 
@@ -177,8 +174,6 @@ def synthetic_basin(
         prcp, pet (time, y, x) in mm per step, qobs (gauge, time) in m3/s, descriptors
         ``slope`` (degrees) and ``dd`` (drainage density, km-1), and the mesh fields.
     """
-    from .mesh import build_mesh
-
     if nrow < 4 or ncol < 4:
         raise ValueError(f"synthetic_basin: nrow and ncol must be at least 4, got nrow={nrow}, ncol={ncol}")
     if ntime < 1:
@@ -224,18 +219,19 @@ def synthetic_basin(
     ny, nx = mesh.nrow, mesh.ncol
 
     start_ts = pd.Timestamp(start)
-    times = start_ts + pd.to_timedelta(dt, unit="s") * np.arange(1, ntime + 1)
+    times = pd.DatetimeIndex(start_ts + pd.to_timedelta(np.arange(1, ntime + 1) * dt, unit="s"))
     rain = _storm_rain(ny, nx, times, dt, rng)
-    daily_pet = 2.0 + 2.0 * np.sin(2 * np.pi * (times.dayofyear.values - 80) / 365.25)  # mm/day
+    daily_pet = 2.0 + 2.0 * np.sin(2 * np.pi * (times.day_of_year.values - 80) / 365.25)  # mm/day
     pet_t = _hourly_pet(times, dt, np.clip(daily_pet, 0.2, None))
     pet = pet_t[:, None, None] * np.ones((1, ny, nx)) * (1.0 + 0.1 * np.linspace(-1, 1, nx))[None, None, :]
 
+    masks = upstream_masks(mesh.flwdir, mesh.gauge_row, mesh.gauge_col) & mesh.active_cell[None]
+    rain32, pet32 = rain.astype(np.float32), pet.astype(np.float32)
+    mean_prcp, mean_pet = catchment_means(rain32, masks), catchment_means(pet32, masks)
     q = np.full((ngauge, ntime), np.nan)
     if qobs:
-        active = mesh.active_cell
         for g in range(ngauge):
-            upstream = _upstream_mask(mesh.flwdir, int(mesh.gauge_row[g]), int(mesh.gauge_col[g])) & active
-            basin_rain = rain[:, upstream].mean(axis=1)
+            basin_rain = mean_prcp[g].astype(np.float64)
             q[g] = _reservoir_discharge(basin_rain, float(mesh.area_dln[g]), dt, k_steps=12.0 * 3600 / dt, runoff_coef=0.35)
         if missing_fraction > 0:
             q[rng.random(q.shape) < missing_fraction] = np.nan
@@ -244,8 +240,11 @@ def synthetic_basin(
     slope = 2.0 + 18.0 * (0.5 + 0.5 * np.sin(3 * xx + 2 * yy + rng.uniform(0, np.pi)))
     dd = 0.5 + 2.5 * (0.5 + 0.5 * np.cos(4 * yy - xx + rng.uniform(0, np.pi)))
 
-    ds["prcp"] = (("time", "y", "x"), rain.astype(np.float32))
-    ds["pet"] = (("time", "y", "x"), pet.astype(np.float32))
+    ds["prcp"] = (("time", "y", "x"), rain32)
+    ds["pet"] = (("time", "y", "x"), pet32)
+    mean_attrs = "basin-mean {} depth over the gauge's upstream active cells"
+    ds["mean_prcp"] = (("gauge", "time"), mean_prcp, {"units": "mm", "long_name": mean_attrs.format("precipitation")})
+    ds["mean_pet"] = (("gauge", "time"), mean_pet, {"units": "mm", "long_name": mean_attrs.format("potential evapotranspiration")})
     ds["qobs"] = (("gauge", "time"), q.astype(np.float32))
     ds["descriptors"] = (("descriptor", "y", "x"), np.stack([slope, dd]).astype(np.float32))
     ds = ds.assign_coords(time=("time", times.values), descriptor=("descriptor", ["slope", "dd"]))
@@ -263,18 +262,3 @@ def synthetic_basin(
     check_basin(ds, where="synthetic_basin")
     return ds
 
-
-def _upstream_mask(flwdir: np.ndarray, row: int, col: int) -> np.ndarray:
-    """Cells draining through ``(row, col)`` on an acyclic D8 grid (the cell included)."""
-    mask = np.zeros(flwdir.shape, dtype=bool)
-    mask[row, col] = True
-    stack = [(row, col)]
-    nrow, ncol = flwdir.shape
-    while stack:
-        r, c = stack.pop()
-        for code, (dr, dc) in _D8_OFFSETS.items():
-            ur, uc = r - dr, c - dc  # the neighbour that would drain into (r, c) with this code
-            if 0 <= ur < nrow and 0 <= uc < ncol and flwdir[ur, uc] == code and not mask[ur, uc]:
-                mask[ur, uc] = True
-                stack.append((ur, uc))
-    return mask

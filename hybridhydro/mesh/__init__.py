@@ -1,5 +1,35 @@
-"""Flow directions to the model mesh: D8 validation, outlet snapping, accumulation, partitions."""
+"""Flow directions to the model mesh: D8 validation, outlet snapping, accumulation, partitions.
 
+Public API
+----------
+:func:`read_flwdir`            read a D8 GeoTIFF (codes, georeference)
+:func:`validate_flwdir`        check codes, loops and outflow; errors name the cell and the fix
+:func:`build_mesh`             gauges (or a bbox) -> :class:`Mesh`, like ``smash.factory.generate_mesh``
+:func:`build_mesh_from_raster` :func:`read_flwdir` + :func:`build_mesh`
+:func:`detect_sink`            cells in pairs pointing at each other (all four axes)
+:func:`from_esri`              ESRI / pyflwdir "d8" coding (1, 2, 4, ..., 128) -> ours (1..8)
+:func:`to_pyflwdir`            our codes as a :class:`pyflwdir.FlwdirRaster` (validated first)
+:func:`upstream_masks`         the cells draining through given cells (gauge catchments)
+:func:`catchment_means`        NaN-aware means of a (time, y, x) field over catchments, as smash
+"""
+
+from ._build import build_mesh, build_mesh_from_raster, cell_sizes, read_flwdir
+from ._d8 import DCOL, DROW, detect_sink, from_esri, to_pyflwdir, validate_flwdir
 from ._mesh import Mesh
+from ._upstream import catchment_means, upstream_masks
 
-__all__ = ["Mesh"]
+__all__ = [
+    "DCOL",
+    "DROW",
+    "Mesh",
+    "build_mesh",
+    "build_mesh_from_raster",
+    "catchment_means",
+    "cell_sizes",
+    "detect_sink",
+    "from_esri",
+    "read_flwdir",
+    "to_pyflwdir",
+    "upstream_masks",
+    "validate_flwdir",
+]

@@ -101,8 +101,12 @@ class Mesh:
 
     @property
     def cscpar(self) -> np.ndarray:
-        """Cumulative sum of :attr:`ncpar`."""
-        return np.cumsum(self.ncpar).astype(np.int32)
+        """Cells in the partitions before each one: ``cscpar[p] = ncpar[:p].sum()`` (starts at 0, as smash).
+
+        Partition ``p`` (0-based) is ``cpar_to_rowcol[cscpar[p] : cscpar[p] + ncpar[p]]``.
+        """
+        ncpar = self.ncpar
+        return (np.cumsum(ncpar) - ncpar).astype(np.int32)
 
     @property
     def cpar_to_rowcol(self) -> np.ndarray:

@@ -1,0 +1,103 @@
+"""Observed discharge: one CSV per gauge (header = date of the first value, one value per line)."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+
+def find_qobs_file(directory: Path, code: str) -> Path | None:
+    """The CSV for gauge ``code``: first match of ``**/*<code>*.csv`` under ``directory`` (sorted)."""
+    matches = sorted(directory.rglob(f"*{code}*.csv"))
+    if len(matches) > 1:
+        warnings.warn(
+            f"qobs: {len(matches)} files under {directory} match gauge {code!r} ({', '.join(m.name for m in matches[:3])}); "
+            f"using {matches[0]}",
+            stacklevel=3,
+        )
+    return matches[0] if matches else None
+
+
+def parse_header(header: str, path: Path) -> pd.Timestamp:
+    """The date of the first value, from the CSV's header line (e.g. ``200601010000`` or ``19580801``)."""
+    text = header.strip().strip(",;").strip('"')
+    try:
+        if text.isdigit() and len(text) not in (8, 12, 14):
+            raise ValueError
+        return pd.Timestamp(text)
+    except (ValueError, TypeError):
+        raise ValueError(
+            f"qobs: the header line of {path} is {header.strip()!r}, not a date; the first line must be the date of "
+            "the first value, e.g. 200601010000 (%Y%m%d%H%M) or 20060101 (%Y%m%d)"
+        ) from None
+
+
+def read_qobs_file(path: Path, times: pd.DatetimeIndex, dt: float) -> np.ndarray:
+    """Discharge (m3 s-1) of one gauge at the step ends ``times``, float32, ``NaN`` when missing.
+
+    Row ``i`` of the file (0-based, after the header) is the value at ``header + i * dt``; step
+    ``k`` takes the row dated at its end. Negative values are missing. The file's last value is
+    used (smash 1.3 never uses the last line of a qobs file; we consider that a bug).
+    """
+    lines = path.read_text().split("\n")
+    start = parse_header(lines[0], path)
+    offset_s = (times[0] - start).total_seconds()
+    first_row = offset_s / dt
+    if first_row != int(first_row):
+        raise ValueError(
+            f"qobs: {path} starts at {start}, which is not on the model's step grid (step ends {times[0]}, "
+            f"{times[0] + pd.Timedelta(seconds=dt)}, ... every {dt:g} s); fix the header date or the period"
+        )
+    first_row = int(first_row)
+    body = lines[1:]
+    while body and not body[-1].strip():
+        body.pop()
+    out = np.full(len(times), np.nan, dtype=np.float32)
+    lo, hi = max(first_row, 0), min(first_row + len(times), len(body))
+    if lo < hi:
+        chunk = body[lo:hi]
+        try:
+            values = np.asarray(chunk, dtype=np.float64)
+        except ValueError:
+            bad = next(i for i, s in enumerate(chunk) if not _is_float(s))
+            raise ValueError(
+                f"qobs: line {lo + bad + 2} of {path} is {chunk[bad]!r}, not a number; write one discharge value "
+                "(m3/s) per line, a negative value for missing"
+            ) from None
+        out[lo - first_row : hi - first_row] = values.astype(np.float32)
+    out[out < 0] = np.nan
+    return out
+
+
+def _is_float(s: str) -> bool:
+    try:
+        float(s)
+        return True
+    except ValueError:
+        return False
+
+
+def read_qobs(directory: Path, codes, times: pd.DatetimeIndex, dt: float) -> np.ndarray:
+    """Observed discharge ``(gauge, time)`` float32 in m3 s-1 for each gauge code (``NaN`` if missing)."""
+    if not directory.is_dir():
+        raise FileNotFoundError(
+            f"qobs: directory {directory} does not exist; create it or set the 'qobs_directory' key of the setup YAML "
+            "(or read_qobs: false)"
+        )
+    out = np.full((len(codes), len(times)), np.nan, dtype=np.float32)
+    absent = []
+    for g, code in enumerate(codes):
+        path = find_qobs_file(directory, str(code))
+        if path is None:
+            absent.append(str(code))
+            continue
+        out[g] = read_qobs_file(path, times, dt)
+    if absent:
+        warnings.warn(
+            f"qobs: no file matching *<code>*.csv under {directory} for gauge(s) {', '.join(absent)}; their qobs is NaN",
+            stacklevel=3,
+        )
+    return out

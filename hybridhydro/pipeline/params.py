@@ -1,0 +1,391 @@
+"""Parameter files: ``params/base.yaml`` deep-merged with one file per case, validated by pydantic.
+
+A case file (``params/cance.yaml``) names only what differs from the base. It is merged over
+the file named by its ``extends`` key (a path relative to the case file); without that key, over
+``base.yaml`` in the same folder when there is one; ``extends: null`` merges over nothing but the
+defaults written here. Mappings merge key by key; lists and values replace.
+
+Every key has a default and a one-line description (``python -m hybridhydro check FILE``
+prints them), and every section forbids unknown keys: a misspelt key is an error that names
+the key, the file that set it and the closest valid key.
+"""
+
+from __future__ import annotations
+
+import difflib
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import pandas as pd
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+
+#: Basins that hydro-smash ships (``smash.factory.load_dataset``), by their canonical name.
+SMASH_DATASETS = ("Cance", "Lez", "France")
+
+#: The key of a case file that names the file it is merged over (not a parameter).
+EXTENDS_KEY = "extends"
+
+
+class ParamsError(ValueError):
+    """A parameter file is unreadable or invalid; the message says which file, which key, and what to do."""
+
+
+class _Section(BaseModel):
+    """A block of parameters: unknown keys are errors, defaults are validated too."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True, validate_assignment=True)
+
+
+class SyntheticBasinParams(_Section):
+    """Keyword arguments of :func:`hybridhydro.synthetic_basin` (used when ``basin.source`` is ``synthetic``)."""
+
+    nrow: int = Field(16, ge=4, description="rows of the flow-direction grid, in cells")
+    ncol: int = Field(16, ge=4, description="columns of the flow-direction grid, in cells")
+    ntime: int = Field(240, ge=1, description="number of time steps")
+    dt: float = Field(3600, gt=0, le=86400, description="time step in seconds (a divisor of one day)")
+    seed: int = Field(0, description="random seed: the same seed gives the same basin")
+    ngauge: int = Field(2, ge=1, description="number of gauges: the outlet plus nested gauges")
+    start: str = Field("2020-01-01", description="start of the series; the first step ends at start + dt")
+    qobs: bool = Field(True, description="make observed discharge (otherwise qobs is all NaN)")
+    missing_fraction: float = Field(0.0, ge=0.0, le=0.5, description="share of observed discharge values set to NaN at random")
+    resolution: float = Field(1000.0, gt=0, description="cell size in metres")
+    epsg: int = Field(2154, ge=0, description="EPSG code of the (projected, metric) CRS")
+
+    @field_validator("start", mode="before")
+    @classmethod
+    def _iso_start(cls, value: Any) -> str:
+        return _timestamp(value)
+
+
+class BasinParams(_Section):
+    """Where the basin comes from, and the simulation window."""
+
+    source: str = Field(
+        "synthetic",
+        description="'Cance', 'Lez' or 'France' (hydro-smash datasets), 'synthetic', or a directory in the smash layout "
+        "(relative to the parameter file that sets it)",
+    )
+    start: str | None = Field(None, description="start of the simulation window, e.g. '2014-09-15 00:00'; null: the dataset's own")
+    end: str | None = Field(None, description="end of the simulation window (the last step ends here); null: the dataset's own")
+    synthetic: SyntheticBasinParams = Field(
+        default_factory=SyntheticBasinParams, description="the synthetic basin, when source is 'synthetic'"
+    )
+
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _iso_time(cls, value: Any) -> str | None:
+        return None if value is None else _timestamp(value)
+
+    @field_validator("source")
+    @classmethod
+    def _canonical_source(cls, value: str) -> str:
+        known = {name.lower(): name for name in (*SMASH_DATASETS, "synthetic")}
+        return known.get(value.strip().lower(), value)
+
+    @model_validator(mode="after")
+    def _window(self) -> "BasinParams":
+        if self.source == "synthetic" and (self.start is not None or self.end is not None):
+            raise ValueError(
+                "basin.start and basin.end select a window of a smash dataset; for a synthetic basin set "
+                "basin.synthetic.start and basin.synthetic.ntime instead"
+            )
+        if self.start is not None and self.end is not None and pd.Timestamp(self.start) >= pd.Timestamp(self.end):
+            raise ValueError(f"basin.start ({self.start}) must come before basin.end ({self.end})")
+        return self
+
+    @property
+    def is_smash_dataset(self) -> bool:
+        """True when ``source`` names a dataset shipped with hydro-smash."""
+        return self.source in SMASH_DATASETS
+
+
+class FigureParams(_Section):
+    """How the notebooks save their figures (they also show them inline)."""
+
+    dpi: int = Field(120, ge=30, le=600, description="resolution of saved raster figures, in dots per inch")
+    format: Literal["png", "svg", "pdf"] = Field("png", description="file format of saved figures, in <output_dir>/figures/")
+
+
+class Params(_Section):
+    """All the parameters of one case: what the runner runs, and what each notebook receives.
+
+    Notebooks receive a flat dictionary (:meth:`notebook_parameters`): a top-level value keeps
+    its name (``case``), a value of a section is named ``<section>_<key>`` (``basin_source``,
+    ``figures_dpi``), and a sub-section is passed whole as a dict (``basin_synthetic``,
+    ready for ``synthetic_basin(**basin_synthetic)``).
+    """
+
+    case: str = Field(
+        "default",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$",
+        description="name of the run: outputs go to <output-root>/<case>/ (default: the parameter file's name)",
+    )
+    basin: BasinParams = Field(default_factory=BasinParams, description="the basin and the simulation window")
+    stages: list[str] | None = Field(
+        None,
+        description="notebook stems to run (e.g. [01_basin]); they always run in name order; null: every notebook in notebooks/",
+    )
+    figures: FigureParams = Field(default_factory=FigureParams, description="saved figures")
+
+    _files: tuple[Path, ...] = PrivateAttr(default=())
+
+    @property
+    def files(self) -> tuple[Path, ...]:
+        """The parameter files merged into these parameters, base first (empty when built in code)."""
+        return self._files
+
+    @property
+    def params_file(self) -> Path | None:
+        """The case file these parameters were loaded from (the last one merged)."""
+        return self._files[-1] if self._files else None
+
+    def notebook_parameters(self, stage: str, output_dir: str | Path) -> dict[str, Any]:
+        """The values injected into a notebook's ``parameters`` cell.
+
+        Parameters
+        ----------
+        stage
+            The notebook stem (``01_basin``), passed on as ``stage``.
+        output_dir
+            Where the stage writes its results, passed on as an absolute path ``output_dir``.
+
+        Returns
+        -------
+        dict
+            Plain JSON-able values: the flattened parameters (see :class:`Params`), plus
+            ``stage``, ``output_dir`` and ``params_file`` (absolute path, or None).
+        """
+        flat: dict[str, Any] = {}
+        for name, value in self.model_dump(mode="json").items():
+            if isinstance(getattr(self, name), BaseModel):
+                flat.update({f"{name}_{key}": sub for key, sub in value.items()})
+            else:
+                flat[name] = value
+        flat["stage"] = stage
+        flat["output_dir"] = str(Path(output_dir).resolve())
+        flat["params_file"] = None if self.params_file is None else str(self.params_file.resolve())
+        return flat
+
+    def to_yaml(self, *, comments: bool = True) -> str:
+        """The parameters as YAML, each key followed by its description as a comment."""
+        data = self.model_dump(mode="json")
+        data[EXTENDS_KEY] = None  # the dump is complete: merging it over a base would change nothing
+        if not comments:
+            return yaml.safe_dump(data, sort_keys=False)
+        lines = [f"{EXTENDS_KEY}: null  # complete parameters: merged over nothing"]
+        lines += _yaml_lines(type(self), data, indent=0)
+        return "\n".join(lines) + "\n"
+
+
+def load_params(path: str | Path) -> Params:
+    """Read a case file, merge it over its base and validate the result.
+
+    Parameters
+    ----------
+    path
+        The case file (``params/cance.yaml``). Relative paths inside it (``basin.source``)
+        are relative to the file that sets them.
+
+    Returns
+    -------
+    Params
+        The validated parameters; ``params.files`` lists the files merged, base first.
+
+    Raises
+    ------
+    ParamsError
+        When a file is missing or not valid YAML, or a key is unknown or has a wrong value;
+        the message names the file and the key, and suggests the closest valid key.
+    """
+    layers = _read_layers(Path(path))
+    merged: dict[str, Any] = {}
+    for _, data in layers:
+        merged = deep_merge(merged, data)
+    merged.setdefault("case", layers[-1][0].stem)
+    _resolve_source(merged, layers)
+    try:
+        params = Params.model_validate(merged)
+    except ValidationError as error:
+        raise ParamsError(_explain(error, layers)) from None
+    params._files = tuple(file for file, _ in layers)
+    return params
+
+
+def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """``over`` merged into ``base``: mappings key by key (recursively), anything else replaced."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+# --- reading -----------------------------------------------------------------------------------
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A safe YAML loader for which a key written twice in one mapping is an error (not a silent override)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice in the same mapping", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ParamsError(f"{path}: no such parameter file")
+    try:
+        data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
+    except yaml.YAMLError as error:
+        raise ParamsError(f"{path}: not valid YAML:\n{error}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ParamsError(f"{path}: expected a mapping of keys to values at the top, found {type(data).__name__}")
+    return data
+
+
+def _read_layers(path: Path) -> list[tuple[Path, dict[str, Any]]]:
+    """The files to merge, base first, each with its contents (``extends`` removed)."""
+    layers: list[tuple[Path, dict[str, Any]]] = []
+    seen: set[Path] = set()
+    current: Path | None = path.resolve() if path.exists() else path
+    while current is not None:
+        if current in seen:
+            chain = " -> ".join(str(f) for f, _ in reversed(layers))
+            raise ParamsError(f"{current}: 'extends' makes a loop ({chain} -> {current})")
+        seen.add(current)
+        data = _read_yaml(current)
+        if EXTENDS_KEY in data:
+            parent = data.pop(EXTENDS_KEY)
+            if parent is not None and not isinstance(parent, str):
+                raise ParamsError(f"{current}: 'extends' must be a file path or null, got {parent!r}")
+            nxt = None if parent is None else (current.parent / parent).resolve()
+        else:
+            sibling = current.parent / "base.yaml"
+            nxt = sibling.resolve() if sibling.is_file() and sibling.resolve() != current else None
+        layers.append((current, data))
+        current = nxt
+    return layers[::-1]
+
+
+def _resolve_source(merged: dict[str, Any], layers: list[tuple[Path, dict[str, Any]]]) -> None:
+    """Make a directory ``basin.source`` absolute, relative to the file that sets it; check it exists."""
+    basin = merged.get("basin")
+    if not isinstance(basin, dict) or not isinstance(basin.get("source"), str):
+        return
+    source = basin["source"]
+    if source.strip().lower() in {name.lower() for name in (*SMASH_DATASETS, "synthetic")}:
+        return
+    file = _file_setting(("basin", "source"), layers)
+    directory = (file.parent / Path(source).expanduser()).resolve()
+    if not directory.is_dir():
+        close = difflib.get_close_matches(source, [*SMASH_DATASETS, "synthetic"], n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ParamsError(
+            f"{file}: basin.source {source!r} is neither a hydro-smash dataset ({', '.join(SMASH_DATASETS)}), "
+            f"'synthetic', nor an existing directory (looked for {directory}){hint}"
+        )
+    basin["source"] = str(directory)
+
+
+# --- error messages ----------------------------------------------------------------------------
+
+
+def _file_setting(loc: tuple, layers: list[tuple[Path, dict[str, Any]]]) -> Path:
+    """The last file (in merge order) whose contents hold the key path ``loc``; the case file otherwise."""
+    for file, data in reversed(layers):
+        node: Any = data
+        for part in loc:
+            if isinstance(node, Mapping) and part in node:
+                node = node[part]
+            elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+                node = node[part]
+            else:
+                break
+        else:
+            return file
+    return layers[-1][0]
+
+
+def _model_at(loc: tuple) -> type[BaseModel] | None:
+    """The section model found by following ``loc`` (field names) down from :class:`Params`."""
+    model: type[BaseModel] | None = Params
+    for part in loc:
+        if model is None or not isinstance(part, str) or part not in model.model_fields:
+            return None
+        model = _section_type(model.model_fields[part].annotation)
+    return model
+
+
+def _section_type(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        for arg in typing.get_args(annotation):
+            found = _section_type(arg)
+            if found is not None:
+                return found
+    return None
+
+
+def _explain(error: ValidationError, layers: list[tuple[Path, dict[str, Any]]]) -> str:
+    problems = []
+    for item in error.errors():
+        loc = tuple(item["loc"])
+        dotted = ".".join(str(p) for p in loc) or "(top level)"
+        file = _file_setting(loc, layers)
+        if item["type"] == "extra_forbidden":
+            section = _model_at(loc[:-1])
+            valid = list(section.model_fields) if section is not None else []
+            close = difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.5)
+            parent = ".".join(map(str, loc[:-1]))
+            hint = f"; did you mean {'.'.join(filter(None, [parent, close[0]]))!r}?" if close else ""
+            problems.append(f"{file}: unknown key {dotted!r}{hint} (valid keys in {parent or 'the top level'}: {', '.join(valid)})")
+        else:
+            got = "" if item["type"] == "missing" else f" (got {item.get('input')!r})"
+            message = item["msg"].removeprefix("Value error, ")
+            problems.append(f"{file}: {dotted}: {message}{got}")
+    names = " <- ".join(str(file) for file, _ in layers)
+    return f"invalid parameters ({names}):\n  - " + "\n  - ".join(problems)
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+def _timestamp(value: Any) -> str:
+    """A date or date-time (a YAML date, or a string pandas understands) as 'YYYY-MM-DD HH:MM:SS'."""
+    try:
+        return str(pd.Timestamp(str(value) if not isinstance(value, str) else value))
+    except (ValueError, TypeError):
+        raise ValueError(f"{value!r} is not a date or date-time (write e.g. '2014-09-15 00:00')") from None
+
+
+def _yaml_lines(model: type[BaseModel], data: dict[str, Any], indent: int) -> list[str]:
+    pad = " " * indent
+    lines = []
+    for name, field in model.model_fields.items():
+        value = data[name]
+        section = _section_type(field.annotation)
+        comment = f"  # {field.description}" if field.description else ""
+        if section is not None and isinstance(value, dict):
+            lines.append(f"{pad}{name}:{comment}")
+            lines += _yaml_lines(section, value, indent + 2)
+        else:
+            text = yaml.safe_dump(value, default_flow_style=True, width=10_000).strip()
+            text = text.removesuffix("\n...").removesuffix("...").strip()
+            lines.append(f"{pad}{name}: {text}{comment}")
+    return lines

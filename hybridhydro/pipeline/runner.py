@@ -1,0 +1,471 @@
+"""Run the notebooks of a case, in order, with papermill; or prepare them for nbval.
+
+Each stage is a jupytext percent-format script ``notebooks/NN_name.py`` with one cell tagged
+``parameters``. The runner converts it to a notebook, injects the case's parameters after that
+cell (only the names the cell declares, see :meth:`Params.notebook_parameters`) and executes it
+with the ``python3`` kernel of the current environment, writing ``<output-root>/<case>/NN_name.ipynb``.
+Every path handed to a notebook is absolute, and the kernel's working directory is the run's
+output directory, so a notebook never depends on where the runner was started.
+
+A run directory also holds ``params.yaml`` (the merged parameters, complete: rerunning it
+reproduces the run) and ``run.json`` (which stages ran, when, for how long, and how they ended).
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import difflib
+import json
+import os
+import platform
+import re
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .params import Params
+
+#: The repository's notebooks (the package is installed in editable mode from the repository).
+NOTEBOOKS_DIR = Path(__file__).resolve().parents[2] / "notebooks"
+
+#: A stage is a notebook whose name starts with its number: ``01_basin.py``.
+STAGE_NAME = re.compile(r"^\d+_\w+$")
+
+KERNEL_NAME = "python3"
+RUN_MANIFEST = "run.json"
+RUN_PARAMS = "params.yaml"
+
+
+class PipelineError(RuntimeError):
+    """A problem the user can fix before anything runs (the message says how)."""
+
+
+class OutputExistsError(PipelineError):
+    """The output directory already holds results and ``overwrite`` was not asked for."""
+
+
+@dataclass(eq=False)
+class StageFailed(PipelineError):
+    """A stage raised: which notebook, which cell, which exception, and where the executed notebook is.
+
+    ``cell_index`` is the 0-based position of the failing cell among the ``ncells`` cells of
+    the source notebook (markdown included; the message counts from 1), ``line`` the line of
+    the ``.py`` file where its code starts; both are None when the failure was outside the
+    notebook's own cells (the injected parameters, the kernel).
+    """
+
+    stage: str
+    notebook: Path
+    output: Path
+    ename: str
+    evalue: str
+    cell_index: int | None = None
+    line: int | None = None
+    source: str = ""
+    traceback: list[str] = field(default_factory=list)
+    ncells: int | None = None
+
+    def __post_init__(self) -> None:
+        super().__init__(str(self))
+
+    @property
+    def first_line(self) -> str:
+        """The failing cell's first non-blank source line."""
+        return next((ln.strip() for ln in self.source.splitlines() if ln.strip()), "")
+
+    def __str__(self) -> str:
+        if self.cell_index is not None:
+            where = f"cell {self.cell_index + 1}" + (f" of {self.ncells}" if self.ncells else "")
+            where += f" (line {self.line})" if self.line else ""
+            where += f": {self.first_line}"
+        elif self.source:
+            where = f"the injected parameters cell: {self.first_line}"
+        else:
+            where = "outside the notebook's cells"
+        text = f"stage {self.stage} failed in {self.notebook}, {where}\n  {self.ename}: {self.evalue}"
+        if self.traceback:
+            text += "\n" + "\n".join("    " + ln for ln in _strip_ansi("\n".join(self.traceback)).splitlines()[-12:])
+        return text + f"\nThe executed notebook, with the full traceback, is {self.output}"
+
+
+@dataclass(frozen=True)
+class StageResult:
+    """One stage that ran to the end."""
+
+    stage: str
+    notebook: Path
+    output: Path
+    seconds: float
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """A finished run: its directory and its stages, in the order they ran."""
+
+    output_dir: Path
+    stages: tuple[StageResult, ...]
+
+    def summary(self) -> str:
+        """A small table: stage, wall time, executed notebook."""
+        width = max([len("stage"), *(len(s.stage) for s in self.stages)])
+        lines = [f"{'stage':<{width}}  {'time (s)':>8}  notebook"]
+        lines += [f"{s.stage:<{width}}  {s.seconds:8.1f}  {s.output}" for s in self.stages]
+        return "\n".join(lines)
+
+
+# --- stages ------------------------------------------------------------------------------------
+
+
+def discover_stages(notebooks_dir: str | Path = NOTEBOOKS_DIR) -> list[str]:
+    """The stems of the stage notebooks in ``notebooks_dir`` (``NN_name.py``), in name order."""
+    directory = Path(notebooks_dir)
+    if not directory.is_dir():
+        raise PipelineError(f"no notebooks directory at {directory}; pass the right one with --notebooks")
+    return sorted(p.stem for p in directory.glob("*.py") if STAGE_NAME.match(p.stem))
+
+
+def select_stages(
+    available: Sequence[str], requested: Sequence[str] | None, *, where: str = "stages"
+) -> list[str]:
+    """The requested stages, in pipeline (name) order; all of them when ``requested`` is None.
+
+    A stage may be named by its stem (``01_basin``) or by a prefix that names one stage
+    (``01``). An unknown name is an error that lists the stages and suggests the closest one.
+    """
+    if requested is None:
+        return list(available)
+    chosen: set[str] = set()
+    for name in requested:
+        matches = [s for s in available if s == name] or [s for s in available if s.startswith(name)]
+        if len(matches) != 1:
+            close = difflib.get_close_matches(name, available, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            problem = "names several stages" if matches else "is not a stage"
+            raise PipelineError(f"{where}: {name!r} {problem}; {hint}(stages: {', '.join(available) or 'none found'})")
+        chosen.add(matches[0])
+    return [s for s in available if s in chosen]
+
+
+def stages_to_run(params: Params, stages: Sequence[str] | None = None, notebooks_dir: str | Path = NOTEBOOKS_DIR) -> list[str]:
+    """The stages a run of ``params`` executes: ``stages`` if given (the command line), else ``params.stages``."""
+    available = discover_stages(notebooks_dir)
+    if stages is not None:
+        selected = select_stages(available, stages, where="--stages")
+    else:
+        where = f"{params.params_file}: stages" if params.params_file else "stages"
+        selected = select_stages(available, params.stages, where=where)
+    if not selected:
+        found = f"(found: {', '.join(available)})" if available else f"(no NN_name.py notebook in {notebooks_dir})"
+        raise PipelineError(f"no stage to run {found}")
+    return selected
+
+
+def load_stage(path: str | Path):
+    """Read a percent-format script as a notebook for the ``python3`` kernel; check its ``parameters`` cell."""
+    import jupytext
+
+    path = Path(path)
+    nb = jupytext.read(path, fmt="py:percent")
+    nb.metadata["kernelspec"] = {"name": KERNEL_NAME, "display_name": "Python 3", "language": "python"}
+    nb.metadata["language_info"] = {"name": "python"}
+    for cell in nb.cells:
+        cell.metadata.setdefault("tags", [])  # papermill looks for tags on every cell
+    if _parameters_cell_index(nb) is None:
+        raise PipelineError(f'{path} has no cell tagged "parameters"; start one with: # %% tags=["parameters"]')
+    return nb
+
+
+def declared_parameters(nb) -> list[str]:
+    """The names the notebook's ``parameters`` cell assigns, in order."""
+    index = _parameters_cell_index(nb)
+    if index is None:
+        return []
+    tree = ast.parse(nb.cells[index].source)
+    names: list[str] = []
+    for node in tree.body:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        for target in targets:
+            if isinstance(target, ast.Name) and target.id not in names:
+                names.append(target.id)
+    return names
+
+
+def parameterize(nb, parameters: dict[str, Any]):
+    """The notebook with the parameters it declares injected after its ``parameters`` cell."""
+    from papermill.parameterize import parameterize_notebook
+
+    declared = set(declared_parameters(nb))
+    chosen = {k: v for k, v in parameters.items() if k in declared}
+    nb.metadata.setdefault("papermill", {})
+    return parameterize_notebook(nb, chosen, kernel_name=KERNEL_NAME, language="python")
+
+
+# --- run and prepare ---------------------------------------------------------------------------
+
+
+def run(
+    params: Params,
+    *,
+    output_root: str | Path = "runs",
+    stages: Sequence[str] | None = None,
+    overwrite: bool = False,
+    notebooks_dir: str | Path = NOTEBOOKS_DIR,
+    progress: bool = True,
+) -> RunResult:
+    """Execute the case's stages in order, each into ``<output_root>/<case>/<stage>.ipynb``.
+
+    Parameters
+    ----------
+    params
+        The case (:func:`hybridhydro.pipeline.load_params`).
+    output_root
+        Parent of the run directory (relative to the current directory).
+    stages
+        Stages to run (stems or unique prefixes), overriding ``params.stages``.
+    overwrite
+        Allow writing into a run directory that already holds results. Files of stages that
+        run again are replaced; other files are left as they are.
+    notebooks_dir
+        Where the stage notebooks are.
+    progress
+        Show a progress bar over the stages, and papermill's over the cells of each.
+
+    Raises
+    ------
+    OutputExistsError
+        The run directory already holds results and ``overwrite`` is False.
+    StageFailed
+        A stage raised; later stages did not run.
+    """
+    import papermill
+    from tqdm.auto import tqdm
+
+    notebooks_dir = Path(notebooks_dir)
+    selected = stages_to_run(params, stages, notebooks_dir)
+    output_dir = Path(output_root).resolve() / params.case
+    # Every notebook is read and parameterised before anything is written: a stage that cannot
+    # start leaves no half-made run directory behind.
+    built_nbs = {
+        stage: parameterize(load_stage(notebooks_dir / f"{stage}.py"), params.notebook_parameters(stage, output_dir))
+        for stage in selected
+    }
+    _claim(output_dir, overwrite, f"the results of case {params.case!r}")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / RUN_PARAMS).write_text(params.to_yaml())
+    manifest = _start_manifest(output_dir, params, selected)
+
+    results: list[StageResult] = []
+    bar = tqdm(selected, desc=params.case, unit="stage", disable=not progress)
+    with tempfile.TemporaryDirectory(prefix="hybridhydro-") as build, _inline_figures():
+        for stage in bar:
+            bar.set_postfix_str(stage)
+            source = notebooks_dir / f"{stage}.py"
+            nb = built_nbs[stage]
+            built = Path(build) / f"{stage}.ipynb"
+            _write_notebook(nb, built)
+            output = output_dir / f"{stage}.ipynb"
+            tic = time.perf_counter()
+            try:
+                papermill.execute_notebook(
+                    built,
+                    output,
+                    kernel_name=KERNEL_NAME,
+                    language="python",
+                    cwd=output_dir,
+                    progress_bar=progress,
+                    # The kernel is local (localhost, HMAC-signed messages); its start-up advice to
+                    # encrypt the transport is noise here. Kernel errors still show.
+                    extra_arguments=["--IPKernelApp.log_level=ERROR"],
+                )
+            except Exception as error:  # noqa: BLE001  (any failure ends the run, with what we know of it)
+                failure = _failure(error, stage, source, output, nb)
+                _record(manifest, output_dir, stage, "failed", time.perf_counter() - tic, failure=str(failure))
+                _set_input_path(output, source)
+                bar.close()
+                raise failure from error
+            seconds = time.perf_counter() - tic
+            _set_input_path(output, source)
+            _record(manifest, output_dir, stage, "done", seconds)
+            results.append(StageResult(stage, source, output, seconds))
+            bar.write(f"{stage}: done in {seconds:.1f} s -> {output}")
+    manifest["finished"] = _now()
+    _write_json(output_dir / RUN_MANIFEST, manifest)
+    return RunResult(output_dir, tuple(results))
+
+
+def prepare(
+    params: Params,
+    out: str | Path,
+    *,
+    stages: Sequence[str] | None = None,
+    overwrite: bool = False,
+    notebooks_dir: str | Path = NOTEBOOKS_DIR,
+) -> list[Path]:
+    """Write the case's stages as parameterised, unexecuted notebooks into ``out``, for nbval.
+
+    ``pytest --nbval-lax --nbval-current-env <out>`` then runs them in name order, which is the
+    pipeline's order; each writes its results into ``out`` (its ``output_dir``).
+
+    With ``overwrite``, notebooks prepared earlier in ``out`` are removed first, so that a
+    stage no longer selected is not run by nbval; other files are left.
+    """
+    notebooks_dir = Path(notebooks_dir)
+    selected = stages_to_run(params, stages, notebooks_dir)
+    out = Path(out).resolve()
+    nbs = {}
+    for stage in selected:
+        source = notebooks_dir / f"{stage}.py"
+        nbs[stage] = parameterize(load_stage(source), params.notebook_parameters(stage, out))
+        nbs[stage].metadata["papermill"]["input_path"] = str(source.resolve())
+    _claim(out, overwrite, "prepared notebooks")
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob("*.ipynb"):
+        stale.unlink()
+    (out / RUN_PARAMS).write_text(params.to_yaml())
+    written = []
+    for stage, nb in nbs.items():
+        target = out / f"{stage}.ipynb"
+        _write_notebook(nb, target)
+        written.append(target)
+    return written
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+def _claim(directory: Path, overwrite: bool, what: str) -> None:
+    """Refuse to write into a directory that already holds files, unless asked to."""
+    if overwrite or not directory.exists():
+        return
+    if not directory.is_dir():
+        raise OutputExistsError(f"{directory} exists and is not a directory")
+    entries = sorted(p.name for p in directory.iterdir())
+    if not entries:
+        return
+    shown = ", ".join(entries[:6]) + (f", ... ({len(entries)} entries)" if len(entries) > 6 else "")
+    when = ""
+    manifest = directory / RUN_MANIFEST
+    if manifest.is_file():
+        try:
+            info = json.loads(manifest.read_text())
+            status = {s: v.get("status") for s, v in info.get("stages", {}).items()}
+            when = f" (run started {info.get('started')}; stages: {status})"
+        except (ValueError, AttributeError):
+            pass
+    raise OutputExistsError(
+        f"{directory} already holds {what}{when}: {shown}.\n"
+        f"Nothing was run. To replace them, add --overwrite; to keep them, choose another case name "
+        f"(`case:` in the parameter file) or another --output-root."
+    )
+
+
+def _failure(error: Exception, stage: str, source: Path, output: Path, nb) -> StageFailed:
+    """What failed, in the source notebook's terms."""
+    from papermill.exceptions import PapermillExecutionError
+
+    if not isinstance(error, PapermillExecutionError):
+        return StageFailed(stage, source, output, type(error).__name__, str(error).strip())
+    # The executed notebook is the source notebook plus one injected cell after the parameters cell.
+    params_index = _parameters_cell_index(nb)
+    index: int | None = error.cell_index
+    if index == params_index + 1:
+        index = None
+    elif index > params_index + 1:
+        index -= 1
+    line = None
+    if index is not None:
+        position = source.read_text().find(error.source)
+        line = source.read_text().count("\n", 0, position) + 1 if position >= 0 and error.source else None
+    return StageFailed(
+        stage, source, output, error.ename, error.evalue, index, line, error.source, list(error.traceback or []),
+        ncells=len(nb.cells) - 1,
+    )
+
+
+def _parameters_cell_index(nb) -> int | None:
+    for i, cell in enumerate(nb.cells):
+        if "parameters" in cell.get("metadata", {}).get("tags", []):
+            return i
+    return None
+
+
+@contextlib.contextmanager
+def _inline_figures():
+    """Kernels started here draw figures into the notebook, whatever ``MPLBACKEND`` the shell sets.
+
+    A headless shell (CI, ``make``) often exports ``MPLBACKEND=Agg``; the kernel inherits it,
+    and the executed notebooks, which are the run's report, would lose every figure.
+    """
+    saved = os.environ.get("MPLBACKEND")
+    os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("MPLBACKEND", None)
+        else:
+            os.environ["MPLBACKEND"] = saved
+
+
+def _write_notebook(nb, path: Path) -> None:
+    import nbformat
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, str(path))
+
+
+def _set_input_path(output: Path, source: Path) -> None:
+    """Record the ``.py`` source (not the temporary notebook) as the executed notebook's input."""
+    import nbformat
+
+    if not output.is_file():
+        return
+    nb = nbformat.read(str(output), as_version=4)
+    nb.metadata.setdefault("papermill", {})["input_path"] = str(source.resolve())
+    nbformat.write(nb, str(output))
+
+
+def _start_manifest(output_dir: Path, params: Params, stages: list[str]) -> dict[str, Any]:
+    from .. import __version__
+
+    path = output_dir / RUN_MANIFEST
+    previous: dict[str, Any] = {}
+    if path.is_file():
+        try:
+            previous = json.loads(path.read_text()).get("stages", {})
+        except ValueError:
+            previous = {}
+    manifest = {
+        "case": params.case,
+        "params_files": [str(f) for f in params.files],
+        "selected": stages,
+        "started": _now(),
+        "finished": None,
+        "hybridhydro": __version__,
+        "python": platform.python_version(),
+        "stages": previous,  # stages of earlier runs that this one does not repeat keep their record
+    }
+    _write_json(path, manifest)
+    return manifest
+
+
+def _record(manifest: dict[str, Any], output_dir: Path, stage: str, status: str, seconds: float, **extra: Any) -> None:
+    manifest["stages"][stage] = {"status": status, "seconds": round(seconds, 2), "finished": _now(), **extra}
+    _write_json(output_dir / RUN_MANIFEST, manifest)
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _strip_ansi(text: str) -> str:
+    return re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", text)

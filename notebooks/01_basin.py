@@ -1,0 +1,197 @@
+# ---
+# jupyter:
+#   jupytext:
+#     cell_metadata_filter: tags,-all
+#     formats: py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 01 · The basin
+#
+# Every later stage starts from one file: the **basin**, an `xarray.Dataset` that holds, on a
+# regular grid of cells,
+#
+# * the forcing: precipitation $P$ and potential evapotranspiration $E_p$, depths in mm over
+#   each time step $(t - \Delta t, t]$;
+# * the observed discharge $Q_{obs}$ at the gauges, in m³ s⁻¹, mean over each step;
+# * the physical descriptors (slope, drainage density, …) that regionalisation maps to parameters;
+# * the D8 flow directions, and the mesh fields derived from them: the **active cells** (the
+#   union of the gauges' catchments, the cells the model computes), the flow accumulation
+#   (upstream drainage area $A$), the routing partitions.
+#
+# This stage reads the basin (a dataset shipped with hydro-smash, a directory in the smash
+# layout, or the synthetic basin), shows what the model will see, checks what must hold, and
+# writes `basin.nc` into the run directory. The schema is documented in `hybridhydro.basin`.
+
+# %% tags=["parameters"]
+# Injected by `python -m hybridhydro run params/<case>.yaml`; these values serve interactive use.
+case = "interactive"
+basin_source = "synthetic"  # 'Cance', 'Lez', 'France', a smash-layout directory, or 'synthetic'
+basin_start = None  # simulation window (start, end]; None: the dataset's own
+basin_end = None
+basin_synthetic = {"nrow": 16, "ncol": 16, "ntime": 240, "dt": 3600, "seed": 0, "ngauge": 2}
+figures_dpi = 120
+figures_format = "png"
+output_dir = "runs/interactive"
+
+# %%
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+import hybridhydro as hh
+from hybridhydro import plotting
+from hybridhydro.mesh import Mesh
+
+output_dir = Path(output_dir)
+output_dir.mkdir(parents=True, exist_ok=True)
+
+
+def save(fig, name):
+    """Save a figure of this stage into the run's figures/ folder."""
+    return plotting.save_figure(fig, output_dir, f"01_basin_{name}", dpi=figures_dpi, format=figures_format)
+
+
+# %% [markdown]
+# ## Reading the basin
+#
+# A smash dataset or directory is read over the window $(t_{start}, t_{end}]$: flow directions,
+# gauges (snapped to the grid cell whose drainage area best matches the declared one), forcing,
+# observations and descriptors. The synthetic basin is generated from a seed.
+
+# %%
+if basin_source == "synthetic":
+    ds = hh.synthetic_basin(**basin_synthetic)
+else:
+    ds = hh.read_smash_dataset(basin_source, basin_start, basin_end)
+ds
+
+# %% [markdown]
+# ## The mesh
+#
+# The model computes on active cells only. Routing visits cells partition by partition: a cell
+# of partition $k$ has upstream cells in partitions $< k$ only, so each partition is one
+# vectorised step.
+
+# %%
+mesh = Mesh.from_dataset(ds)
+cell_km2 = float((ds["dx"] * ds["dy"]).where(ds["active_cell"]).mean()) / 1e6
+pd.Series(
+    {
+        "grid (rows × columns)": f"{mesh.nrow} × {mesh.ncol}",
+        "active cells": mesh.nac,
+        "mean cell area (km²)": round(cell_km2, 3),
+        "gauges": mesh.ng,
+        "routing partitions": mesh.npar,
+        "time steps": ds.sizes["time"],
+        "time step (s)": ds.attrs["dt"],
+        "window": f"({ds.attrs['start_time']}, {ds.attrs['end_time']}]",
+    },
+    name=ds.attrs["name"],
+).to_frame()
+
+# %% [markdown]
+# Flow accumulation $A$ (upstream drainage area, the cell included) spans orders of magnitude
+# from hillslope cells to the outlet, hence the log scale. Rings mark the declared gauge
+# outlets, triangles the cells they were snapped to.
+
+# %%
+fig, (ax_acc, ax_active) = plt.subplots(1, 2, figsize=(11, 4.5), layout="constrained")
+plotting.plot_flow_accumulation(ds, ax_acc)
+plotting.plot_active_cells(ds, ax_active)
+save(fig, "mesh");
+
+# %% [markdown]
+# ## Gauges
+#
+# Snapping moves each outlet to a cell of the D8 network; the delineated area $A_{dln}$ (the
+# flow accumulation at that cell) should be close to the declared area $A$. A large difference
+# flags a misplaced outlet or a flow-direction grid too coarse for the catchment.
+
+# %%
+plotting.gauge_table(ds)
+
+# %% [markdown]
+# ## Descriptors
+#
+# Raw values over the active cells, each on its own scale and in its own unit (regionalisation
+# normalises them later).
+
+# %%
+fig = plotting.plot_descriptors(ds)
+save(fig, "descriptors");
+
+# %% [markdown]
+# ## Rain and discharge at each gauge
+#
+# The basin-mean rain of gauge $g$ is the mean over the cells of its catchment $\Omega_g$
+# (found by following the flow directions upstream from the gauge's cell),
+# $\bar P_g(t) = \frac{1}{|\Omega_g|} \sum_{i \in \Omega_g} P_i(t)$, leaving out missing cells,
+# as smash computes `mean_prcp`. Rain hangs from the top of each panel, discharge rises from the bottom; gaps in
+# the discharge are missing observations.
+
+# %%
+rain = ds["mean_prcp"] if "mean_prcp" in ds else plotting.catchment_mean(ds, "prcp")
+fig = plotting.plot_hydrographs(ds["qobs"], rain)
+save(fig, "hydrographs");
+
+# %%
+pd.DataFrame(
+    {
+        "rain total (mm)": rain.sum("time").values.astype(float),
+        "observed discharge (share of steps)": ds["qobs"].notnull().mean("time").values.astype(float),
+        "peak discharge (m³ s⁻¹)": ds["qobs"].max("time").values.astype(float),
+    },
+    index=pd.Index(ds["gauge"].values.astype(str), name="gauge"),
+).round(3)
+
+# %% [markdown]
+# ## Writing the basin
+#
+# `basin.nc` is the input of every later stage of this run.
+
+# %%
+basin_file = output_dir / "basin.nc"
+hh.write_basin(ds, f"{basin_file}", overwrite=True)
+basin_file
+
+# %% [markdown]
+# ## What must hold
+#
+# * the Dataset follows the basin schema;
+# * there are active cells, and every gauge sits on one;
+# * the flow accumulation at each gauge is its delineated area, and the catchments found by
+#   following the flow directions upstream have that area too;
+# * forcing is finite and non-negative, or NaN where it is missing;
+# * `basin.nc` reads back equal to what was written.
+
+# %%
+hh.check_basin(ds, where=f"basin of case {case!r}")
+
+active = ds["active_cell"].values
+rows, cols = ds["gauge_row"].values, ds["gauge_col"].values
+assert active.sum() > 0, "no active cell: the gauges' catchments are empty"
+assert active[rows, cols].all(), f"gauges off the active cells: {list(ds['gauge'].values[~active[rows, cols]])}"
+
+np.testing.assert_allclose(ds["flwacc"].values[rows, cols], ds["area_dln"].values, rtol=1e-3)
+catchment_area = (plotting.upstream_masks(ds) * (ds["dx"] * ds["dy"]).values).sum(axis=(1, 2))
+np.testing.assert_allclose(catchment_area, ds["area_dln"].values, rtol=1e-3)
+
+for name in ("prcp", "pet"):
+    values = ds[name].values
+    assert not np.isinf(values).any(), f"{name} holds infinite values"
+    assert (values[np.isfinite(values)] >= 0).all(), f"{name} holds negative depths"
+
+back = hh.read_basin(basin_file)
+xr.testing.assert_equal(back, ds)
+print(f"01_basin: {int(active.sum())} active cells, {ds.sizes['gauge']} gauges, {ds.sizes['time']} steps -> {basin_file}")

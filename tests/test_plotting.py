@@ -1,0 +1,164 @@
+"""Figures and tables of the notebooks, drawn headless on a hand-made 3 x 4 basin with known answers."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+import xarray as xr  # noqa: E402
+from matplotlib.colors import LogNorm  # noqa: E402
+
+from hybridhydro import plotting  # noqa: E402
+from hybridhydro.basin import annotate, check_basin  # noqa: E402
+from hybridhydro.mesh import Mesh  # noqa: E402
+
+# Every cell drains south; the bottom row drains east to the outlet (2, 3), which leaves the grid.
+FLWDIR = np.array([[5, 5, 5, 5], [5, 5, 5, 5], [3, 3, 3, 5]], dtype=np.int8)
+CELLS_UPSTREAM = np.array([[1, 1, 1, 1], [2, 2, 2, 2], [3, 6, 9, 12]])
+PARTITION = np.array([[1, 1, 1, 1], [2, 2, 2, 2], [3, 4, 5, 6]])
+GAUGES = {"OUT": (2, 3), "MID": (2, 1)}  # the outlet (12 cells) and a nested gauge (6 cells)
+
+
+@pytest.fixture(scope="module")
+def basin() -> xr.Dataset:
+    rows = np.array([rc[0] for rc in GAUGES.values()])
+    cols = np.array([rc[1] for rc in GAUGES.values()])
+    res, xmin, ymax = 1000.0, 700_000.0, 6_500_000.0
+    mesh = Mesh(
+        flwdir=FLWDIR,
+        active_cell=np.ones(FLWDIR.shape, bool),
+        dx=np.full(FLWDIR.shape, res, np.float32),
+        dy=np.full(FLWDIR.shape, res, np.float32),
+        flwacc=(CELLS_UPSTREAM * res**2).astype(np.float32),
+        flwdst=np.zeros(FLWDIR.shape, np.float32),
+        flwpar=PARTITION.astype(np.int32),
+        xmin=xmin,
+        ymax=ymax,
+        xres=res,
+        yres=res,
+        epsg=2154,
+        gauge_row=rows,
+        gauge_col=cols,
+        code=np.array(list(GAUGES)),
+        gauge_x=xmin + (cols + 0.5) * res + 120.0,  # declared 120 m east of the cell centre
+        gauge_y=ymax - (rows + 0.5) * res,
+        area=np.array([12.6e6, 5.7e6], np.float32),
+        area_dln=np.array([12e6, 6e6], np.float32),
+    )
+    ds = mesh.to_dataset()
+    times = pd.date_range("2020-01-01 01:00", periods=4, freq="h")
+    prcp = np.broadcast_to(np.arange(4.0), (4, 3, 4)).copy()  # rain = column index, mm
+    prcp[0, 0, 0] = np.nan  # one missing cell at the first step
+    ds["prcp"] = (("time", "y", "x"), prcp.astype(np.float32))
+    ds["pet"] = (("time", "y", "x"), np.full((4, 3, 4), 0.1, np.float32))
+    ds["qobs"] = (("gauge", "time"), np.array([[1.0, 2.0, np.nan, 1.5], [0.5, 1.0, 0.8, 0.6]], np.float32))
+    ds["descriptors"] = (("descriptor", "y", "x"), np.stack([np.arange(12.0).reshape(3, 4), np.ones((3, 4))]).astype(np.float32))
+    ds = ds.assign_coords(time=times, descriptor=["slope", "dd"])
+    ds["descriptors"].attrs["descriptor_units"] = "slope: degree; dd: km-1"
+    ds.attrs.update(dt=3600.0, name="tiny", start_time="2020-01-01T00:00:00", end_time=str(times[-1]))
+    annotate(ds)
+    check_basin(ds, where="the tiny test basin")
+    return ds
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    yield
+    plt.close("all")
+
+
+def colorbar_labels(fig) -> list[str]:
+    return [ax.get_ylabel() for ax in fig.axes if ax.get_label() == "<colorbar>"]
+
+
+# --- known answers -----------------------------------------------------------------------------
+
+
+def test_upstream_masks_follow_the_flow_directions(basin):
+    masks = plotting.upstream_masks(basin)
+    assert masks.shape == (2, 3, 4)
+    assert masks[0].all()  # everything drains to the outlet
+    np.testing.assert_array_equal(masks[1], [[1, 1, 0, 0], [1, 1, 0, 0], [1, 1, 0, 0]])
+    np.testing.assert_array_equal(masks.sum(axis=(1, 2)), CELLS_UPSTREAM[2, [3, 1]])
+
+
+def test_catchment_mean_leaves_out_missing_cells(basin):
+    rain = plotting.catchment_mean(basin, "prcp")
+    assert rain.dims == ("gauge", "time") and rain.attrs["units"] == "mm"
+    np.testing.assert_allclose(rain.sel(gauge="OUT").values, [18 / 11, 1.5, 1.5, 1.5], rtol=1e-6)
+    np.testing.assert_allclose(rain.sel(gauge="MID").values, [0.6, 0.5, 0.5, 0.5], rtol=1e-6)
+
+
+def test_gauge_table(basin):
+    table = plotting.gauge_table(basin)
+    assert list(table.index) == ["OUT", "MID"]
+    np.testing.assert_allclose(table["declared area (km²)"], [12.6, 5.7])
+    np.testing.assert_allclose(table["delineated area (km²)"], [12.0, 6.0])
+    np.testing.assert_allclose(table["area difference (%)"], [-4.76, 5.26], atol=0.01)
+    np.testing.assert_allclose(table["snap distance (CRS units)"], [120.0, 120.0])
+
+
+def test_descriptor_units(basin):
+    assert plotting.descriptor_units(basin) == {"slope": "degree", "dd": "km-1"}
+
+
+# --- figures -----------------------------------------------------------------------------------
+
+
+def test_axis_labels_carry_the_crs_unit(basin):
+    assert plotting.xy_labels(basin) == ("x (m, EPSG:2154)", "y (m, EPSG:2154)")
+    assert plotting.xy_labels(basin.drop_vars("spatial_ref")) == ("x (CRS units)", "y (CRS units)")
+
+
+def test_flow_accumulation_map(basin):
+    ax = plotting.plot_flow_accumulation(basin)
+    assert ax.get_xlabel() == "x (m, EPSG:2154)" and ax.get_ylabel() == "y (m, EPSG:2154)"
+    assert colorbar_labels(ax.figure) == ["drainage area (km²)"]
+    assert isinstance(ax.collections[0].norm, LogNorm)
+    assert ax.collections[0].norm.vmax == pytest.approx(12.0)
+    assert {t.get_text() for t in ax.texts} == {"OUT", "MID"}  # gauges marked
+
+
+def test_active_cells_map(basin):
+    ax = plotting.plot_active_cells(basin)
+    assert "12 of 3 × 4" in ax.get_title()
+    assert ax.get_xlabel() and ax.get_ylabel()
+    assert {t.get_text() for t in ax.get_legend().get_texts()} >= {"active", "snapped cell", "declared outlet"}
+
+
+def test_descriptor_maps_one_panel_each_with_units(basin):
+    fig = plotting.plot_descriptors(basin)
+    panels = [ax for ax in fig.axes if ax.get_label() != "<colorbar>" and ax.axison]
+    assert [ax.get_title() for ax in panels] == ["slope", "dd"]
+    assert colorbar_labels(fig) == ["slope (degree)", "dd (km⁻¹)"]
+    assert all(ax.get_xlabel().startswith("x (m") for ax in panels)
+
+
+def test_hydrographs_one_panel_per_gauge_with_units(basin):
+    fig = plotting.plot_hydrographs(basin["qobs"], plotting.catchment_mean(basin))
+    panels = [ax for ax in fig.axes if ax.get_ylabel().startswith("discharge")]
+    assert [ax.get_title(loc="left") for ax in panels] == ["OUT", "MID"]
+    assert all(ax.get_ylabel() == "discharge (m³ s⁻¹)" for ax in panels)
+    assert sum(ax.get_ylabel() == "basin rain (mm per step)" for ax in fig.axes) == 2
+    assert panels[-1].get_xlabel() == "time (end of step)"
+
+
+def test_hydrographs_without_rain_or_with_empty_discharge(basin):
+    empty = basin["qobs"] * np.nan
+    empty.attrs = basin["qobs"].attrs
+    fig = plotting.plot_hydrographs(empty)
+    assert any("no observed discharge" in t.get_text() for ax in fig.axes for t in ax.texts)
+    with pytest.raises(ValueError):
+        plotting.plot_hydrographs(None, None)
+
+
+def test_save_figure(basin, tmp_path):
+    fig = plotting.plot_descriptors(basin)
+    path = plotting.save_figure(fig, tmp_path, "descriptors", dpi=50, format="svg")
+    assert path == tmp_path / "figures" / "descriptors.svg"
+    assert path.read_text().lstrip().startswith("<?xml")
