@@ -1,0 +1,463 @@
+"""Forward run: basin Dataset + structure + parameters -> discharge at the gauges (smash's
+``forward_run``, spec section 3).
+
+Two levels:
+
+* :func:`simulate` is the xarray edge: it parses the structure name, turns parameter and
+  initial-state maps (scalars or (y, x) grids) into validated per-cell arrays, runs the core
+  and labels the result.
+* :func:`simulate_arrays` is the jit-compiled pure core over plain arrays: the hydrology as a
+  ``lax.scan`` over time, vectorised over the active cells, then the routing of the whole
+  runoff series (:mod:`hybridhydro.routing`). It is what gradient code differentiates.
+
+Long runs: with ``checkpoint_every=n`` the time scans run in chunks of ``n`` steps wrapped in
+``jax.checkpoint``, so reverse-mode differentiation stores one carry per chunk and recomputes
+inside a chunk (smash splits its adjoint loop into ``⌊√T⌋`` segments for the same reason);
+``n ≈ √T`` balances memory and recomputation. The forward result does not change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from typing import Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import xarray as xr
+
+from . import structures
+from .mesh import Mesh
+from .routing import (
+    ROUTING_FLUXES,
+    ROUTING_PARAMETERS,
+    ROUTING_STATES,
+    RoutingPlan,
+    checkpointed_scan,
+    initial_routing_state,
+    route_series,
+    routing_fluxes,
+    routing_plan,
+)
+
+SNOW_MODULES = ("zero", "ssn")
+ROUTING_MODULES = tuple(ROUTING_PARAMETERS)
+
+
+@dataclass(frozen=True)
+class Structure:
+    """A parsed model structure: snow, hydrological and routing module names (smash's)."""
+
+    snow: str
+    hydrology: str
+    routing: str
+
+    @property
+    def name(self) -> str:
+        """The full smash structure string, ``"<snow>-<hydrology>-<routing>"``."""
+        return f"{self.snow}-{self.hydrology}-{self.routing}"
+
+    @property
+    def parameters(self) -> tuple[str, ...]:
+        """Parameter names: snow, then hydrology, then routing (smash's order)."""
+        snow = _snow_module(self.snow).parameters if self.snow != "zero" else ()
+        return snow + structures.get_module(self.hydrology).parameters + ROUTING_PARAMETERS[self.routing]
+
+    @property
+    def states(self) -> tuple[str, ...]:
+        """Initial-state names: snow, then hydrology, then routing (smash's order)."""
+        snow = _snow_module(self.snow).states if self.snow != "zero" else ()
+        return snow + structures.get_module(self.hydrology).states + ROUTING_STATES[self.routing]
+
+    @property
+    def fluxes(self) -> tuple[str, ...]:
+        """Internal flux names, as ``return_fluxes`` gives them: snow, hydrology, routing."""
+        snow = _snow_module(self.snow).fluxes if self.snow != "zero" else ()
+        return snow + structures.get_module(self.hydrology).fluxes + ROUTING_FLUXES[self.routing]
+
+
+def _hydrological_modules() -> tuple[str, ...]:
+    return tuple(structures.HYDROLOGICAL_MODULES)
+
+
+def _snow_module(name: str):
+    return structures.SNOW_MODULES[name]
+
+
+def parse_structure(structure: str) -> Structure:
+    """Parse ``"<hydrology>-<routing>"`` or ``"<snow>-<hydrology>-<routing>"`` (e.g. ``"gr4-lr"``).
+
+    Raises
+    ------
+    ValueError
+        Wrong number of parts or an unknown module; the message lists the valid names.
+    """
+    hydro_names = _hydrological_modules()
+    valid = (
+        f"snow: {', '.join(SNOW_MODULES)}; hydrology: {', '.join(hydro_names)}; routing: {', '.join(ROUTING_MODULES)}"
+    )
+    parts = str(structure).strip().split("-")
+    if len(parts) == 2:
+        parts = ["zero", *parts]
+    if len(parts) != 3:
+        raise ValueError(
+            f"structure {structure!r} must read '<hydrology>-<routing>' or '<snow>-<hydrology>-<routing>' "
+            f"(e.g. 'gr4-lr', 'ssn-gr4-kw'); valid parts are {valid}"
+        )
+    snow, hydro, routing = parts
+    checks = (("snow", snow, SNOW_MODULES), ("hydrology", hydro, hydro_names), ("routing", routing, ROUTING_MODULES))
+    for what, value, names in checks:
+        if value not in names:
+            raise ValueError(
+                f"structure {structure!r}: unknown {what} module {value!r}; valid parts are {valid}"
+            )
+    return Structure(snow, hydro, routing)
+
+
+# ---------------------------------------------------------------------------------------------
+# The pure core
+# ---------------------------------------------------------------------------------------------
+
+
+def _split(structure: Structure, values: Mapping, what: str) -> tuple[dict, dict, dict]:
+    """Split a flat name -> array map into its snow, hydrology and routing parts.
+
+    Raises a ``ValueError`` when the names are not exactly the structure's ``what``.
+    """
+    names = structure.parameters if what == "parameters" else structure.states
+    if set(values) != set(names):
+        raise ValueError(
+            f"simulate_arrays: structure {structure.name!r} needs the {what} {', '.join(names) or '(none)'}; "
+            f"missing: {sorted(set(names) - set(values))}, unknown: {sorted(set(values) - set(names))}"
+        )
+    snow_mod = _snow_module(structure.snow) if structure.snow != "zero" else None
+    snow_names = snow_mod.parameters + snow_mod.states if snow_mod else ()
+    routing_names = ROUTING_PARAMETERS[structure.routing] + ROUTING_STATES[structure.routing]
+    snow = {k: v for k, v in values.items() if k in snow_names}
+    routing = {k: v for k, v in values.items() if k in routing_names}
+    hydro = {k: v for k, v in values.items() if k not in snow and k not in routing}
+    return snow, hydro, routing
+
+
+@partial(
+    jax.jit,
+    static_argnames=("structure", "dt", "checkpoint_every", "return_states", "return_fluxes"),
+)
+def simulate_arrays(
+    params: Mapping[str, jax.Array],
+    states: Mapping[str, jax.Array],
+    forcing: Mapping[str, jax.Array],
+    plan: RoutingPlan,
+    *,
+    structure: str,
+    dt: float,
+    imperviousness=0.0,
+    checkpoint_every: int | None = None,
+    return_states: bool = False,
+    return_fluxes: bool = False,
+) -> dict:
+    """Run a structure over plain arrays (jit-compiled, differentiable).
+
+    Parameters
+    ----------
+    params
+        Every parameter of the structure (smash names, e.g. ``cp`` in mm, ``llr`` in min),
+        each a float32 array ``(nac,)`` over the active cells in the plan's order.
+    states
+        Every initial state of the structure (normalised levels; ``hlr``, ``hs`` in mm), ``(nac,)``.
+    forcing
+        ``prcp`` and ``pet`` (mm per step), ``(time, nac)``, NaN where missing; with ``ssn``
+        optionally ``snow`` (mm per step) and ``temp`` (°C).
+    plan
+        The mesh's :class:`~hybridhydro.routing.RoutingPlan`.
+    structure
+        Structure name as :func:`parse_structure` reads it (static).
+    dt
+        Time step (s, static).
+    imperviousness
+        Impervious fraction per cell ``(nac,)`` or a scalar, in [0, 1].
+    checkpoint_every
+        Chunk length (steps) of the checkpointed time scans; ``None``: no checkpointing.
+    return_states, return_fluxes
+        Also return the state and internal-flux series (memory grows with ``time * nac``).
+
+    Returns
+    -------
+    dict
+        ``q`` (time, ng) gauge discharge (m3/s); ``discharge`` (time, nac) routed discharge of
+        every cell (m3/s); ``final_states`` name -> (nac,); with ``return_states`` ``states``
+        name -> (time, nac) (value at the end of each step); with ``return_fluxes`` ``fluxes``
+        name -> (time, nac) in mm per step, except ``qt`` in m3/s as smash reports it, and
+        the routing module's fluxes (:data:`~hybridhydro.routing.ROUTING_FLUXES`).
+    """
+    s = parse_structure(structure)
+    hydro = structures.get_module(s.hydrology)
+    snow_params, hydro_params, routing_params = _split(s, params, "parameters")
+    snow_states, hydro_states, routing_states = _split(s, states, "initial states")
+    ctx = structures.StepContext(dt=dt, imperviousness=imperviousness)
+    cell_area = jnp.asarray(plan.cell_area)
+    snow_mod = _snow_module(s.snow) if s.snow != "zero" else None
+    # Missing snow forcing means nothing melts: the module takes None for both.
+    snow_forcing = (forcing.get("snow"), forcing.get("temp"))
+    with_snow_forcing = snow_forcing[0] is not None and snow_forcing[1] is not None
+
+    def step(carry, x):
+        h_snow, h = carry
+        p, e = x["prcp"], x["pet"]
+        out_fluxes = {}
+        if snow_mod is not None:
+            sn, tp = (x["snow"], x["temp"]) if with_snow_forcing else (None, None)
+            h_snow, p, snow_fluxes = snow_mod.step(snow_params, h_snow, p, sn, tp, ctx)
+            out_fluxes.update(snow_fluxes)
+        h, fluxes = hydro.step(hydro_params, h, p, e, ctx)
+        # smash reports qt in m3/s (spec 1): the only flux converted inside the core.
+        qt = fluxes["qt"] * 1e-3 * cell_area / dt
+        out = {"qt": qt}
+        if return_fluxes:
+            out["fluxes"] = {**out_fluxes, **{k: fluxes[k] for k in hydro.fluxes}, "qt": qt}
+        if return_states:
+            out["states"] = {**h_snow, **h}
+        return (h_snow, h), out
+
+    xs = {"prcp": forcing["prcp"], "pet": forcing["pet"]}
+    if snow_mod is not None and with_snow_forcing:
+        xs["snow"], xs["temp"] = snow_forcing
+    (h_snow, h), out = checkpointed_scan(step, (dict(snow_states), dict(hydro_states)), xs, checkpoint_every)
+
+    r_state = initial_routing_state(s.routing, plan.nac, hlr=routing_states.get("hlr"), dtype=out["qt"].dtype)
+    routed = route_series(
+        s.routing,
+        plan,
+        routing_params,
+        out["qt"],
+        r_state,
+        dt,
+        checkpoint_every=checkpoint_every,
+        return_state_series=return_states,
+    )
+    discharge, r_state, r_series = routed if return_states else (*routed, {})
+    result = {
+        "q": discharge[:, jnp.asarray(plan.gauge_index)],
+        "discharge": discharge,
+        "final_states": {**h_snow, **h, **{k: v for k, v in r_state.items() if k in ROUTING_STATES[s.routing]}},
+    }
+    if return_states:
+        result["states"] = {**out["states"], **r_series}
+    if return_fluxes:
+        result["fluxes"] = {**out["fluxes"], **routing_fluxes(s.routing, plan, discharge, dt)}
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# The xarray edge
+# ---------------------------------------------------------------------------------------------
+
+
+def _defaults(structure: Structure, dt: float) -> tuple[dict, dict]:
+    params = {n: structures.parameter_default(n, dt) for n in structure.parameters}
+    states = {n: structures.STATE_DEFAULTS[n] for n in structure.states}
+    return params, states
+
+
+def _as_grid(name: str, what: str, value, shape: tuple[int, int]) -> np.ndarray:
+    """A scalar, (y, x) array or (y, x) DataArray as a float64 ``shape`` grid."""
+    if isinstance(value, xr.DataArray):
+        if set(value.dims) != {"y", "x"}:
+            raise ValueError(f"{what} {name!r}: a DataArray must have dims ('y', 'x'), got {value.dims}")
+        value = value.transpose("y", "x").values
+    arr = np.asarray(value, dtype=np.float64)
+    if arr.ndim == 0:
+        return np.full(shape, float(arr))
+    if arr.shape != shape:
+        raise ValueError(
+            f"{what} {name!r} has shape {arr.shape}; give a scalar or an array over the basin's (y, x) grid, "
+            f"shape {shape}"
+        )
+    return arr
+
+
+def _cell_values(name: str, what: str, value, plan: RoutingPlan, shape) -> np.ndarray:
+    """Validated ``(nac,)`` float32 values of one parameter or initial state."""
+    grid = _as_grid(name, what, value, shape)
+    cells = plan.to_cells(grid)
+    lo, hi = structures.FEASIBLE[name]
+    bad = np.flatnonzero(~((cells > lo) & (cells < hi)))  # NaN fails too
+    if bad.size:
+        k = bad[0]
+        raise ValueError(
+            f"{what} {name!r} = {float(cells[k])!r} at cell (row {plan.rows[k]}, col {plan.cols[k]}) "
+            f"({bad.size} active cell(s) in all) is outside its feasible domain ({lo}, {hi}) (open interval)"
+        )
+    return cells.astype(np.float32)
+
+
+def _user_values(
+    what: str,
+    given: Mapping | None,
+    names: tuple[str, ...],
+    defaults: dict,
+    plan: RoutingPlan,
+    shape,
+    structure: Structure,
+) -> tuple[dict, set]:
+    given = dict(given or {})
+    unknown = sorted(set(given) - set(names))
+    if unknown:
+        raise ValueError(
+            f"unknown {what}(s) {', '.join(map(repr, unknown))} for structure {structure.name!r}; "
+            f"valid {what}s: {', '.join(names) or 'none'}"
+        )
+    values = {n: _cell_values(n, what, given.get(n, defaults[n]), plan, shape) for n in names}
+    return values, set(given)
+
+
+def _imperviousness(basin: xr.Dataset, plan: RoutingPlan, shape):
+    """The basin's ``imperviousness`` (y, x) on the active cells, or 0 where the basin has none."""
+    if "imperviousness" not in basin:
+        return 0.0
+    cells = plan.to_cells(_as_grid("imperviousness", "basin variable", basin["imperviousness"], shape))
+    bad = np.flatnonzero(~((cells >= 0.0) & (cells <= 1.0)))
+    if bad.size:
+        k = bad[0]
+        raise ValueError(
+            f"basin variable 'imperviousness' = {float(cells[k])!r} at cell (row {plan.rows[k]}, col {plan.cols[k]}) "
+            "is outside [0, 1]; it is the impervious fraction of the cell"
+        )
+    return cells.astype(np.float32)
+
+
+def automatic_interception(prcp, pet, times, dt: float) -> np.ndarray:
+    """Interception capacity ``ci`` (mm, ``(nac,)``) fitted to the forcing, as smash sets it.
+
+    smash runs this at model build when the structure has ``ci`` and ``dt < 86400`` s (spec
+    4.1.1); :func:`simulate` does the same when the user gives no ``ci``.
+    """
+    return np.asarray(structures.adjust_interception(prcp, pet, times, dt), dtype=np.float32)
+
+
+def _grid_var(plan: RoutingPlan, values, shape, dims, attrs) -> xr.Variable:
+    return xr.Variable(dims, plan.to_grid(np.asarray(values), *shape).astype(np.float32), attrs)
+
+
+def simulate(
+    basin: xr.Dataset,
+    structure: str,
+    parameters: Mapping | None = None,
+    initial_states: Mapping | None = None,
+    *,
+    return_states: bool = False,
+    return_fluxes: bool = False,
+    return_discharge_field: bool = False,
+    checkpoint_every: int | None = None,
+) -> xr.Dataset:
+    """Run a structure on a basin and return the simulated discharge (smash's ``forward_run``).
+
+    Parameters
+    ----------
+    basin
+        A basin Dataset (:mod:`hybridhydro.basin`): ``prcp``, ``pet`` (time, y, x) in mm per
+        step (NaN where missing), the mesh fields, attrs ``dt`` (s). Optional ``snow`` (mm per
+        step) and ``temp`` (°C) feed ``ssn``; optional ``imperviousness`` (y, x) in [0, 1].
+    structure
+        smash's name: ``"<hydrology>-<routing>"`` or ``"<snow>-<hydrology>-<routing>"``,
+        e.g. ``"gr4-lr"``, ``"gr4_ode-kw"``, ``"ssn-gr4-lr"``.
+    parameters, initial_states
+        smash names mapped to a scalar, a (y, x) array or a (y, x) DataArray. Missing names take
+        smash's defaults; ``ci``, when not given at sub-daily ``dt``, is fitted to the forcing
+        (:func:`automatic_interception`).
+    return_states, return_fluxes, return_discharge_field
+        Add the state series, the internal-flux series and the routed discharge of every cell,
+        each (time, y, x).
+    checkpoint_every
+        Chunk length (steps) of the gradient checkpoints (see the module docstring).
+
+    Returns
+    -------
+    xarray.Dataset
+        ``q`` (gauge, time) in m3/s; ``<state>_final`` (y, x) final states (NaN off the active
+        cells); optionally ``<state>`` and ``<flux>`` (time, y, x) and ``discharge``
+        (time, y, x) in m3/s. attrs: ``structure``, ``dt``.
+
+    Raises
+    ------
+    ValueError
+        Unknown structure, parameter or state; a grid of the wrong shape; a value outside its
+        feasible domain (the message names the cell).
+    """
+    s = parse_structure(structure)
+    dt = float(basin.attrs["dt"])
+    mesh = Mesh.from_dataset(basin)
+    plan = routing_plan(mesh)
+    shape = (mesh.nrow, mesh.ncol)
+    p_default, h_default = _defaults(s, dt)
+    params, given = _user_values("parameter", parameters, s.parameters, p_default, plan, shape, s)
+    states, _ = _user_values("initial state", initial_states, s.states, h_default, plan, shape, s)
+
+    forcing = {
+        name: plan.to_cells(basin[name].transpose("time", "y", "x").values).astype(np.float32)
+        for name in ("prcp", "pet", "snow", "temp")
+        if name in basin
+    }
+    if "ci" in params and "ci" not in given and dt < 86400.0:
+        params["ci"] = automatic_interception(forcing["prcp"], forcing["pet"], basin["time"].values, dt)
+    imperviousness = _imperviousness(basin, plan, shape)
+
+    out = simulate_arrays(
+        {k: jnp.asarray(v) for k, v in params.items()},
+        {k: jnp.asarray(v) for k, v in states.items()},
+        {k: jnp.asarray(v) for k, v in forcing.items()},
+        plan,
+        structure=s.name,
+        dt=dt,
+        imperviousness=imperviousness,
+        checkpoint_every=checkpoint_every,
+        return_states=return_states,
+        return_fluxes=return_fluxes,
+    )
+    return _to_dataset(basin, s, plan, shape, out, return_discharge_field)
+
+
+_STATE_UNITS = {"he": "mm", "hs": "mm", "hlr": "mm"}
+
+
+def _to_dataset(basin, s: Structure, plan, shape, out, return_discharge_field) -> xr.Dataset:
+    tyx = ("time", "y", "x")
+    data = {
+        "q": xr.Variable(
+            ("gauge", "time"),
+            np.asarray(out["q"]).T.astype(np.float32),
+            {"units": "m3 s-1", "long_name": "simulated discharge at the gauge cell"},
+        )
+    }
+    for name, v in out["final_states"].items():
+        data[f"{name}_final"] = _grid_var(
+            plan, v, shape, ("y", "x"), {"units": _STATE_UNITS.get(name, "1"), "long_name": f"final state {name}"}
+        )
+    for name, v in out.get("states", {}).items():
+        attrs = {"units": _STATE_UNITS.get(name, "1"), "long_name": f"state {name} at the end of the step"}
+        data[name] = _grid_var(plan, v, shape, tyx, attrs)
+    for name, v in out.get("fluxes", {}).items():
+        # qt and the upstream discharges in m3/s as smash reports them; lr's qup is a depth.
+        in_m3s = name in ("qt", "qim1j") or (name == "qup" and s.routing == "lag0")
+        units = "m3 s-1" if in_m3s else "mm"
+        attrs = {"units": units, "long_name": f"internal flux {name} over the step"}
+        data[name] = _grid_var(plan, v, shape, tyx, attrs)
+    if return_discharge_field:
+        data["discharge"] = _grid_var(
+            plan, out["discharge"], shape, tyx, {"units": "m3 s-1", "long_name": "routed discharge of every cell"}
+        )
+    # A basin without gauges (bbox domain) has an empty gauge dimension and maybe no coordinate.
+    coords = {name: basin[name] for name in ("time", "y", "x", "gauge", "spatial_ref") if name in basin.coords}
+    return xr.Dataset(
+        data,
+        coords=coords,
+        attrs={
+            "structure": s.name,
+            "dt": float(basin.attrs["dt"]),
+            "units_note": (
+                "discharge in m3 s-1; fluxes in mm per step except qt (m3 s-1); "
+                "states normalised except he, hs, hlr (mm)"
+            ),
+        },
+    )

@@ -1,0 +1,127 @@
+"""Hydrological structures of smash, written in pure JAX, one time step on every active cell.
+
+Each structure is a :class:`HydrologicalModule`: its parameter, state and flux names in
+smash order, and a ``step(theta, h, p, e, ctx) -> (h_new, fluxes)`` function. All of them
+assemble the same operators (:mod:`hybridhydro.structures._operators`); the snow module
+``ssn`` is a :class:`SnowModule` that runs first and adds its melt to the precipitation.
+One step on ``nac`` cells, with ``p_t`` and ``e_t`` the forcing of that step (mm)::
+
+    module = get_module("gr4")
+    theta = default_parameters(module, nac, dt=3600.0)
+    h = default_states(module, nac)
+    h, fluxes = module.step(theta, h, p_t, e_t, StepContext(dt=3600.0))
+
+Pass ``theta`` to a jitted function as an argument rather than closing over it: XLA rewrites
+divisions by constants, which moves the last bits away from smash's float32 values.
+
+Units: capacities in mm, states normalised by their capacity (except ``he``, ``hs`` in mm),
+fluxes in mm per step, ``qt`` included (multiply by ``1e-3·dx·dy/dt`` for m3/s).
+"""
+
+from __future__ import annotations
+
+from ._gr import gr4_step, gr5_step, gr6_step, grc_step, grd_step, loieau_step
+from ._interception import CI_CANDIDATES, adjust_interception
+from ._module import HydrologicalModule, SnowModule, StepContext, clean_forcing, missing_forcing
+from ._ode import NEWTON_MAX_ITERATIONS, NEWTON_TOLERANCE, gr4_ode_step, newton_implicit_euler
+from ._snow import partition_precipitation, ssn_step
+from ._tables import (
+    FEASIBLE,
+    PARAMETER_BOUNDS,
+    PARAMETER_DEFAULTS,
+    STATE_BOUNDS,
+    STATE_DEFAULTS,
+    default_parameters,
+    default_states,
+    parameter_default,
+    parameter_defaults,
+)
+
+_GR_FLUXES = ("pn", "en", "pr", "perc", "ps", "es", "lexc", "prr", "prd", "qr", "qd", "qt")
+
+HYDROLOGICAL_MODULES: dict[str, HydrologicalModule] = {
+    module.name: module
+    for module in (
+        HydrologicalModule("gr4", ("ci", "cp", "ct", "kexc"), ("hi", "hp", "ht"), _GR_FLUXES, gr4_step),
+        HydrologicalModule("gr5", ("ci", "cp", "ct", "kexc", "aexc"), ("hi", "hp", "ht"), _GR_FLUXES, gr5_step),
+        HydrologicalModule(
+            "gr6",
+            ("ci", "cp", "ct", "be", "kexc", "aexc"),
+            ("hi", "hp", "ht", "he"),
+            ("pn", "en", "pr", "perc", "ps", "es", "lexc", "prr", "prd", "pre", "qr", "qd", "qe", "qt"),
+            gr6_step,
+        ),
+        HydrologicalModule(
+            "grc",
+            ("ci", "cp", "ct", "cl", "kexc"),
+            ("hi", "hp", "ht", "hl"),
+            ("pn", "en", "pr", "perc", "ps", "es", "lexc", "prr", "prd", "prl", "qr", "qd", "ql", "qt"),
+            grc_step,
+        ),
+        HydrologicalModule(
+            "grd", ("cp", "ct"), ("hp", "ht"), ("ei", "pn", "en", "pr", "perc", "ps", "es", "prr", "qr", "qt"), grd_step
+        ),
+        HydrologicalModule(
+            "loieau",
+            ("ca", "cc", "kb"),
+            ("ha", "hc"),
+            ("ei", "pn", "en", "pr", "perc", "ps", "es", "prr", "prd", "qr", "qd", "qt"),
+            loieau_step,
+        ),
+        HydrologicalModule(
+            "gr4_ode",
+            ("ci", "cp", "ct", "kexc"),
+            ("hi", "hp", "ht"),
+            ("pn", "en", "lexc", "qt"),
+            gr4_ode_step,
+            diagnostics=("newton_iterations", "newton_residual"),
+        ),
+    )
+}
+
+SNOW_MODULES: dict[str, SnowModule] = {"ssn": SnowModule("ssn", ("kmlt",), ("hs",), ("mlt",), ssn_step)}
+
+
+def get_module(name: str) -> HydrologicalModule | SnowModule:
+    """The hydrological (or snow) module called ``name`` in smash.
+
+    Raises
+    ------
+    ValueError
+        If no module has that name; the message lists the valid ones.
+    """
+    if name in HYDROLOGICAL_MODULES:
+        return HYDROLOGICAL_MODULES[name]
+    if name in SNOW_MODULES:
+        return SNOW_MODULES[name]
+    raise ValueError(
+        f"unknown hydrological module {name!r}; choose one of: {', '.join(HYDROLOGICAL_MODULES)}"
+        f" (snow: {', '.join(SNOW_MODULES)})"
+    )
+
+
+__all__ = [
+    "CI_CANDIDATES",
+    "FEASIBLE",
+    "HYDROLOGICAL_MODULES",
+    "NEWTON_MAX_ITERATIONS",
+    "NEWTON_TOLERANCE",
+    "PARAMETER_BOUNDS",
+    "PARAMETER_DEFAULTS",
+    "SNOW_MODULES",
+    "STATE_BOUNDS",
+    "STATE_DEFAULTS",
+    "HydrologicalModule",
+    "SnowModule",
+    "StepContext",
+    "adjust_interception",
+    "clean_forcing",
+    "default_parameters",
+    "default_states",
+    "get_module",
+    "missing_forcing",
+    "newton_implicit_euler",
+    "parameter_default",
+    "parameter_defaults",
+    "partition_precipitation",
+]

@@ -1,0 +1,108 @@
+"""The interface every structure implements: a module description and a per-step function.
+
+A hydrological module turns one time step of forcing into new states and fluxes, on every
+active cell at once. The caller (``hybridhydro.simulate``) scans it over time; it never needs
+to know which structure it runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import jax
+import jax.numpy as jnp
+
+
+@dataclass(frozen=True)
+class HydrologicalModule:
+    """A rainfall-runoff structure (gr4, gr5, ...), described the way smash names it.
+
+    Attributes
+    ----------
+    name
+        smash's name of the structure, e.g. ``"gr4"``.
+    parameters
+        Parameter names in smash order, e.g. ``("ci", "cp", "ct", "kexc")``.
+    states
+        State names in smash order, e.g. ``("hi", "hp", "ht")``.
+    fluxes
+        Internal fluxes in smash order (spec 2.3). Every one is in mm per step, ``qt``
+        included (smash reports ``qt`` in m3/s; the caller converts with ``dx·dy/dt``).
+    step
+        ``step(theta, h, p, e, ctx) -> (h_new, fluxes)``: ``theta`` and ``h`` map names to
+        float32 arrays over active cells ``(nac,)``; ``p`` and ``e`` are this step's
+        precipitation and potential evapotranspiration (mm per step, NaN or negative where
+        missing); ``ctx`` is a :class:`StepContext`. Returns the new states and a dict holding
+        every name of ``fluxes`` and of ``diagnostics``.
+    diagnostics
+        Extra keys of the fluxes dict that smash does not have (solver diagnostics); they are
+        not fluxes and carry no gradient.
+    """
+
+    name: str
+    parameters: tuple[str, ...]
+    states: tuple[str, ...]
+    fluxes: tuple[str, ...]
+    step: Callable = field(repr=False)
+    diagnostics: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SnowModule:
+    """A snow module (smash's ``ssn``): it runs before the hydrological module.
+
+    ``step(theta, h, p, snow, temp, ctx) -> (h_new, p_new, fluxes)``: ``snow`` (mm per step)
+    and ``temp`` (degC) may be ``None`` (no snow forcing: nothing melts); ``p_new`` is the
+    precipitation with the melt added, to be passed to the hydrological module.
+    """
+
+    name: str
+    parameters: tuple[str, ...]
+    states: tuple[str, ...]
+    fluxes: tuple[str, ...]
+    step: Callable = field(repr=False)
+
+
+@jax.tree_util.register_dataclass
+@dataclass(frozen=True)
+class StepContext:
+    """What a step needs besides parameters, states and forcing.
+
+    Attributes
+    ----------
+    dt
+        Time step (s). Static: changing it recompiles.
+    imperviousness
+        Impervious fraction of each active cell in [0, 1], shape ``(nac,)`` or a scalar.
+    """
+
+    dt: float = field(default=3600.0, metadata=dict(static=True))
+    imperviousness: jax.Array | float = 0.0
+
+
+def missing_forcing(*forcings):
+    """True on cells where any forcing is missing: NaN (our convention) or negative (smash's -99)."""
+    ok = jnp.ones(jnp.shape(forcings[0]), dtype=bool)
+    for f in forcings:
+        ok = ok & (f >= 0.0)  # NaN >= 0 is False
+    return ~ok
+
+
+def zero_where(mask, x):
+    """``x`` with 0 where ``mask``: the first half of the double-where trick.
+
+    The branch that the mask discards still gets differentiated; feeding it NaN forcing would
+    make every gradient NaN (0 · NaN), so it is fed zeros instead.
+    """
+    return jnp.where(mask, jnp.zeros_like(x), x)
+
+
+def clean_forcing(p, e):
+    """Missing mask of a step's forcing, and the forcing with zeros where missing.
+
+    Returns ``missing, p, e``. Every structure computes on the cleaned forcing and then
+    applies its own missing-forcing rule with ``jnp.where``.
+    """
+    missing = missing_forcing(p, e)
+    return missing, zero_where(missing, jnp.asarray(p)), zero_where(missing, jnp.asarray(e))
