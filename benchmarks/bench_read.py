@@ -15,20 +15,13 @@ Usage: ``.venv/bin/python benchmarks/bench_read.py [--repeat N]``
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
-import os
-import platform
-import re
 import statistics
 import sys
 import time
-import warnings
 from datetime import datetime, timezone
-from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-RESULTS = HERE / "results.md"
+from _common import HERE, RESULTS, machine, quiet, update_results
+
 SECTION = "## Reading Cance"
 
 
@@ -42,37 +35,10 @@ def _timed(fn, repeat: int) -> list[float]:
     return times
 
 
-def _quiet(fn):
-    """Run ``fn`` with its stdout/stderr (smash's progress bars) and warnings swallowed."""
-
-    def run():
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return fn()
-
-    return run
 
 
-def _machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        match = re.search(r"model name\s*:\s*(.+)", text)
-        cpu = match.group(1).strip() if match else cpu
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.release()}, Python {platform.python_version()}"
 
 
-def update_results(section: str, path: Path = RESULTS) -> None:
-    """Replace (or append) the ``## Reading Cance`` section of ``path``, keeping the others."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n\nhybridhydro against hydro-smash, timed in the same run on the same machine.\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section.rstrip("\n") + "\n\n", text)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text.rstrip("\n") + "\n")
 
 
 def main(argv=None) -> int:
@@ -86,8 +52,8 @@ def main(argv=None) -> int:
     from hybridhydro.io import read_smash_dataset
 
     setup, mesh = smash.factory.load_dataset("Cance")
-    ours = _timed(_quiet(lambda: read_smash_dataset("Cance", progress=False)), args.repeat)
-    theirs = _timed(_quiet(lambda: smash.Model(setup, mesh)), args.repeat)
+    ours = _timed(quiet(lambda: read_smash_dataset("Cance", progress=False)), args.repeat)
+    theirs = _timed(quiet(lambda: smash.Model(setup, mesh)), args.repeat)
     ds = read_smash_dataset("Cance", progress=False)
 
     m_ours, m_theirs = statistics.median(ours), statistics.median(theirs)
@@ -103,7 +69,7 @@ def main(argv=None) -> int:
         [
             SECTION,
             "",
-            f"{stamp}; {_machine()}; {args.repeat} timed runs after one warm-up, median.",
+            f"{stamp}; {machine()}; {args.repeat} timed runs after one warm-up, median.",
             "",
             f"Cance: {ds.sizes['time']} hourly steps, {ds.sizes['y']} x {ds.sizes['x']} cells, {ds.sizes['gauge']} gauges, "
             f"{ds.sizes['descriptor']} descriptors. Ours includes reading the flow directions and building the mesh; "
@@ -114,7 +80,7 @@ def main(argv=None) -> int:
         ]
     )
     print("\n".join(table))
-    update_results(section)
+    update_results(SECTION, section)
     print(f"updated {RESULTS} ({SECTION!r})")
     return 0
 

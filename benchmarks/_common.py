@@ -1,0 +1,56 @@
+"""What every benchmark here shares: quiet runs of smash, the machine's description, results.md."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import platform
+import re
+import warnings
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results.md"
+_HEADER = "# Benchmarks\n\nhybridhydro against hydro-smash, timed in the same run on the same machine.\n"
+
+
+def quiet(fn):
+    """``fn`` wrapped so that its stdout/stderr (smash's progress bars) and warnings are swallowed."""
+
+    def run():
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return fn()
+
+    return run
+
+
+def machine() -> str:
+    """CPU model, logical CPUs, OS and Python of this machine."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        match = re.search(r"model name\s*:\s*(.+)", Path("/proc/cpuinfo").read_text())
+        cpu = match.group(1).strip() if match else cpu
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.release()}, Python {platform.python_version()}"
+
+
+def load() -> str:
+    """The 1, 5 and 15 minute load averages ("n/a" where unknown)."""
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "n/a"
+
+
+def update_results(title: str, section: str, path: Path = RESULTS) -> None:
+    """Replace (or append) the section headed ``title`` in ``path``, keeping the other sections."""
+    text = path.read_text() if path.exists() else _HEADER
+    pattern = re.compile(rf"^{re.escape(title)}\n.*?(?=^## |\Z)", re.S | re.M)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: section.rstrip("\n") + "\n\n", text)
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    path.write_text(text.rstrip("\n") + "\n")
