@@ -189,7 +189,8 @@ def simulate_arrays(
         every cell (m3/s); ``final_states`` name -> (nac,); with ``return_states`` ``states``
         name -> (time, nac) (value at the end of each step); with ``return_fluxes`` ``fluxes``
         name -> (time, nac) in mm per step, except ``qt`` in m3/s as smash reports it, and
-        the routing module's fluxes (:data:`~hybridhydro.routing.ROUTING_FLUXES`).
+        the routing module's fluxes (:data:`~hybridhydro.routing.ROUTING_FLUXES`), and the
+        structure's solver diagnostics (gr4_ode: ``newton_iterations``, ``newton_residual``).
     """
     s = parse_structure(structure)
     hydro = structures.get_module(s.hydrology)
@@ -215,7 +216,9 @@ def simulate_arrays(
         qt = fluxes["qt"] * 1e-3 * cell_area / dt
         out = {"qt": qt}
         if return_fluxes:
-            out["fluxes"] = {**out_fluxes, **{k: fluxes[k] for k in hydro.fluxes}, "qt": qt}
+            # Solver diagnostics (gr4_ode's Newton iterations) travel with the fluxes.
+            kept = hydro.fluxes + hydro.diagnostics
+            out["fluxes"] = {**out_fluxes, **{k: fluxes[k] for k in kept}, "qt": qt}
         if return_states:
             out["states"] = {**h_snow, **h}
         return (h_snow, h), out
@@ -375,9 +378,11 @@ def simulate(
     Returns
     -------
     xarray.Dataset
-        ``q`` (gauge, time) in m3/s; ``<state>_final`` (y, x) final states (NaN off the active
-        cells); optionally ``<state>`` and ``<flux>`` (time, y, x) and ``discharge``
-        (time, y, x) in m3/s. attrs: ``structure``, ``dt``.
+        ``q`` (gauge, time) in m3/s; ``<state>_initial`` and ``<state>_final`` (y, x) initial
+        and final states; ``<parameter>`` (y, x) the parameters used (defaults and the fitted
+        ``ci`` included), all NaN off the active cells; optionally ``<state>`` and ``<flux>``
+        (time, y, x) (fluxes with gr4_ode's Newton diagnostics) and ``discharge`` (time, y, x)
+        in m3/s. attrs: ``structure``, ``dt``.
 
     Raises
     ------
@@ -415,13 +420,18 @@ def simulate(
         return_states=return_states,
         return_fluxes=return_fluxes,
     )
-    return _to_dataset(basin, s, plan, shape, out, return_discharge_field)
+    return _to_dataset(basin, s, plan, shape, out, return_discharge_field, params, states)
 
 
 _STATE_UNITS = {"he": "mm", "hs": "mm", "hlr": "mm"}
+# Units of the parameters the result carries; the others are dimensionless.
+_PARAMETER_UNITS = {
+    "ci": "mm", "cp": "mm", "ct": "mm", "cl": "mm", "be": "mm", "ca": "mm", "cc": "mm",
+    "kexc": "mm", "llr": "min",
+}
 
 
-def _to_dataset(basin, s: Structure, plan, shape, out, return_discharge_field) -> xr.Dataset:
+def _to_dataset(basin, s: Structure, plan, shape, out, return_discharge_field, params, states) -> xr.Dataset:
     tyx = ("time", "y", "x")
     data = {
         "q": xr.Variable(
@@ -430,6 +440,17 @@ def _to_dataset(basin, s: Structure, plan, shape, out, return_discharge_field) -
             {"units": "m3 s-1", "long_name": "simulated discharge at the gauge cell"},
         )
     }
+    # The parameters and initial states the run used (defaults and the fitted ci included):
+    # small (y, x) maps that make a result self-describing, e.g. for hybridhydro.balance.
+    for name, v in params.items():
+        attrs = {"long_name": f"parameter {name} used by the run"}
+        if name in _PARAMETER_UNITS:
+            attrs["units"] = _PARAMETER_UNITS[name]
+        data[name] = _grid_var(plan, v, shape, ("y", "x"), attrs)
+    for name, v in states.items():
+        data[f"{name}_initial"] = _grid_var(
+            plan, v, shape, ("y", "x"), {"units": _STATE_UNITS.get(name, "1"), "long_name": f"initial state {name}"}
+        )
     for name, v in out["final_states"].items():
         data[f"{name}_final"] = _grid_var(
             plan, v, shape, ("y", "x"), {"units": _STATE_UNITS.get(name, "1"), "long_name": f"final state {name}"}
@@ -440,8 +461,10 @@ def _to_dataset(basin, s: Structure, plan, shape, out, return_discharge_field) -
     for name, v in out.get("fluxes", {}).items():
         # qt and the upstream discharges in m3/s as smash reports them; lr's qup is a depth.
         in_m3s = name in ("qt", "qim1j") or (name == "qup" and s.routing == "lag0")
-        units = "m3 s-1" if in_m3s else "mm"
-        attrs = {"units": units, "long_name": f"internal flux {name} over the step"}
+        if name in structures.get_module(s.hydrology).diagnostics:
+            attrs = {"units": "1", "long_name": f"solver diagnostic {name} of the step"}
+        else:
+            attrs = {"units": "m3 s-1" if in_m3s else "mm", "long_name": f"internal flux {name} over the step"}
         data[name] = _grid_var(plan, v, shape, tyx, attrs)
     if return_discharge_field:
         data["discharge"] = _grid_var(

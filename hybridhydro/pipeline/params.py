@@ -103,6 +103,19 @@ class BasinParams(_Section):
         return self.source in SMASH_DATASETS
 
 
+class ForwardParams(_Section):
+    """The forward run of stage 02 (default parameters of a conceptual structure)."""
+
+    structure: str = Field(
+        "gr4-lr",
+        pattern=r"^[a-z0-9_]+(-[a-z0-9_]+){1,2}$",
+        description="smash structure '<hydrology>-<routing>' or '<snow>-<hydrology>-<routing>', e.g. gr4-lr, gr4_ode-kw",
+    )
+    balance_tolerance: float = Field(
+        1e-4, gt=0, lt=1, description="largest |water-balance residual| / rain accepted over each catchment"
+    )
+
+
 class FigureParams(_Section):
     """How the notebooks save their figures (they also show them inline)."""
 
@@ -129,6 +142,7 @@ class Params(_Section):
         None,
         description="notebook stems to run (e.g. [01_basin]); they always run in name order; null: every notebook in notebooks/",
     )
+    forward: ForwardParams = Field(default_factory=ForwardParams, description="the forward run (stage 02)")
     figures: FigureParams = Field(default_factory=FigureParams, description="saved figures")
 
     _files: tuple[Path, ...] = PrivateAttr(default=())

@@ -1,0 +1,258 @@
+"""Water balance of a forward run, per gauge catchment and for the whole domain.
+
+Over the whole period and a unit of area (a gauge's upstream active cells, or every active
+cell for the ``domain`` unit), in mm over the unit's area::
+
+    residual = rain - evaporation - outflow + exchange - storage_change
+
+* ``rain``: the precipitation the model took in, ``prcp`` where both ``prcp`` and ``pet``
+  are given (a cell-step with missing forcing receives nothing); with ``ssn`` the snowfall
+  taken into the snow pack is added.
+* ``evaporation``: interception ``ei`` plus production-store ``es``. gr4, gr5, gr6, grc and
+  gr4_ode do not report ``ei``: it is ``pet - en``. gr4_ode does not report ``es``: it is the
+  implicit Euler rate ``en·hp·(2 - hp)`` at the end-of-step level (spec 4.5).
+* ``outflow``: the gauge discharge volume for a catchment; the discharge of the domain's
+  outlets (active cells that drain off the active cells) for the domain. The ``zero``
+  routing does not accumulate: the gauge discharge is the gauge cell's own runoff only, so
+  there the outflow of a unit is the runoff ``qt`` of all its cells (what leaves the
+  hydrology), and the attrs say so.
+* ``exchange``: the water the structure creates or removes on purpose, signed (positive
+  gains), as each structure applies it: ``lexc`` into the transfer store plus what reaches
+  the direct branch ``qd - prd`` (gr4, gr5, grc); gr6 adds ``lexc`` to the exponential store
+  too; gr4_ode adds ``lexc`` to the store and to ``qt``; loieau's ``(kb - 1)·(qr + qd)``;
+  grd has none.
+* ``storage_change``: final minus initial content of every store, normalised levels times
+  their capacities (``he``, ``hs`` are mm); ``hlr`` is mm over the cell's upstream area
+  ``flwacc - dx·dy``. ``kw`` has no explicit store: its term is the volume it holds back,
+  runoff minus outflow, so a ``kw`` run closes by construction on its routing part.
+
+What does not close, by design: a cell-step whose precipitation is missing lets each transfer
+store release its "steady" outflow with no inflow; an impervious fraction removes that part
+of the neutralised rain; the transfer store's floor level can add water when a large negative
+exchange would empty it. These show in the residual.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import xarray as xr
+
+from .mesh import Mesh, upstream_masks
+from .routing import _D8_DCOL, _D8_DROW, routing_plan
+from .simulate import parse_structure
+
+#: State -> the parameter holding its capacity (mm); states missing here are in mm already.
+STORE_CAPACITY = {"hi": "ci", "hp": "cp", "ht": "ct", "hl": "cl", "ha": "ca", "hc": "cc"}
+
+
+def _field(name: str, result: xr.Dataset, basin: xr.Dataset | None, why: str) -> xr.DataArray:
+    for ds in (result, basin):
+        if ds is not None and name in ds:
+            return ds[name]
+    raise ValueError(
+        f"water_balance: {name!r} ({why}) is in neither the result nor the basin; run "
+        "simulate(..., return_states=True, return_fluxes=True, return_discharge_field=True) and pass "
+        "the basin the run was made on"
+    )
+
+
+def _cells(da: xr.DataArray, plan) -> np.ndarray:
+    """A (y, x) or (time, y, x) DataArray on the active cells, float64: (nac,) or (time, nac)."""
+    dims = ("time", "y", "x") if "time" in da.dims else ("y", "x")
+    return plan.to_cells(da.transpose(*dims).values).astype(np.float64)
+
+
+def _exchange(hydrology: str, flux) -> np.ndarray:
+    """Exchange (mm per step, (time, nac)) as each structure applies it; positive gains water."""
+    if hydrology in ("gr4", "gr5", "grc"):
+        return flux("lexc") + flux("qd") - flux("prd")
+    if hydrology == "gr6":
+        return 2.0 * flux("lexc") + flux("qd") - flux("prd")
+    if hydrology == "gr4_ode":
+        return 2.0 * flux("lexc")
+    if hydrology == "loieau":
+        return flux("qt_mm") - flux("qr") - flux("qd")
+    return np.zeros_like(flux("qt_mm"))
+
+
+def water_balance(result: xr.Dataset, basin: xr.Dataset | None = None) -> xr.Dataset:
+    """Water balance of a :func:`~hybridhydro.simulate.simulate` run over its whole period.
+
+    Parameters
+    ----------
+    result
+        A run made with ``return_fluxes=True`` and ``return_discharge_field=True`` (and
+        ``return_states=True`` for gr4_ode, whose evaporation needs the level series); it
+        carries the parameters and the initial and final states it used.
+    basin
+        The basin Dataset the run was made on: ``prcp``, ``pet`` (and ``snow``, ``temp``
+        with ``ssn``) and the mesh fields. May be omitted when ``result`` holds them.
+
+    Returns
+    -------
+    xarray.Dataset
+        Along ``unit`` (the gauge codes, then ``"domain"``): ``rain``, ``evaporation`` (with
+        its parts ``interception_evaporation``, ``soil_evaporation``), ``outflow``,
+        ``exchange``, ``storage_change`` (with one ``storage_change_<store>`` per store) and
+        ``residual``, all in mm over the unit's area; ``relative_residual``
+        (residual / rain, dimensionless); ``area`` (m2) and ``residual_volume`` (m3).
+
+    Raises
+    ------
+    ValueError
+        A field the balance needs is missing (the message says which run options give it).
+    """
+    s = parse_structure(result.attrs["structure"])
+    dt = float(result.attrs["dt"])
+    mesh_ds = basin if basin is not None else result
+    _field("flwdir", result, basin, "the mesh")
+    mesh = Mesh.from_dataset(mesh_ds)
+    plan = routing_plan(mesh)
+    area = plan.cell_area.astype(np.float64)  # (nac,) m2
+
+    prcp = _cells(_field("prcp", result, basin, "precipitation forcing"), plan)
+    pet = _cells(_field("pet", result, basin, "PET forcing"), plan)
+    valid = (prcp >= 0.0) & (pet >= 0.0)  # NaN compares False
+    rain = np.where(valid, prcp, 0.0)
+    if s.snow == "ssn" and "snow" in mesh_ds and "temp" in mesh_ds:
+        snow = _cells(mesh_ds["snow"], plan)
+        temp = _cells(mesh_ds["temp"], plan)
+        rain = rain + np.where((snow >= 0.0) & np.isfinite(temp), snow, 0.0)
+
+    def flux(name: str) -> np.ndarray:
+        if name == "qt_mm":  # qt comes in m3/s, as smash reports it
+            return flux("qt") * dt / area * 1e3
+        return np.nan_to_num(_cells(_field(name, result, basin, f"internal flux of {s.hydrology}"), plan))
+
+    hydro_fluxes = s.fluxes
+    ei = flux("ei") if "ei" in hydro_fluxes else np.where(valid, pet, 0.0) - flux("en")
+    if "es" in hydro_fluxes:
+        es = flux("es")
+    else:  # gr4_ode: the implicit Euler evaporation rate at the end-of-step level
+        hp = _cells(_field("hp", result, basin, "gr4_ode's production level series (return_states=True)"), plan)
+        es = flux("en") * hp * (2.0 - hp)
+    exchange = _exchange(s.hydrology, flux)
+    runoff = flux("qt_mm")
+
+    # Store contents (m3 per cell) at the start and the end.
+    storage = {}
+    for name in s.states:
+        h0 = _cells(_field(f"{name}_initial", result, basin, "initial state"), plan)
+        h1 = _cells(_field(f"{name}_final", result, basin, "final state"), plan)
+        if name == "hlr":
+            scale = plan.upstream_area.astype(np.float64) * 1e-3
+        else:
+            capacity = 1.0  # he, hs: mm already
+            if name in STORE_CAPACITY:
+                capacity = _cells(_field(STORE_CAPACITY[name], result, basin, "store capacity"), plan)
+            scale = capacity * area * 1e-3
+        storage[name] = (h1 - h0) * scale
+
+    units = ["domain"]
+    masks = []
+    if "gauge" in result.dims and result.sizes["gauge"]:
+        grid = upstream_masks(np.asarray(mesh.flwdir), mesh.gauge_row, mesh.gauge_col)
+        masks = [plan.to_cells(m) for m in grid]
+        units = [str(c) for c in result["gauge"].values] + units
+    masks.append(np.ones(plan.nac, dtype=bool))
+
+    # Domain outlets: active cells whose downstream cell is off the grid or inactive.
+    code = np.asarray(mesh.flwdir, dtype=np.int64)[plan.rows, plan.cols]
+    dr, dc = plan.rows + _D8_DROW[code], plan.cols + _D8_DCOL[code]
+    inside = (dr >= 0) & (dr < mesh.nrow) & (dc >= 0) & (dc < mesh.ncol)
+    active = np.asarray(mesh.active_cell, dtype=bool)
+    outlet = ~inside
+    outlet[inside] = ~active[dr[inside], dc[inside]]
+
+    runoff_volume = runoff.sum(axis=0) * area * 1e-3  # m3 per cell over the period
+    if s.routing != "zero":
+        discharge = _cells(_field("discharge", result, basin, "routed discharge field"), plan)
+        q = result["q"].transpose("gauge", "time").values.astype(np.float64)
+
+    terms = {k: [] for k in ("rain", "interception_evaporation", "soil_evaporation", "outflow", "exchange")}
+    store_terms = {name: [] for name in (*s.states, *(("kw",) if s.routing == "kw" else ()))}
+    unit_area = []
+    for u, mask in enumerate(masks):
+        a = area[mask].sum()
+        unit_area.append(a)
+
+        def depth(per_cell_mm: np.ndarray) -> float:  # period total, mm over the unit
+            return float((per_cell_mm.sum(axis=0)[mask] * area[mask]).sum() / a)
+
+        terms["rain"].append(depth(rain))
+        terms["interception_evaporation"].append(depth(ei))
+        terms["soil_evaporation"].append(depth(es))
+        terms["exchange"].append(depth(exchange))
+        if s.routing == "zero":
+            out_m3 = runoff_volume[mask].sum()
+        elif u < len(masks) - 1:
+            out_m3 = q[u].sum() * dt
+        else:
+            out_m3 = discharge[:, outlet].sum() * dt
+        terms["outflow"].append(float(out_m3 / a * 1e3))
+        for name in s.states:
+            store_terms[name].append(float(storage[name][mask].sum() / a * 1e3))
+        if s.routing == "kw":
+            store_terms["kw"].append(float((runoff_volume[mask].sum() - out_m3) / a * 1e3))
+
+    mm = "mm over the unit's area, whole period"
+    dim = ("unit",)
+    data = {
+        "rain": (dim, terms["rain"], {"units": "mm", "long_name": "precipitation taken in", "note": mm}),
+        "interception_evaporation": (dim, terms["interception_evaporation"], {"units": "mm", "note": mm}),
+        "soil_evaporation": (dim, terms["soil_evaporation"], {"units": "mm", "note": mm}),
+        "outflow": (
+            dim,
+            terms["outflow"],
+            {
+                "units": "mm",
+                "note": mm,
+                "long_name": (
+                    "runoff qt of all the unit's cells (zero routing: the gauge discharge is the gauge cell's own "
+                    "runoff only, it does not accumulate)"
+                    if s.routing == "zero"
+                    else "gauge discharge volume (catchment) or domain outlets' discharge volume (domain)"
+                ),
+            },
+        ),
+        "exchange": (
+            dim,
+            terms["exchange"],
+            {"units": "mm", "note": mm, "long_name": "water created (+) or removed (-) by the structure's exchange"},
+        ),
+    }
+    data["evaporation"] = (
+        dim,
+        np.add(terms["interception_evaporation"], terms["soil_evaporation"]),
+        {"units": "mm", "note": mm, "long_name": "actual evaporation ei + es"},
+    )
+    for name, values in store_terms.items():
+        long_name = (
+            "kw routing: water held back, runoff minus outflow (kw has no explicit store)"
+            if name == "kw"
+            else f"change of store {name}"
+        )
+        data[f"storage_change_{name}"] = (dim, values, {"units": "mm", "note": mm, "long_name": long_name})
+    total_storage = np.sum([v for v in store_terms.values()], axis=0) if store_terms else np.zeros(len(units))
+    data["storage_change"] = (dim, total_storage, {"units": "mm", "note": mm, "long_name": "change of all stores"})
+    residual = (
+        np.asarray(terms["rain"])
+        - data["evaporation"][1]
+        - np.asarray(terms["outflow"])
+        + np.asarray(terms["exchange"])
+        - total_storage
+    )
+    data["residual"] = (
+        dim,
+        residual,
+        {"units": "mm", "note": mm, "long_name": "rain - evaporation - outflow + exchange - storage_change"},
+    )
+    with np.errstate(divide="ignore", invalid="ignore"):
+        data["relative_residual"] = (dim, residual / np.asarray(terms["rain"]), {"units": "1"})
+    data["area"] = (dim, unit_area, {"units": "m2", "long_name": "area of the unit's active cells"})
+    data["residual_volume"] = (dim, residual * np.asarray(unit_area) * 1e-3, {"units": "m3"})
+    return xr.Dataset(
+        data,
+        coords={"unit": units},
+        attrs={"structure": s.name, "dt": dt, "period": f"{result['time'].values[0]} .. {result['time'].values[-1]}"},
+    )
