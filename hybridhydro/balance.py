@@ -38,7 +38,7 @@ import numpy as np
 import xarray as xr
 
 from .mesh import Mesh, upstream_masks
-from .routing import _D8_DCOL, _D8_DROW, routing_plan
+from .routing import routing_plan
 from .simulate import parse_structure
 
 #: State -> the parameter holding its capacity (mm); states missing here are in mm already.
@@ -157,12 +157,7 @@ def water_balance(result: xr.Dataset, basin: xr.Dataset | None = None) -> xr.Dat
     masks.append(np.ones(plan.nac, dtype=bool))
 
     # Domain outlets: active cells whose downstream cell is off the grid or inactive.
-    code = np.asarray(mesh.flwdir, dtype=np.int64)[plan.rows, plan.cols]
-    dr, dc = plan.rows + _D8_DROW[code], plan.cols + _D8_DCOL[code]
-    inside = (dr >= 0) & (dr < mesh.nrow) & (dc >= 0) & (dc < mesh.ncol)
-    active = np.asarray(mesh.active_cell, dtype=bool)
-    outlet = ~inside
-    outlet[inside] = ~active[dr[inside], dc[inside]]
+    outlet = plan.downstream < 0
 
     runoff_volume = runoff.sum(axis=0) * area * 1e-3  # m3 per cell over the period
     if s.routing != "zero":

@@ -37,7 +37,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .mesh import Mesh
+from .mesh import DCOL, DROW, Mesh
+from .mesh._d8 import topological_levels
 
 #: Routing modules and their parameters (smash names, in smash's order).
 ROUTING_PARAMETERS: dict[str, tuple[str, ...]] = {"zero": (), "lag0": (), "lr": ("llr",), "kw": ("akw", "bkw")}
@@ -48,8 +49,6 @@ ROUTING_FLUXES: dict[str, tuple[str, ...]] = {"zero": (), "lag0": ("qup",), "lr"
 ROUTING_STATES: dict[str, tuple[str, ...]] = {"zero": (), "lag0": (), "lr": ("hlr",), "kw": ()}
 
 # D8 offsets (drow, dcol) to the downstream neighbour, smash coding 1..8 (N, NE, E, ..., NW).
-_D8_DROW = np.array([0, -1, -1, 0, 1, 1, 1, 0, -1])
-_D8_DCOL = np.array([0, 0, 1, 1, 1, 0, -1, -1, -1])
 # kw floors every discharge it reads at this value (m3/s), as smash does.
 _KW_FLOOR = 1e-6
 
@@ -79,6 +78,9 @@ class RoutingPlan:
         ``dx*dy`` (m2), to turn runoff depths into discharge.
     gauge_index : int32, shape (ng,)
         Active-cell index of each gauge cell.
+    downstream : int32, shape (nac,)
+        Active-cell index of each cell's downstream cell; ``-1`` where the water leaves the
+        active domain (the domain's outlets).
     """
 
     rows: np.ndarray
@@ -88,6 +90,7 @@ class RoutingPlan:
     dx: np.ndarray
     cell_area: np.ndarray
     gauge_index: np.ndarray
+    downstream: np.ndarray
 
     @property
     def nac(self) -> int:
@@ -159,27 +162,18 @@ def routing_plan(mesh: Mesh) -> RoutingPlan:
             f"routing_plan: active cell (row {rows[k]}, col {cols[k]}) has flow direction {code[k]}; "
             "active cells need a D8 code in 1..8 (1=N, 2=NE, ..., 8=NW)"
         )
-    dr, dc = rows + _D8_DROW[code], cols + _D8_DCOL[code]
+    dr, dc = rows + DROW[code], cols + DCOL[code]
     inside = (dr >= 0) & (dr < nrow) & (dc >= 0) & (dc < ncol)
     down = np.full(nac, -1, dtype=np.int64)
     down[inside] = index[dr[inside], dc[inside]]  # -1 where the water leaves the active domain
 
-    # Longest upstream path, by Kahn's algorithm over the active graph (level 1 = sources).
+    # Longest upstream path over the active graph (level 1 = sources); loop cells get no level.
     n_in = np.bincount(down[down >= 0], minlength=nac)
-    level = np.ones(nac, dtype=np.int64)
-    remaining = n_in.copy()
-    frontier = np.flatnonzero(remaining == 0)
-    done = 0
-    while frontier.size:
-        done += frontier.size
-        d = down[frontier]
-        ok = d >= 0
-        np.maximum.at(level, d[ok], level[frontier[ok]] + 1)
-        np.subtract.at(remaining, d[ok], 1)
-        targets = np.unique(d[ok])
-        frontier = targets[remaining[targets] == 0]
-    if done < nac:
-        k = np.flatnonzero(remaining > 0)[0]
+    level = np.zeros(nac, dtype=np.int64)
+    for lvl, cells_of_level in enumerate(topological_levels(down), start=1):
+        level[cells_of_level] = lvl
+    if nac and (level == 0).any():
+        k = np.flatnonzero(level == 0)[0]
         raise ValueError(
             f"routing_plan: the flow directions of the active cells contain a loop through (row {rows[k]}, "
             f"col {cols[k]}); fix flwdir (see hybridhydro.mesh.validate_flwdir)"
@@ -234,6 +228,7 @@ def routing_plan(mesh: Mesh) -> RoutingPlan:
         dx=dx,
         cell_area=cell_area,
         gauge_index=gauge_index,
+        downstream=down.astype(np.int32),
     )
 
 
