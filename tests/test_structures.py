@@ -24,12 +24,14 @@ from hybridhydro.structures import (
     SNOW_MODULES,
     STATE_BOUNDS,
     STATE_DEFAULTS,
+    WELL_POSED_KEXC_OVER_CT,
     HydrologicalModule,
     StepContext,
     adjust_interception,
     default_parameters,
     default_states,
     get_module,
+    ill_posed_cells,
     newton_implicit_euler,
     parameter_default,
     parameter_defaults,
@@ -375,11 +377,26 @@ def test_newton_converges_and_counts_iterations():
 
 
 def test_newton_ill_posed_step_stops_after_ten_iterations():
-    # kexc > ct/4: the exchange feeds the store faster than it can drain, no root below 1
+    # kexc = 2.8 ct: the exchange feeds the store faster than it can drain, no root below 1
     x, y, iterations, residual = newton_implicit_euler(
         jnp.float32(0.3), jnp.float32(0.55), 0.0, 0.0, 171.0, 17.6, 49.2
     )
     assert int(iterations) == 10 and float(residual) > 1e-3
+    assert bool(ill_posed_cells(17.6, 49.2))
+
+
+def test_below_nine_fourteenths_every_step_has_one_root():
+    """The well-posedness bound of the module docstring: for kexc < 9/14 ct the transfer
+    equation G(y) = y + y⁵/4 − (kexc/ct)·y^3.5 increases on [0, 1]; just above it, it does not."""
+    y = np.linspace(0.0, 1.0, 100_001)
+
+    def slope(ratio):
+        return 1.0 + 1.25 * y**4 - 3.5 * ratio * y**2.5
+
+    assert slope(WELL_POSED_KEXC_OVER_CT * (1 - 1e-6)).min() > 0.0
+    assert slope(WELL_POSED_KEXC_OVER_CT * 1.01).min() < 0.0
+    ct = np.array([100.0, 100.0, 100.0])
+    np.testing.assert_array_equal(ill_posed_cells(ct, np.array([-50.0, 64.0, 65.0])), [False, False, True])
 
 
 def _ode_loss(cp, ct, kexc, hp0, ht0, p, e, ci):

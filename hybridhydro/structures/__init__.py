@@ -23,7 +23,14 @@ from __future__ import annotations
 from ._gr import gr4_step, gr5_step, gr6_step, grc_step, grd_step, loieau_step
 from ._interception import CI_CANDIDATES, adjust_interception
 from ._module import HydrologicalModule, SnowModule, StepContext, clean_forcing, missing_forcing
-from ._ode import NEWTON_MAX_ITERATIONS, NEWTON_TOLERANCE, gr4_ode_step, newton_implicit_euler
+from ._ode import (
+    NEWTON_MAX_ITERATIONS,
+    NEWTON_TOLERANCE,
+    WELL_POSED_KEXC_OVER_CT,
+    gr4_ode_step,
+    ill_posed_cells,
+    newton_implicit_euler,
+)
 from ._snow import partition_precipitation, ssn_step
 from ._tables import (
     FEASIBLE,
@@ -111,6 +118,7 @@ __all__ = [
     "SNOW_MODULES",
     "STATE_BOUNDS",
     "STATE_DEFAULTS",
+    "WELL_POSED_KEXC_OVER_CT",
     "HydrologicalModule",
     "SnowModule",
     "StepContext",
@@ -119,6 +127,7 @@ __all__ = [
     "default_parameters",
     "default_states",
     "get_module",
+    "ill_posed_cells",
     "missing_forcing",
     "newton_implicit_euler",
     "parameter_default",
