@@ -111,9 +111,35 @@ class ForwardParams(_Section):
         pattern=r"^[a-z0-9_]+(-[a-z0-9_]+){1,2}$",
         description="smash structure '<hydrology>-<routing>' or '<snow>-<hydrology>-<routing>', e.g. gr4-lr, gr4_ode-kw",
     )
+    ode_structure: str | None = Field(
+        "gr4_ode-lr",
+        description=(
+            "a continuous state-space structure run beside `structure` to show the implicit solver "
+            "(Newton iterations, residuals); null skips it"
+        ),
+    )
     balance_tolerance: float = Field(
         1e-4, gt=0, lt=1, description="largest |water-balance residual| / rain accepted over each catchment"
     )
+
+    @field_validator("structure", "ode_structure")
+    @classmethod
+    def _known_structure(cls, value):
+        if value is None:
+            return value
+        from ..simulate import parse_structure  # the library's own parser: one list of names
+
+        return parse_structure(value).name.removeprefix("zero-")
+
+    @field_validator("ode_structure")
+    @classmethod
+    def _implicit(cls, value):
+        from .. import structures
+        from ..simulate import parse_structure
+
+        if value is not None and not structures.get_module(parse_structure(value).hydrology).diagnostics:
+            raise ValueError(f"{value!r} has no implicit solver; give a gr4_ode structure (e.g. gr4_ode-lr) or null")
+        return value
 
 
 class FigureParams(_Section):
