@@ -20,8 +20,11 @@ fluxes in mm per step, ``qt`` included (multiply by ``1e-3·dx·dy/dt`` for m3/s
 
 from __future__ import annotations
 
+from functools import partial
+
 from ._gr import gr4_step, gr5_step, gr6_step, grc_step, grd_step, loieau_step
 from ._interception import CI_CANDIDATES, adjust_interception
+from ._mlp import check_weights, initial_weights, mlp
 from ._module import HydrologicalModule, SnowModule, StepContext, clean_forcing, missing_forcing
 from ._ode import (
     NEWTON_MAX_ITERATIONS,
@@ -86,6 +89,39 @@ HYDROLOGICAL_MODULES: dict[str, HydrologicalModule] = {
     )
 }
 
+
+
+def _hybrid(parent: HydrologicalModule, name: str, nn_inputs, nn_outputs) -> HydrologicalModule:
+    """The hybrid of ``parent``: same parameters, states and fluxes, plus a correction network."""
+    return HydrologicalModule(
+        name,
+        parent.parameters,
+        parent.states,
+        parent.fluxes,
+        partial(parent.step, hybrid=True),
+        diagnostics=parent.diagnostics,
+        nn_inputs=nn_inputs,
+        nn_outputs=nn_outputs,
+        parent=parent.name,
+    )
+
+
+_SPLIT = ("ps", "es", "split")
+#: Hybrid structures (spec 4.4, 4.6): network inputs and what each output corrects.
+_HYBRIDS = {
+    "gr4_mlp": ("gr4", ("hp", "ht", "pn", "en"), (*_SPLIT, "exchange")),
+    "gr5_mlp": ("gr5", ("hp", "ht", "pn", "en"), (*_SPLIT, "exchange")),
+    "gr6_mlp": ("gr6", ("hp", "ht", "he", "pn", "en"), (*_SPLIT, "store_share", "exchange")),
+    "grc_mlp": ("grc", ("hp", "ht", "hl", "pn", "en"), (*_SPLIT, "store_share", "exchange")),
+    "grd_mlp": ("grd", ("hp", "ht", "pn", "en"), ("ps", "es")),
+    "loieau_mlp": ("loieau", ("ha", "hc", "pn", "en"), _SPLIT),
+    "gr4_ude": ("gr4_ode", ("hp", "ht", "pn", "en"), ("rain", "evaporation", "exchange", "outflow")),
+}
+#: The hybrid structures, by name; :data:`HYDROLOGICAL_MODULES` holds their conceptual parents.
+HYBRID_MODULES: dict[str, HydrologicalModule] = {
+    name: _hybrid(HYDROLOGICAL_MODULES[parent], name, i, o) for name, (parent, i, o) in _HYBRIDS.items()
+}
+
 SNOW_MODULES: dict[str, SnowModule] = {"ssn": SnowModule("ssn", ("kmlt",), ("hs",), ("mlt",), ssn_step)}
 
 
@@ -99,10 +135,13 @@ def get_module(name: str) -> HydrologicalModule | SnowModule:
     """
     if name in HYDROLOGICAL_MODULES:
         return HYDROLOGICAL_MODULES[name]
+    if name in HYBRID_MODULES:
+        return HYBRID_MODULES[name]
     if name in SNOW_MODULES:
         return SNOW_MODULES[name]
     raise ValueError(
         f"unknown hydrological module {name!r}; choose one of: {', '.join(HYDROLOGICAL_MODULES)}"
+        f" (hybrid: {', '.join(HYBRID_MODULES)})"
         f" (snow: {', '.join(SNOW_MODULES)})"
     )
 
@@ -110,6 +149,7 @@ def get_module(name: str) -> HydrologicalModule | SnowModule:
 __all__ = [
     "CI_CANDIDATES",
     "FEASIBLE",
+    "HYBRID_MODULES",
     "HYDROLOGICAL_MODULES",
     "NEWTON_MAX_ITERATIONS",
     "NEWTON_TOLERANCE",
@@ -123,6 +163,9 @@ __all__ = [
     "SnowModule",
     "StepContext",
     "adjust_interception",
+    "check_weights",
+    "initial_weights",
+    "mlp",
     "clean_forcing",
     "default_parameters",
     "default_states",

@@ -38,6 +38,13 @@ class HydrologicalModule:
     diagnostics
         Extra keys of the fluxes dict that smash does not have (solver diagnostics); they are
         not fluxes and carry no gradient.
+    nn_inputs, nn_outputs
+        Hybrid structures only: the inputs of the flux-correction network, in smash's order
+        (states at the start of the step, then ``pn``, ``en`` in mm per step), and what each
+        of its outputs corrects. The weights come in ``StepContext.nn_parameters``.
+    parent
+        Hybrid structures only: the conceptual structure the network corrects (``gr4`` for
+        ``gr4_mlp``); with zero weights the hybrid equals it exactly.
     """
 
     name: str
@@ -46,6 +53,14 @@ class HydrologicalModule:
     fluxes: tuple[str, ...]
     step: Callable = field(repr=False)
     diagnostics: tuple[str, ...] = ()
+    nn_inputs: tuple[str, ...] = ()
+    nn_outputs: tuple[str, ...] = ()
+    parent: str | None = None
+
+    @property
+    def hybrid(self) -> bool:
+        """True for a structure with a flux-correction network (gr4_mlp, gr4_ude, ...)."""
+        return bool(self.nn_outputs)
 
 
 @dataclass(frozen=True)
@@ -75,10 +90,14 @@ class StepContext:
         Time step (s). Static: changing it recompiles.
     imperviousness
         Impervious fraction of each active cell in [0, 1], shape ``(nac,)`` or a scalar.
+    nn_parameters
+        Weights of the flux-correction network of a hybrid structure (smash's layout, see
+        :mod:`hybridhydro.structures._mlp`); ``None`` for the conceptual structures.
     """
 
     dt: float = field(default=3600.0, metadata=dict(static=True))
     imperviousness: jax.Array | float = 0.0
+    nn_parameters: dict | None = None
 
 
 def missing_forcing(*forcings):

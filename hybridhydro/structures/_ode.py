@@ -37,6 +37,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from ._mlp import mlp
 from ._module import StepContext, clean_forcing
 from ._operators import interception
 
@@ -62,14 +63,54 @@ def _clip(z):
     return jnp.where(z <= 0.0, _LOW, jnp.where(z >= 1.0, _HIGH, z))
 
 
-def _residual(x, y, x0, y0, pn, en, cp, ct, kexc):
-    """Implicit Euler residual R(x, y) of the normalised GR4 ODE (dimensionless)."""
+def _residual(x, y, x0, y0, pn, en, cp, ct, kexc, f=None):
+    """Implicit Euler residual R(x, y) of the normalised GR4 ODE (dimensionless).
+
+    ``f``: gr4_ude's frozen corrections (f1, f2, f3, f4), or None. They enter as terms added
+    to the physics (algebraically the right-hand sides of spec 4.6), so that zero corrections
+    give gr4_ode's float values exactly.
+    """
     fp = ((1.0 - x**2) * pn - x * (2.0 - x) * en) / cp
     ft = (0.9 * pn * x**2 - 0.25 * ct * y**5 + kexc * y**3.5) / ct
-    return x - x0 - fp, y - y0 - ft
+    r1, r2 = x - x0 - fp, y - y0 - ft
+    if f is not None:
+        f1, f2, f3, f4 = f
+        r1 = r1 - ((1.0 - x**2) * pn * f1 - x * (2.0 - x) * en * f2) / cp
+        r2 = r2 - (0.9 * f1 * pn * x**2 - 0.25 * f4 * ct * y**5 + f3 * kexc * y**3.5) / ct
+    return r1, r2
 
 
-def newton_implicit_euler(x0, y0, pn, en, cp, ct, kexc):
+def _newton_matrix(x, y, pn, en, cp, ct, kexc, f=None, g1=None, g2=None):
+    """smash's Newton matrix A = ∂R/∂(x, y): analytic physics, plus gr4_ude's terms.
+
+    With ``f``, ``g1 = ∂f/∂hp`` and ``g2 = ∂f/∂ht`` (all frozen at the start of the step), the
+    matrix is built as though f followed the iterate (spec 4.6), the inexact Jacobian smash
+    uses. Zero corrections give gr4_ode's matrix exactly (a12 = 0).
+    """
+    a11 = 1.0 + 2.0 * (x * (pn - en) + en) / cp
+    a21 = -1.8 * pn * x / ct
+    a22 = 1.0 - (3.5 * kexc * y**2.5 - 1.25 * ct * y**4) / ct
+    if f is None:
+        return a11, jnp.zeros_like(a11), a21, a22
+    f1, f2, f3, f4 = f
+    a11 = a11 + (
+        2.0 * x * pn * f1 + 2.0 * (1.0 - x) * en * f2 - pn * g1[0] * (1.0 - x**2) + en * g1[1] * x * (2.0 - x)
+    ) / cp
+    a12 = -(pn * g2[0] * (1.0 - x**2) - en * g2[1] * x * (2.0 - x)) / cp
+    a21 = a21 - (
+        1.8 * pn * x * f1 + 0.9 * pn * x**2 * g1[0] - 0.25 * g1[3] * ct * y**5 + g1[2] * kexc * y**3.5
+    ) / ct
+    a22 = a22 - (
+        3.5 * f3 * kexc * y**2.5
+        + g2[2] * kexc * y**3.5
+        + 0.9 * g2[0] * pn * x**2
+        - 1.25 * f4 * ct * y**4
+        - 0.25 * g2[3] * ct * y**5
+    ) / ct
+    return a11, a12, a21, a22
+
+
+def newton_implicit_euler(x0, y0, pn, en, cp, ct, kexc, corrections=None):
     """Solve one implicit Euler step of the GR4 ODE by smash's Newton–Raphson.
 
     Parameters
@@ -82,6 +123,10 @@ def newton_implicit_euler(x0, y0, pn, en, cp, ct, kexc):
         Production and transfer capacities (mm).
     kexc
         Exchange coefficient (mm per step).
+    corrections
+        gr4_ude only: ``(f, g1, g2)``, the network's four corrections and their derivatives
+        with respect to hp and ht, each a 4-tuple of arrays, evaluated once at the start of
+        the step (smash's semi-implicit scheme, spec 4.6). None for gr4_ode.
 
     Returns
     -------
@@ -92,17 +137,19 @@ def newton_implicit_euler(x0, y0, pn, en, cp, ct, kexc):
     residual
         Euclidean norm of R(x, y) at the returned levels (dimensionless; no gradient).
     """
+    f, g1, g2 = corrections if corrections is not None else (None, None, None)
 
     def body(_, carry):
         x, y, done, iterations = carry
-        r1, r2 = _residual(x, y, x0, y0, pn, en, cp, ct, kexc)
-        a11 = 1.0 + 2.0 * (x * (pn - en) + en) / cp
-        a21 = -1.8 * pn * x / ct
-        a22 = 1.0 - (3.5 * kexc * y**2.5 - 1.25 * ct * y**4) / ct
-        det = a11 * a22  # a12 = 0: the production store does not see the transfer store
+        r1, r2 = _residual(x, y, x0, y0, pn, en, cp, ct, kexc, f)
+        a11, a12, a21, a22 = _newton_matrix(x, y, pn, en, cp, ct, kexc, f, g1, g2)
+        if f is None:  # gr4_ode: a12 = 0, the production store does not see the transfer store
+            det, dx_num = a11 * a22, r1 * a22
+        else:
+            det, dx_num = a11 * a22 - a12 * a21, r1 * a22 - a12 * r2
         singular = det == 0.0
         safe_det = jnp.where(singular, 1.0, det)  # double-where: no 1/0 in the discarded branch
-        dx = jnp.where(singular, 0.0, -(r1 * a22) / safe_det)
+        dx = jnp.where(singular, 0.0, -dx_num / safe_det)
         dy = jnp.where(singular, 0.0, -(a11 * r2 - a21 * r1) / safe_det)
         x_new = _clip(x + dx)
         y_new = _clip(y + dy)
@@ -120,16 +167,43 @@ def newton_implicit_euler(x0, y0, pn, en, cp, ct, kexc):
     y0 = jnp.broadcast_to(y0, shape)
     init = (x0, y0, jnp.zeros(shape, bool), jnp.zeros(shape, jnp.int32))
     x, y, _, iterations = jax.lax.fori_loop(0, NEWTON_MAX_ITERATIONS, body, init)
-    r1, r2 = _residual(*jax.lax.stop_gradient((x, y, x0, y0, pn, en, cp, ct, kexc)))
+    r1, r2 = _residual(*jax.lax.stop_gradient((x, y, x0, y0, pn, en, cp, ct, kexc, f)))
     return x, y, iterations, jnp.sqrt(r1**2 + r2**2)
 
 
-def gr4_ode_step(theta, h, p, e, ctx: StepContext):
+def ude_corrections(ctx: StepContext, hp, ht, pn, en, missing):
+    """gr4_ude's network outputs f and their derivatives g1 = ∂f/∂hp, g2 = ∂f/∂ht at the start
+    of the step (two forward-mode passes: ``jax.jvp`` along hp and along ht, which is
+    ``jax.jacfwd`` restricted to the two state inputs). Each a 4-tuple of ``(nac,)`` arrays,
+    zero where the forcing is missing. ``pn`` is taken before imperviousness, as in smash."""
+    if ctx.nn_parameters is None:
+        raise ValueError("gr4_ude is a hybrid structure: give the weights of its network (nn_parameters)")
+    z = jnp.stack(jnp.broadcast_arrays(hp, ht, pn, en), axis=-1)
+
+    def net(z):
+        return mlp(ctx.nn_parameters, z)
+
+    f, g1 = jax.jvp(net, (z,), (jnp.zeros_like(z).at[..., 0].set(1.0),))
+    _, g2 = jax.jvp(net, (z,), (jnp.zeros_like(z).at[..., 1].set(1.0),))
+    keep = ~missing[..., None]
+    f, g1, g2 = (jnp.where(keep, a, 0.0) for a in (f, g1, g2))
+    split = lambda a: tuple(a[..., k] for k in range(4))  # noqa: E731
+    return split(f), split(g1), split(g2)
+
+
+def gr4_ode_step(theta, h, p, e, ctx: StepContext, hybrid: bool = False):
     """gr4_ode (spec 4.5): interception store, then one implicit Euler step of the GR4 ODE.
 
     Imperviousness scales pn only (not en, unlike the algebraic production store). There is
     no percolation and no floor on the direct branch: with kexc < 0, qt may be negative.
     Missing forcing: every state is kept and qt = lexc = 0.
+
+    ``hybrid=True`` is gr4_ude (spec 4.6): the network of ``ctx.nn_parameters``, fed
+    (hp, ht, pn, en) at the start of the step, corrects the rain (f1, every pn term), the
+    evaporation (f2), the exchange (f3) and the transfer-store outflow (f4) of the ODE. Its
+    outputs and state derivatives are frozen over the Newton iterations (smash's
+    semi-implicit scheme). The rain correction does not conserve water: the effective rain is
+    (1 + f1)·pn.
 
     Besides the smash fluxes ``pn, en, lexc, qt`` (mm per step), the fluxes dict holds the
     Newton diagnostics ``newton_iterations`` (int32, updates made: 1 to 10, 0 where forcing
@@ -138,11 +212,17 @@ def gr4_ode_step(theta, h, p, e, ctx: StepContext):
     """
     missing, p, e = clean_forcing(p, e)
     ei, pn, en, hi = interception(p, e, theta["ci"], h["hi"])
+    corrections = ude_corrections(ctx, h["hp"], h["ht"], pn, en, missing) if hybrid else None
     pn = (1.0 - ctx.imperviousness) * pn
     cp, ct, kexc = theta["cp"], theta["ct"], theta["kexc"]
-    x, y, iterations, residual = newton_implicit_euler(h["hp"], h["ht"], pn, en, cp, ct, kexc)
-    lexc = kexc * y**3.5
-    qt = 0.25 * ct * y**5 + 0.1 * pn * x**2 + lexc
+    x, y, iterations, residual = newton_implicit_euler(h["hp"], h["ht"], pn, en, cp, ct, kexc, corrections)
+    if corrections is None:
+        lexc = kexc * y**3.5
+        qt = 0.25 * ct * y**5 + 0.1 * pn * x**2 + lexc
+    else:
+        f1, _, f3, f4 = corrections[0]
+        lexc = (1.0 + f3) * kexc * y**3.5
+        qt = 0.25 * (1.0 + f4) * ct * y**5 + 0.1 * (1.0 + f1) * pn * x**2 + lexc
     zero = jnp.zeros_like(qt)
     h_new = {
         "hi": jnp.where(missing, h["hi"], hi),

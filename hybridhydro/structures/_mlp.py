@@ -1,0 +1,139 @@
+"""The flux-correction network of the hybrid structures, as a pure function of its weights (spec 4.4).
+
+One small multilayer perceptron, shared by every cell of the domain, maps a cell's states and
+neutralised forcing to corrections in (−1, 1):
+
+    f = tanh(W_k · silu( … silu(W_1 · z + b_1) … ) + b_k)
+
+Weights are a dict in smash's layout, so that a network trained in smash loads as it is:
+``weight_1`` (h1, n_in), ``bias_1`` (h1,), ``weight_2`` (h2 or n_out, h1), ``bias_2``, and with
+two hidden layers ``weight_3`` (n_out, h2), ``bias_3``. Dense layers compute ``W·z + b``. The
+inputs are not scaled (the states are in [0, 1], pn and en in mm per step, as in smash).
+
+:mod:`hybridhydro.networks` wraps the same weights in a flax NNX module for training; the core
+only ever sees this dict (``nnx.split`` of that module gives exactly this dict).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+#: Hidden layers a flux-correction network may have (smash's limit).
+MAX_HIDDEN_LAYERS = 2
+
+
+def layer_count(weights: Mapping) -> int:
+    """Number of dense layers of a weight dict (2 or 3: one or two hidden layers)."""
+    n = 0
+    while f"weight_{n + 1}" in weights:
+        n += 1
+    return n
+
+
+def mlp(weights: Mapping[str, jax.Array], z):
+    """Apply the network to inputs ``z`` of shape ``(..., n_in)``; returns ``(..., n_out)`` in (−1, 1)."""
+    n = layer_count(weights)
+    for k in range(1, n + 1):
+        z = z @ weights[f"weight_{k}"].T + weights[f"bias_{k}"]
+        z = jax.nn.silu(z) if k < n else jnp.tanh(z)
+    return z
+
+
+def check_weights(weights: Mapping, n_in: int, n_out: int, structure: str) -> dict[str, np.ndarray]:
+    """Validate a weight dict for a structure with ``n_in`` inputs and ``n_out`` corrections.
+
+    Returns the weights as float32 NumPy arrays (empty smash blocks such as ``weight_3`` of a
+    one-hidden-layer network are dropped).
+
+    Raises
+    ------
+    ValueError
+        Unknown or missing blocks, shapes that do not chain from ``n_in`` to ``n_out``, or
+        non-finite values; the message names the block and the expected shape.
+    """
+    given = {k: np.asarray(v, dtype=np.float32) for k, v in dict(weights).items()}
+    # smash stores weight_3/bias_3 as empty arrays when there is one hidden layer.
+    given = {k: v for k, v in given.items() if v.size > 0 or not k.endswith("_3")}
+    valid = {f"{kind}_{k}" for kind in ("weight", "bias") for k in range(1, MAX_HIDDEN_LAYERS + 2)}
+    unknown = sorted(set(given) - valid)
+    if unknown:
+        raise ValueError(
+            f"{structure}: unknown network block(s) {unknown}; a flux-correction network has "
+            "weight_1, bias_1, weight_2, bias_2 and, with two hidden layers, weight_3, bias_3"
+        )
+    n = layer_count(given)
+    if n < 2:
+        raise ValueError(
+            f"{structure}: the network needs at least weight_1, bias_1, weight_2, bias_2 (one hidden layer); "
+            f"got {sorted(given)}"
+        )
+    width = n_in
+    for k in range(1, n + 1):
+        w, b = given.get(f"weight_{k}"), given.get(f"bias_{k}")
+        if b is None:
+            raise ValueError(f"{structure}: weight_{k} is given but bias_{k} is missing")
+        rows = n_out if k == n or w.ndim != 2 else w.shape[0]
+        if w.ndim != 2 or w.shape != (rows, width) or b.shape != (rows,):
+            raise ValueError(
+                f"{structure}: weight_{k} has shape {w.shape} and bias_{k} {b.shape}; layer {k} of this "
+                f"structure's network takes {width} input(s) and must give {rows} output(s): expected "
+                f"weight_{k} ({rows}, {width}) and bias_{k} ({rows},)"
+                + (f" (the structure has {n_out} corrections)" if k == n else "")
+            )
+        for name, v in ((f"weight_{k}", w), (f"bias_{k}", b)):
+            if not np.all(np.isfinite(v)):
+                raise ValueError(f"{structure}: {name} holds non-finite values (NaN or inf); give finite weights")
+        width = rows
+    extra = sorted(set(given) - {f"{kind}_{k}" for kind in ("weight", "bias") for k in range(1, n + 1)})
+    if extra:
+        raise ValueError(f"{structure}: block(s) {extra} do not belong to a {n - 1}-hidden-layer network")
+    return given
+
+
+def initial_weights(
+    n_in: int,
+    n_out: int,
+    hidden: int | tuple[int, ...] = 16,
+    initializer: str = "zeros",
+    seed: int = 0,
+) -> dict[str, np.ndarray]:
+    """Weights of a new network, smash's initialisers (spec 4.4); biases start at zero.
+
+    ``initializer``: ``zeros`` (smash's default: the hybrid equals its parent), ``uniform``
+    U(±1/√n_in), ``glorot_uniform``, ``he_uniform``, ``normal`` N(0, 0.01), ``glorot_normal``,
+    ``he_normal``.
+    """
+    hidden = (hidden,) if np.ndim(hidden) == 0 else tuple(hidden)
+    if not 1 <= len(hidden) <= MAX_HIDDEN_LAYERS or any(int(h) < 1 for h in hidden):
+        raise ValueError(f"hidden must be one or two positive layer widths, got {hidden}")
+    sizes = (n_in, *map(int, hidden), n_out)
+    rng = np.random.default_rng(seed)
+    out = {}
+    for k, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:]), start=1):
+        shape = (fan_out, fan_in)
+        if initializer == "zeros":
+            w = np.zeros(shape)
+        elif initializer == "uniform":
+            w = rng.uniform(-1, 1, shape) / np.sqrt(fan_in)
+        elif initializer == "glorot_uniform":
+            w = rng.uniform(-1, 1, shape) * np.sqrt(6.0 / (fan_in + fan_out))
+        elif initializer == "he_uniform":
+            w = rng.uniform(-1, 1, shape) * np.sqrt(6.0 / fan_in)
+        elif initializer == "normal":
+            w = rng.normal(0.0, 0.01, shape)
+        elif initializer == "glorot_normal":
+            w = rng.normal(0.0, np.sqrt(2.0 / (fan_in + fan_out)), shape)
+        elif initializer == "he_normal":
+            w = rng.normal(0.0, np.sqrt(2.0 / fan_in), shape)
+        else:
+            raise ValueError(
+                f"unknown initializer {initializer!r}; choose zeros, uniform, glorot_uniform, he_uniform, "
+                "normal, glorot_normal or he_normal"
+            )
+        out[f"weight_{k}"] = w.astype(np.float32)
+        out[f"bias_{k}"] = np.zeros(fan_out, np.float32)
+    return out
