@@ -1,0 +1,282 @@
+"""Neural networks of the hybrid models, as flax NNX modules (spec 4.4, 8.4).
+
+* :class:`FluxCorrectionNet`: the process-parameterisation network inside a hybrid structure
+  (gr4_mlp ... loieau_mlp, gr4_ude). Its parameters are named and shaped as smash stores them
+  (``weight_1`` (h1, n_in), ``bias_1`` (h1,), ...), so ``nnx.split`` gives exactly the weight
+  dict the pure core (:mod:`hybridhydro.structures._mlp`) takes, and a network trained in
+  smash loads as it is (:meth:`FluxCorrectionNet.from_smash`), and goes back
+  (:meth:`FluxCorrectionNet.to_smash`).
+* :class:`DescriptorMLP` ("ann" regionalisation): a per-cell dense network, physical
+  descriptors -> parameter values, bounded to each parameter's bounds.
+* :class:`DescriptorCNN` ("cnn" regionalisation): convolutions over the descriptor rasters,
+  so that a cell's parameters see its neighbourhood; same bounded output.
+
+The core never holds a module: code that differentiates splits a module into its static graph
+and its parameter state (``graphdef, state = nnx.split(net)``), passes ``state`` through
+``jax.grad``/``jit`` as a plain pytree, and merges inside (``nnx.merge(graphdef, state)``).
+:func:`pure` and :func:`apply` are those two halves.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from .structures import get_module
+from .structures._mlp import check_weights, initial_weights, mlp
+
+_ACTIVATIONS = {
+    "relu": jax.nn.relu,
+    "silu": jax.nn.silu,
+    "tanh": jnp.tanh,
+    "sigmoid": jax.nn.sigmoid,
+    "softplus": jax.nn.softplus,
+    "elu": lambda x: jax.nn.elu(x, 0.1),  # smash's alpha
+    "leakyrelu": lambda x: jax.nn.leaky_relu(x, 0.01),
+    "selu": jax.nn.selu,
+}
+
+
+def _activation(name: str):
+    try:
+        return _ACTIVATIONS[name]
+    except KeyError:
+        raise ValueError(f"unknown activation {name!r}; choose one of {', '.join(_ACTIVATIONS)}") from None
+
+
+# ------------------------------------------------------------------------ flux correction
+
+
+class FluxCorrectionNet(nnx.Module):
+    """The flux-correction network of a hybrid structure (SiLU hidden layers, tanh outputs).
+
+    Parameters
+    ----------
+    n_in, n_out
+        Inputs (states, then pn and en) and corrections.
+    hidden
+        Width of the hidden layer, or two widths for two hidden layers (smash: at most 2;
+        default 16).
+    initializer
+        smash's weight initialisers (``zeros`` by default: the hybrid equals its parent);
+        biases start at zero.
+    scale
+        Factor applied to the initial weights (smash's training guide: He-uniform times 0.1).
+    seed
+        Seed of the initialiser.
+    """
+
+    def __init__(
+        self,
+        n_in: int,
+        n_out: int,
+        hidden: int | Sequence[int] = 16,
+        *,
+        initializer: str = "zeros",
+        scale: float = 1.0,
+        seed: int = 0,
+    ):
+        self.n_in, self.n_out = int(n_in), int(n_out)
+        for name, value in initial_weights(n_in, n_out, hidden, initializer, seed).items():
+            value = value * np.float32(scale) if name.startswith("weight") else value
+            setattr(self, name, nnx.Param(jnp.asarray(value, jnp.float32)))
+
+    @classmethod
+    def for_structure(cls, structure: str, hidden: int | Sequence[int] = 16, **options) -> "FluxCorrectionNet":
+        """The network a hybrid structure needs (``"gr4_mlp"``, or a full name like ``"gr4_ude-lr"``)."""
+        module = get_module(_hydrology(structure))
+        if not getattr(module, "hybrid", False):
+            raise ValueError(f"{structure!r} has no flux-correction network; hybrid structures end in _mlp or _ude")
+        return cls(len(module.nn_inputs), len(module.nn_outputs), hidden, **options)
+
+    @classmethod
+    def from_weights(cls, weights: Mapping, structure: str | None = None) -> "FluxCorrectionNet":
+        """A network holding ``weights`` (smash's layout dict), checked against ``structure`` if given."""
+        w = dict(weights)
+        n_in, n_out = np.shape(w["weight_1"])[1], np.shape(w[f"bias_{_layers(w)}"])[0]
+        if structure is not None:
+            module = get_module(_hydrology(structure))
+            n_in, n_out = len(module.nn_inputs), len(module.nn_outputs)
+        w = check_weights(w, n_in, n_out, structure or "network")
+        hidden = tuple(w[f"bias_{k}"].shape[0] for k in range(1, _layers(w)))
+        net = cls(n_in, n_out, hidden)
+        for name, value in w.items():
+            getattr(net, name)[...] = jnp.asarray(value)
+        return net
+
+    @classmethod
+    def from_smash(cls, weights: Sequence, biases: Sequence, structure: str | None = None) -> "FluxCorrectionNet":
+        """From smash's ``model.get_nn_parameters_weight()`` and ``get_nn_parameters_bias()`` lists."""
+        w = {}
+        for k, (wk, bk) in enumerate(zip(weights, biases), start=1):
+            w[f"weight_{k}"], w[f"bias_{k}"] = np.asarray(wk), np.asarray(bk)
+        return cls.from_weights(w, structure)
+
+    def weights(self) -> dict[str, jax.Array]:
+        """The weights as the pure core takes them: ``{"weight_1": ..., "bias_1": ..., ...}``."""
+        return nnx.to_pure_dict(nnx.state(self, nnx.Param))
+
+    def to_smash(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """``(weights, biases)`` lists for smash's ``set_nn_parameters_weight``/``bias``."""
+        w = self.weights()
+        n = _layers(w)
+        return [np.asarray(w[f"weight_{k}"]) for k in range(1, n + 1)], [np.asarray(w[f"bias_{k}"]) for k in range(1, n + 1)]
+
+    def __call__(self, z):
+        """Corrections in (−1, 1) for inputs ``z`` of shape ``(..., n_in)``."""
+        return mlp(self.weights(), z)
+
+
+def _layers(weights: Mapping) -> int:
+    n = 0
+    while f"weight_{n + 1}" in weights:
+        n += 1
+    return n
+
+
+def _hydrology(structure: str) -> str:
+    """The hydrological part of a structure name (``"ssn-gr4_mlp-lr"`` -> ``"gr4_mlp"``)."""
+    parts = str(structure).split("-")
+    return parts[-2] if len(parts) >= 2 else parts[0]
+
+
+# ------------------------------------------------------------------------ regionalisation
+
+
+def _bounds_array(bounds: Sequence[tuple[float, float]]) -> tuple[np.ndarray, np.ndarray]:
+    lo, hi = (np.asarray(b, np.float32) for b in zip(*bounds))
+    bad = np.flatnonzero(~(lo < hi))
+    if bad.size:
+        raise ValueError(f"bounds[{bad[0]}] = ({lo[bad[0]]}, {hi[bad[0]]}): the lower bound must be below the upper")
+    return lo, hi
+
+
+class DescriptorMLP(nnx.Module):
+    """"ann" regionalisation: descriptors of a cell -> its parameters, one dense network for all cells.
+
+    The default layers follow smash's default Net: Dense(3·nd, relu) → Dense(round(√(nd·np)·
+    ln(ncell)), relu) → Dense(3·np, relu) → Dense(np, tanh), then a min–max scale of the tanh
+    output to each parameter's bounds, so every output lies inside its bounds.
+
+    Parameters
+    ----------
+    n_descriptors
+        Descriptors per cell (transformed, see :func:`hybridhydro.mapping.transform_descriptors`).
+    bounds
+        ``(low, high)`` of each output parameter, in the parameter's unit.
+    hidden
+        Hidden layer widths; default smash's, which needs ``ncell``.
+    ncell
+        Cells of the grid (only for the default widths).
+    activation
+        Hidden activation.
+    """
+
+    def __init__(
+        self,
+        n_descriptors: int,
+        bounds: Sequence[tuple[float, float]],
+        hidden: Sequence[int] | None = None,
+        *,
+        ncell: int | None = None,
+        activation: str = "relu",
+        seed: int = 0,
+    ):
+        lo, hi = _bounds_array(bounds)
+        n_out = lo.size
+        if hidden is None:
+            ncell = ncell or 100
+            hidden = (3 * n_descriptors, max(1, round(math.sqrt(n_descriptors * n_out) * math.log(ncell))), 3 * n_out)
+        rngs = nnx.Rngs(seed)
+        sizes = (n_descriptors, *map(int, hidden), n_out)
+        self.layers = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in zip(sizes[:-1], sizes[1:])])
+        self.activation = activation
+        _activation(activation)
+        self.low, self.high = nnx.Variable(jnp.asarray(lo)), nnx.Variable(jnp.asarray(hi))
+
+    def __call__(self, d):
+        """Parameters ``(..., n_out)`` for descriptors ``(..., n_descriptors)``."""
+        act = _activation(self.activation)
+        for layer in self.layers[:-1]:
+            d = act(layer(d))
+        out = jnp.tanh(self.layers[-1](d))
+        return self.low[...] + (self.high[...] - self.low[...]) * (out + 1.0) / 2.0
+
+
+class DescriptorCNN(nnx.Module):
+    """"cnn" regionalisation: convolutions over the descriptor rasters -> parameter maps.
+
+    Two ``kernel × kernel`` convolutions with "same" zero padding (each cell sees its
+    neighbours within ``kernel − 1`` cells), then a per-cell dense layer and a tanh scaled to
+    each parameter's bounds.
+
+    Parameters
+    ----------
+    n_descriptors
+        Descriptor rasters (channels).
+    bounds
+        ``(low, high)`` of each output parameter, in its unit.
+    channels
+        Feature maps of each convolution.
+    kernel
+        Convolution window, cells.
+    """
+
+    def __init__(
+        self,
+        n_descriptors: int,
+        bounds: Sequence[tuple[float, float]],
+        channels: Sequence[int] = (16, 16),
+        *,
+        kernel: int = 3,
+        activation: str = "relu",
+        seed: int = 0,
+    ):
+        lo, hi = _bounds_array(bounds)
+        rngs = nnx.Rngs(seed)
+        sizes = (n_descriptors, *map(int, channels))
+        self.convs = nnx.List(
+            [nnx.Conv(a, b, kernel_size=(kernel, kernel), padding="SAME", rngs=rngs) for a, b in zip(sizes[:-1], sizes[1:])]
+        )
+        self.head = nnx.Linear(sizes[-1], lo.size, rngs=rngs)
+        self.activation = activation
+        _activation(activation)
+        self.low, self.high = nnx.Variable(jnp.asarray(lo)), nnx.Variable(jnp.asarray(hi))
+
+    def __call__(self, grid):
+        """Parameter maps ``(nrow, ncol, n_out)`` for descriptor rasters ``(nrow, ncol, n_descriptors)``."""
+        act = _activation(self.activation)
+        z = grid[None]
+        for conv in self.convs:
+            z = act(conv(z))
+        out = jnp.tanh(self.head(z[0]))
+        return self.low[...] + (self.high[...] - self.low[...]) * (out + 1.0) / 2.0
+
+
+# ------------------------------------------------------------------------ the pure crossing
+
+
+def pure(net: nnx.Module):
+    """``(graphdef, params)``: the static structure and the trainable parameters (a pytree).
+
+    ``params`` goes through ``jax.grad``/``jit``/optax; :func:`apply` merges it back.
+    """
+    graphdef, params, rest = nnx.split(net, nnx.Param, ...)
+    return (graphdef, rest), params
+
+
+def apply(graph, params, *inputs):
+    """Call the network described by ``graph`` (from :func:`pure`) with ``params`` on ``inputs``."""
+    graphdef, rest = graph
+    return nnx.merge(graphdef, params, rest)(*inputs)
+
+
+def merge(graph, params) -> nnx.Module:
+    """The module again, holding ``params`` (e.g. after training)."""
+    graphdef, rest = graph
+    return nnx.merge(graphdef, params, rest)
