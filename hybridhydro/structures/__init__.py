@@ -27,6 +27,7 @@ from ._interception import CI_CANDIDATES, adjust_interception
 from ._mlp import check_weights, initial_weights, mlp
 from ._module import HydrologicalModule, SnowModule, StepContext, clean_forcing, missing_forcing
 from ._ode import (
+    ODE_SOLVERS,
     NEWTON_MAX_ITERATIONS,
     NEWTON_TOLERANCE,
     WELL_POSED_KEXC_OVER_CT,
@@ -153,6 +154,7 @@ __all__ = [
     "HYDROLOGICAL_MODULES",
     "NEWTON_MAX_ITERATIONS",
     "NEWTON_TOLERANCE",
+    "ODE_SOLVERS",
     "PARAMETER_BOUNDS",
     "PARAMETER_DEFAULTS",
     "SNOW_MODULES",

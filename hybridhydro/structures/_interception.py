@@ -23,14 +23,20 @@ def day_index(times) -> tuple[np.ndarray, int]:
     return index.astype(np.int32), int(index.max()) + 1 if index.size else 0
 
 
-@partial(jax.jit, static_argnames="ndays")
-def _adjust(p, e, day, ndays):
+#: Cells per block of the candidate runs: 29 candidates x 1024 cells of float32 carry stay in
+#: a CPU core's cache across the time loop, instead of streaming (29, nac) arrays every step.
+_CELL_BLOCK = 1024
+
+
+@partial(jax.jit, static_argnames=("ndays", "block"))
+def _adjust(p, e, day, ndays, block=_CELL_BLOCK):
     p_ok, e_ok = p >= 0.0, e >= 0.0
     p_day = jax.ops.segment_sum(jnp.where(p_ok, p, 0.0), day, ndays)
     e_day = jax.ops.segment_sum(jnp.where(e_ok, e, 0.0), day, ndays)
     target = jnp.sum(jnp.minimum(p_day, e_day), axis=0)
+    candidates = jnp.asarray(CI_CANDIDATES, p.dtype)
 
-    def total_interception(ci):
+    def total_interception(ci, p, e):
         def body(carry, pe):
             hi, total = carry
             # a step with missing forcing is fed zeros: ei = 0 and hi is kept, no mask needed
@@ -42,9 +48,24 @@ def _adjust(p, e, day, ndays):
         (_, total), _ = jax.lax.scan(body, (zero, zero), (p, e))
         return total
 
-    totals = jax.vmap(total_interception)(jnp.asarray(CI_CANDIDATES, p.dtype))  # (29, nac)
+    # The cells are independent: run the candidates block of cells by block of cells (the
+    # same float32 operations per cell, so the same totals). Padding cells get zero forcing.
+    ntime, nac = p.shape
+    block = max(1, min(block, nac))  # a small basin is one block, unpadded
+    nblock = -(-nac // block)
+    pad = nblock * block - nac
+
+    def blocks(x):
+        x = jnp.pad(x, ((0, 0), (0, pad)))
+        return x.reshape(ntime, nblock, block).transpose(1, 0, 2)
+
+    def run_block(pe):
+        return jax.vmap(total_interception, in_axes=(0, None, None))(candidates, *pe)  # (29, block)
+
+    totals = jax.lax.map(run_block, (blocks(p), blocks(e)))  # (nblock, 29, block)
+    totals = totals.transpose(1, 0, 2).reshape(len(CI_CANDIDATES), nblock * block)[:, :nac]
     best = jnp.argmin(jnp.abs(totals - target[None, :]), axis=0)  # first minimum: smallest ci
-    return jnp.asarray(CI_CANDIDATES, p.dtype)[best]
+    return candidates[best]
 
 
 def adjust_interception(p, e, times, dt: float):
@@ -53,6 +74,10 @@ def adjust_interception(p, e, times, dt: float):
     For each cell, picks the ``ci`` in {0.1, ..., 2.9} mm whose interception store, run over
     the whole period from an empty store, evaporates in total the amount closest to
     Σ_days min(P_day, E_day), the daily totals of the non-missing forcing.
+
+    The 29 candidate runs go block of cells by block of cells (1024 cells, so that their
+    state stays in the CPU caches; ~1.3x faster on France than all cells at once): each
+    cell sees the same float32 operations either way, so the choice is unchanged.
 
     Parameters
     ----------

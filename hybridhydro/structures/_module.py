@@ -93,11 +93,20 @@ class StepContext:
     nn_parameters
         Weights of the flux-correction network of a hybrid structure (smash's layout, see
         :mod:`hybridhydro.structures._mlp`); ``None`` for the conceptual structures.
+    ode_solver
+        How gr4_ode and gr4_ude take a step (static): ``"newton"`` (smash's implicit Euler and
+        Newton, the default), ``"implicit"`` (fully implicit: the network inside the residual,
+        gradients by the implicit function theorem), ``"heun"`` or ``"rk4"`` (explicit, with
+        ``ode_substeps`` sub-steps). See :mod:`hybridhydro.structures._ode`.
+    ode_substeps
+        Sub-steps per time step of the explicit solvers (static).
     """
 
     dt: float = field(default=3600.0, metadata=dict(static=True))
     imperviousness: jax.Array | float = 0.0
     nn_parameters: dict | None = None
+    ode_solver: str = field(default="newton", metadata=dict(static=True))
+    ode_substeps: int = field(default=4, metadata=dict(static=True))
 
 
 def missing_forcing(*forcings):

@@ -171,6 +171,159 @@ def newton_implicit_euler(x0, y0, pn, en, cp, ct, kexc, corrections=None):
     return x, y, iterations, jnp.sqrt(r1**2 + r2**2)
 
 
+# ------------------------------------------------------------------ beyond smash: other solvers
+
+#: Step solvers of gr4_ode / gr4_ude (``StepContext.ode_solver``).
+ODE_SOLVERS = ("newton", "implicit", "heun", "rk4")
+
+
+def ode_rates(x, y, pn, en, cp, ct, kexc, f=None):
+    """Right-hand side of the (corrected) GR4 ODE at (x, y), split into its fluxes.
+
+    Returns ``dx, dy`` (per step) and the flux rates in mm per step: ``infiltration``
+    (1 − x²)·pn·(1 + f1), ``evaporation`` x·(2 − x)·en·(1 + f2), ``runoff`` pn·x²·(1 + f1)
+    (the rain not infiltrated: 90 % to the transfer store, 10 % direct), ``outflow``
+    (ct/4)·y⁵·(1 + f4) and ``exchange`` kexc·y^3.5·(1 + f3). f = None: no corrections.
+    """
+    f1, f2, f3, f4 = f if f is not None else (0.0, 0.0, 0.0, 0.0)
+    rates = {
+        "infiltration": (1.0 - x**2) * pn * (1.0 + f1),
+        "evaporation": x * (2.0 - x) * en * (1.0 + f2),
+        "runoff": pn * x**2 * (1.0 + f1),
+        "outflow": 0.25 * (1.0 + f4) * ct * y**5,
+        "exchange": (1.0 + f3) * kexc * y**3.5,
+    }
+    dx = (rates["infiltration"] - rates["evaporation"]) / cp
+    dy = (0.9 * rates["runoff"] - rates["outflow"] + rates["exchange"]) / ct
+    return dx, dy, rates
+
+
+def _discharge(rates):
+    """qt and lexc (mm per step) from the flux rates."""
+    return rates["outflow"] + 0.1 * rates["runoff"] + rates["exchange"], rates["exchange"]
+
+
+def _solve_2x2(a11, a12, a21, a22, b1, b2):
+    """Cell-wise Cramer's rule for [[a11, a12], [a21, a22]]·v = b (a zero determinant gives 0)."""
+    det = a11 * a22 - a12 * a21
+    singular = det == 0.0
+    safe = jnp.where(singular, 1.0, det)
+    v1 = jnp.where(singular, 0.0, (b1 * a22 - a12 * b2) / safe)
+    v2 = jnp.where(singular, 0.0, (a11 * b2 - a21 * b1) / safe)
+    return v1, v2
+
+
+def fully_implicit_euler(x0, y0, pn, en, cp, ct, kexc, corrections_at=None, max_iterations=NEWTON_MAX_ITERATIONS):
+    """One fully implicit Euler step, the corrections evaluated at the new state.
+
+    Solves x = x0 + F_x(x, y; f(x, y)), y = y0 + F_y(x, y; f(x, y)) by Newton with the exact
+    Jacobian (forward-mode derivatives of the residual, the network included), smash's
+    clipping and tolerance, at most ``max_iterations`` updates. Gradients do not go through the
+    iterations: ``jax.lax.custom_root`` applies the implicit function theorem at the solution
+    (one 2x2 linear solve per cell), which is exact at convergence and costs one step's
+    worth of memory instead of ten.
+
+    ``corrections_at(x, y)``: the network's four corrections at a state (None: gr4_ode).
+    Returns ``x, y, iterations, residual`` as :func:`newton_implicit_euler`.
+    """
+    shape = jnp.broadcast_shapes(*(jnp.shape(a) for a in (x0, y0, pn, en, cp, ct, kexc)))
+    x0, y0 = jnp.broadcast_to(x0, shape), jnp.broadcast_to(y0, shape)
+
+    def residual(z):
+        x, y = z[0], z[1]
+        f = corrections_at(x, y) if corrections_at is not None else None
+        dx, dy, _ = ode_rates(x, y, pn, en, cp, ct, kexc, f)
+        return jnp.stack([x - x0 - dx, y - y0 - dy])
+
+    def columns(fun, z):
+        ex = jnp.stack([jnp.ones(shape, z.dtype), jnp.zeros(shape, z.dtype)])
+        return fun(ex), fun(1.0 - ex)  # the system is block-diagonal: one 2x2 block per cell
+
+    def solve(fun, z0):
+        def cond(carry):
+            _, done, k, _ = carry
+            return (k < max_iterations) & ~jnp.all(done)
+
+        def body(carry):
+            z, done, k, n = carry
+            r = fun(z)
+            cx, cy = columns(lambda v: jax.jvp(fun, (z,), (v,))[1], z)
+            dx, dy = _solve_2x2(cx[0], cy[0], cx[1], cy[1], -r[0], -r[1])
+            z_new = _clip(z + jnp.stack([dx, dy]))
+            converged = jnp.sqrt((dx / z_new[0]) ** 2 + (dy / z_new[1]) ** 2) < NEWTON_TOLERANCE
+            n = n + jnp.where(done, 0, 1).astype(jnp.int32)
+            return jnp.where(done, z, z_new), done | converged, k + 1, n
+
+        init = (z0, jnp.zeros(shape, bool), 0, jnp.zeros(shape, jnp.int32))
+        z, _, _, n = jax.lax.while_loop(cond, body, init)
+        return z, n.astype(z.dtype)  # custom_root's aux must be a float (it gets a zero tangent)
+
+    def tangent_solve(g, b):
+        cx, cy = columns(g, b)
+        v1, v2 = _solve_2x2(cx[0], cy[0], cx[1], cy[1], b[0], b[1])
+        return jnp.stack([v1, v2])
+
+    z, iterations = jax.lax.custom_root(residual, jnp.stack([x0, y0]), solve, tangent_solve, has_aux=True)
+    r = jax.lax.stop_gradient(residual(jax.lax.stop_gradient(z)))
+    iterations = jax.lax.stop_gradient(iterations).astype(jnp.int32)
+    return z[0], z[1], iterations, jnp.sqrt(r[0] ** 2 + r[1] ** 2)
+
+
+_TABLEAUS = {
+    # (stage coefficients a_i on the previous stage's slope, weights b_i)
+    "heun": ((0.0, 1.0), (0.5, 0.5)),
+    "rk4": ((0.0, 0.5, 0.5, 1.0), (1.0 / 6.0, 1.0 / 3.0, 1.0 / 3.0, 1.0 / 6.0)),
+}
+
+
+def explicit_step(x0, y0, pn, en, cp, ct, kexc, corrections_at=None, scheme="rk4", substeps=4):
+    """One time step of the (corrected) GR4 ODE by an explicit Runge–Kutta scheme.
+
+    ``scheme``: ``"heun"`` (2 stages, order 2) or ``"rk4"`` (4 stages, order 4), ``substeps``
+    equal sub-steps; the network is evaluated at every stage. Every flux is accumulated with
+    the scheme's own weights, so the stores' change equals the fluxes exactly (to round-off):
+    the water balance of an explicit step closes like the implicit one's. Stage states are
+    clipped to [0, 1] before evaluating the rates (powers of a negative level are undefined);
+    an unstable step (too few sub-steps) shows as a level clipped at the end.
+
+    Returns ``x, y`` and the flux depths over the step (mm): ``qt``, ``lexc`` and the rates of
+    :func:`ode_rates` integrated.
+    """
+    if scheme not in _TABLEAUS:
+        raise ValueError(f"unknown explicit scheme {scheme!r}; choose heun or rk4")
+    a, b = _TABLEAUS[scheme]
+    h = 1.0 / int(substeps)
+
+    def rates_at(x, y):
+        x, y = jnp.clip(x, 0.0, 1.0), jnp.clip(y, 0.0, 1.0)
+        f = corrections_at(x, y) if corrections_at is not None else None
+        return ode_rates(x, y, pn, en, cp, ct, kexc, f)
+
+    def substep(_, carry):
+        x, y, totals = carry
+        kx = ky = None
+        sx = jnp.zeros_like(x)
+        sy = jnp.zeros_like(y)
+        acc = {k: jnp.zeros_like(x) for k in totals}
+        for ai, bi in zip(a, b):
+            xi = x if kx is None else x + ai * h * kx
+            yi = y if ky is None else y + ai * h * ky
+            kx, ky, rates = rates_at(xi, yi)
+            sx, sy = sx + bi * kx, sy + bi * ky
+            acc = {k: acc[k] + bi * rates[k] for k in acc}
+        totals = {k: totals[k] + h * acc[k] for k in totals}
+        return jnp.clip(x + h * sx, 0.0, 1.0), jnp.clip(y + h * sy, 0.0, 1.0), totals
+
+    shape = jnp.broadcast_shapes(*(jnp.shape(v) for v in (x0, y0, pn, en, cp, ct, kexc)))
+    zeros = jnp.zeros(shape, jnp.result_type(x0, pn))
+    names = ("infiltration", "evaporation", "runoff", "outflow", "exchange")
+    x, y, totals = jax.lax.fori_loop(
+        0, int(substeps), substep, (jnp.broadcast_to(x0, shape), jnp.broadcast_to(y0, shape), {k: zeros for k in names})
+    )
+    qt, lexc = _discharge(totals)
+    return x, y, {**totals, "qt": qt, "lexc": lexc}
+
+
 def ude_corrections(ctx: StepContext, hp, ht, pn, en, missing):
     """gr4_ude's network outputs f and their derivatives g1 = ∂f/∂hp, g2 = ∂f/∂ht at the start
     of the step (two forward-mode passes: ``jax.jvp`` along hp and along ht, which is
@@ -192,37 +345,68 @@ def ude_corrections(ctx: StepContext, hp, ht, pn, en, missing):
 
 
 def gr4_ode_step(theta, h, p, e, ctx: StepContext, hybrid: bool = False):
-    """gr4_ode (spec 4.5): interception store, then one implicit Euler step of the GR4 ODE.
+    """gr4_ode (spec 4.5): interception store, then one step of the GR4 ODE.
 
     Imperviousness scales pn only (not en, unlike the algebraic production store). There is
     no percolation and no floor on the direct branch: with kexc < 0, qt may be negative.
     Missing forcing: every state is kept and qt = lexc = 0.
 
     ``hybrid=True`` is gr4_ude (spec 4.6): the network of ``ctx.nn_parameters``, fed
-    (hp, ht, pn, en) at the start of the step, corrects the rain (f1, every pn term), the
-    evaporation (f2), the exchange (f3) and the transfer-store outflow (f4) of the ODE. Its
-    outputs and state derivatives are frozen over the Newton iterations (smash's
-    semi-implicit scheme). The rain correction does not conserve water: the effective rain is
-    (1 + f1)·pn.
+    (hp, ht, pn, en), corrects the rain (f1, every pn term), the evaporation (f2), the
+    exchange (f3) and the transfer-store outflow (f4) of the ODE. The rain correction does not
+    conserve water: the effective rain is (1 + f1)·pn.
+
+    ``ctx.ode_solver`` chooses the scheme: ``"newton"`` is smash's (implicit Euler, the
+    network's outputs and state derivatives frozen at the start of the step: a semi-implicit
+    scheme for gr4_ude; gradients through the 10 unrolled iterations); ``"implicit"`` the fully
+    implicit step (the network evaluated at the new state inside the residual, exact
+    Jacobian, gradients by the implicit function theorem); ``"heun"`` and ``"rk4"`` explicit
+    schemes with ``ctx.ode_substeps`` sub-steps.
 
     Besides the smash fluxes ``pn, en, lexc, qt`` (mm per step), the fluxes dict holds the
-    Newton diagnostics ``newton_iterations`` (int32, updates made: 1 to 10, 0 where forcing
-    is missing) and ``newton_residual`` (norm of the implicit Euler residual at the returned
-    state, dimensionless, 0 where forcing is missing).
+    diagnostics ``newton_iterations`` (int32, Newton updates made: 1 to 10; 0 where forcing is
+    missing and with the explicit schemes) and ``newton_residual`` (norm of the implicit Euler
+    residual at the returned state, dimensionless; 0 where forcing is missing; for the
+    explicit schemes, the residual their result leaves in the implicit equation).
     """
     missing, p, e = clean_forcing(p, e)
     ei, pn, en, hi = interception(p, e, theta["ci"], h["hi"])
-    corrections = ude_corrections(ctx, h["hp"], h["ht"], pn, en, missing) if hybrid else None
+    pn_raw = pn  # the network sees pn before imperviousness, as in smash
     pn = (1.0 - ctx.imperviousness) * pn
     cp, ct, kexc = theta["cp"], theta["ct"], theta["kexc"]
-    x, y, iterations, residual = newton_implicit_euler(h["hp"], h["ht"], pn, en, cp, ct, kexc, corrections)
-    if corrections is None:
-        lexc = kexc * y**3.5
-        qt = 0.25 * ct * y**5 + 0.1 * pn * x**2 + lexc
+    solver = ctx.ode_solver
+    if solver not in ODE_SOLVERS:
+        raise ValueError(f"unknown ode_solver {solver!r}; choose one of {', '.join(ODE_SOLVERS)}")
+    if hybrid and ctx.nn_parameters is None:
+        raise ValueError("gr4_ude is a hybrid structure: give the weights of its network (nn_parameters)")
+
+    def corrections_at(x, y):
+        z = jnp.stack(jnp.broadcast_arrays(x, y, pn_raw, en), axis=-1)
+        f = jnp.where(missing[..., None], 0.0, mlp(ctx.nn_parameters, z))
+        return tuple(f[..., k] for k in range(4))
+
+    net = corrections_at if hybrid else None
+    if solver == "newton":
+        corrections = ude_corrections(ctx, h["hp"], h["ht"], pn_raw, en, missing) if hybrid else None
+        x, y, iterations, residual = newton_implicit_euler(h["hp"], h["ht"], pn, en, cp, ct, kexc, corrections)
+        if corrections is None:
+            lexc = kexc * y**3.5
+            qt = 0.25 * ct * y**5 + 0.1 * pn * x**2 + lexc
+        else:
+            f1, _, f3, f4 = corrections[0]
+            lexc = (1.0 + f3) * kexc * y**3.5
+            qt = 0.25 * (1.0 + f4) * ct * y**5 + 0.1 * (1.0 + f1) * pn * x**2 + lexc
+    elif solver == "implicit":
+        x, y, iterations, residual = fully_implicit_euler(h["hp"], h["ht"], pn, en, cp, ct, kexc, net)
+        qt, lexc = _discharge(ode_rates(x, y, pn, en, cp, ct, kexc, net(x, y) if hybrid else None)[2])
     else:
-        f1, _, f3, f4 = corrections[0]
-        lexc = (1.0 + f3) * kexc * y**3.5
-        qt = 0.25 * (1.0 + f4) * ct * y**5 + 0.1 * (1.0 + f1) * pn * x**2 + lexc
+        x, y, totals = explicit_step(h["hp"], h["ht"], pn, en, cp, ct, kexc, net, solver, ctx.ode_substeps)
+        qt, lexc = totals["qt"], totals["lexc"]
+        iterations = jnp.zeros(jnp.shape(x), jnp.int32)
+        sx, sy = jax.lax.stop_gradient((x, y))
+        f_end = net(sx, sy) if hybrid else None
+        dx, dy, _ = ode_rates(sx, sy, *jax.lax.stop_gradient((pn, en, cp, ct, kexc)), f_end)
+        residual = jnp.sqrt((sx - h["hp"] - dx) ** 2 + (sy - h["ht"] - dy) ** 2)
     zero = jnp.zeros_like(qt)
     h_new = {
         "hi": jnp.where(missing, h["hi"], hi),
@@ -235,6 +419,6 @@ def gr4_ode_step(theta, h, p, e, ctx: StepContext, hybrid: bool = False):
         "lexc": jnp.where(missing, zero, lexc),
         "qt": jnp.where(missing, zero, qt),
         "newton_iterations": jnp.where(missing, 0, iterations),
-        "newton_residual": jnp.where(missing, zero, residual),
+        "newton_residual": jnp.where(missing, zero, jax.lax.stop_gradient(residual)),
     }
     return h_new, fluxes
