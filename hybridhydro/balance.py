@@ -3,14 +3,14 @@
 Over the whole period and a unit of area (a gauge's upstream active cells, or every active
 cell for the ``domain`` unit), in mm over the unit's area::
 
-    residual = rain - evaporation - outflow + exchange - storage_change
+    residual = rain - evaporation - outflow + exchange + correction - storage_change
 
 * ``rain``: the precipitation the model took in, ``prcp`` where both ``prcp`` and ``pet``
   are given (a cell-step with missing forcing receives nothing); with ``ssn`` the snowfall
   taken into the snow pack is added.
 * ``evaporation``: interception ``ei`` plus production-store ``es``. gr4, gr5, gr6, grc and
-  gr4_ode do not report ``ei``: it is ``pet - en``. gr4_ode does not report ``es``: it is the
-  implicit Euler rate ``en·hp·(2 - hp)`` at the end-of-step level (spec 4.5).
+  gr4_ode do not report ``ei``: it is ``pet - en``. (smash's gr4_ode has no ``es`` flux; ours
+  reports the implicit Euler rate ``en·hp·(2 - hp)`` at the end-of-step level, spec 4.5.)
 * ``outflow``: the gauge discharge volume for a catchment; the discharge of the domain's
   outlets (active cells that drain off the active cells) for the domain. The ``zero``
   routing does not accumulate: the gauge discharge is the gauge cell's own runoff only, so
@@ -20,7 +20,11 @@ cell for the ``domain`` unit), in mm over the unit's area::
   gains), as each structure applies it: ``lexc`` into the transfer store plus what reaches
   the direct branch ``qd - prd`` (gr4, gr5, grc); gr6 adds ``lexc`` to the exponential store
   too; gr4_ode adds ``lexc`` to the store and to ``qt``; loieau's ``(kb - 1)·(qr + qd)``;
-  grd has none.
+  grd has none. Hybrid structures apply it as their parent does (with the exchange
+  correction already inside ``lexc``).
+* ``correction``: the water a hybrid network creates or removes outside the exchange:
+  gr4_ude's rain correction (1 + f1)·pn, reported as ``rain_correction``. The flux
+  corrections of the ``*_mlp`` structures move water between fluxes and conserve it (0 here).
 * ``storage_change``: final minus initial content of every store, normalised levels times
   their capacities (``he``, ``hs`` are mm); ``hlr`` is mm over the cell's upstream area
   ``flwacc - dx·dy``. ``kw`` has no explicit store: its term is the volume it holds back,
@@ -63,7 +67,12 @@ def _cells(da: xr.DataArray, plan) -> np.ndarray:
 
 
 def _exchange(hydrology: str, flux) -> np.ndarray:
-    """Exchange (mm per step, (time, nac)) as each structure applies it; positive gains water."""
+    """Exchange (mm per step, (time, nac)) as each structure applies it; positive gains water.
+
+    A hybrid structure applies its (corrected) exchange as its parent does."""
+    from .structures import get_module
+
+    hydrology = get_module(hydrology).parent or hydrology
     if hydrology in ("gr4", "gr5", "grc"):
         return flux("lexc") + flux("qd") - flux("prd")
     if hydrology == "gr6":
@@ -81,8 +90,7 @@ def water_balance(result: xr.Dataset, basin: xr.Dataset | None = None) -> xr.Dat
     Parameters
     ----------
     result
-        A run made with ``return_fluxes=True`` and ``return_discharge_field=True`` (and
-        ``return_states=True`` for gr4_ode, whose evaporation needs the level series); it
+        A run made with ``return_fluxes=True`` and ``return_discharge_field=True``; it
         carries the parameters and the initial and final states it used.
     basin
         The basin Dataset the run was made on: ``prcp``, ``pet`` (and ``snow``, ``temp``
@@ -93,7 +101,8 @@ def water_balance(result: xr.Dataset, basin: xr.Dataset | None = None) -> xr.Dat
     xarray.Dataset
         Along ``unit`` (the gauge codes, then ``"domain"``): ``rain``, ``evaporation`` (with
         its parts ``interception_evaporation``, ``soil_evaporation``), ``outflow``,
-        ``exchange``, ``storage_change`` (with one ``storage_change_<store>`` per store) and
+        ``exchange``, ``correction`` (a hybrid network's non-conserving rain correction),
+        ``storage_change`` (with one ``storage_change_<store>`` per store) and
         ``residual``, all in mm over the unit's area; ``relative_residual``
         (residual / rain, dimensionless); ``area`` (m2) and ``residual_volume`` (m3).
 
@@ -126,12 +135,10 @@ def water_balance(result: xr.Dataset, basin: xr.Dataset | None = None) -> xr.Dat
 
     hydro_fluxes = s.fluxes
     ei = flux("ei") if "ei" in hydro_fluxes else np.where(valid, pet, 0.0) - flux("en")
-    if "es" in hydro_fluxes:
-        es = flux("es")
-    else:  # gr4_ode: the implicit Euler evaporation rate at the end-of-step level
-        hp = _cells(_field("hp", result, basin, "gr4_ode's production level series (return_states=True)"), plan)
-        es = flux("en") * hp * (2.0 - hp)
+    es = flux("es")
     exchange = _exchange(s.hydrology, flux)
+    # gr4_ude's rain correction adds (1 + f1)·pn instead of pn: named, not hidden in the residual.
+    correction = flux("rain_correction") if "rain_correction" in hydro_fluxes else np.zeros_like(es)
     runoff = flux("qt_mm")
 
     # Store contents (m3 per cell) at the start and the end.
@@ -164,7 +171,7 @@ def water_balance(result: xr.Dataset, basin: xr.Dataset | None = None) -> xr.Dat
         discharge = _cells(_field("discharge", result, basin, "routed discharge field"), plan)
         q = result["q"].transpose("gauge", "time").values.astype(np.float64)
 
-    terms = {k: [] for k in ("rain", "interception_evaporation", "soil_evaporation", "outflow", "exchange")}
+    terms = {k: [] for k in ("rain", "interception_evaporation", "soil_evaporation", "outflow", "exchange", "correction")}
     store_terms = {name: [] for name in (*s.states, *(("kw",) if s.routing == "kw" else ()))}
     unit_area = []
     for u, mask in enumerate(masks):
@@ -178,6 +185,7 @@ def water_balance(result: xr.Dataset, basin: xr.Dataset | None = None) -> xr.Dat
         terms["interception_evaporation"].append(depth(ei))
         terms["soil_evaporation"].append(depth(es))
         terms["exchange"].append(depth(exchange))
+        terms["correction"].append(depth(correction))
         if s.routing == "zero":
             out_m3 = runoff_volume[mask].sum()
         elif u < len(masks) - 1:
@@ -216,6 +224,15 @@ def water_balance(result: xr.Dataset, basin: xr.Dataset | None = None) -> xr.Dat
             {"units": "mm", "note": mm, "long_name": "water created (+) or removed (-) by the structure's exchange"},
         ),
     }
+    data["correction"] = (
+        dim,
+        terms["correction"],
+        {
+            "units": "mm",
+            "note": mm,
+            "long_name": "water added (+) or removed (-) by a hybrid network's rain correction (gr4_ude); 0 otherwise",
+        },
+    )
     data["evaporation"] = (
         dim,
         np.add(terms["interception_evaporation"], terms["soil_evaporation"]),
@@ -235,12 +252,17 @@ def water_balance(result: xr.Dataset, basin: xr.Dataset | None = None) -> xr.Dat
         - data["evaporation"][1]
         - np.asarray(terms["outflow"])
         + np.asarray(terms["exchange"])
+        + np.asarray(terms["correction"])
         - total_storage
     )
     data["residual"] = (
         dim,
         residual,
-        {"units": "mm", "note": mm, "long_name": "rain - evaporation - outflow + exchange - storage_change"},
+        {
+            "units": "mm",
+            "note": mm,
+            "long_name": "rain - evaporation - outflow + exchange + correction - storage_change",
+        },
     )
     with np.errstate(divide="ignore", invalid="ignore"):
         data["relative_residual"] = (dim, residual / np.asarray(terms["rain"]), {"units": "1"})

@@ -83,7 +83,7 @@ HYDROLOGICAL_MODULES: dict[str, HydrologicalModule] = {
             "gr4_ode",
             ("ci", "cp", "ct", "kexc"),
             ("hi", "hp", "ht"),
-            ("pn", "en", "lexc", "qt"),
+            ("pn", "en", "es", "lexc", "qt"),
             gr4_ode_step,
             diagnostics=("newton_iterations", "newton_residual"),
         ),
@@ -93,12 +93,14 @@ HYDROLOGICAL_MODULES: dict[str, HydrologicalModule] = {
 
 
 def _hybrid(parent: HydrologicalModule, name: str, nn_inputs, nn_outputs) -> HydrologicalModule:
-    """The hybrid of ``parent``: same parameters, states and fluxes, plus a correction network."""
+    """The hybrid of ``parent``: same parameters, states and fluxes, plus a correction network
+    (and gr4_ude's ``rain_correction`` flux: its rain correction does not conserve water)."""
+    extra = ("rain_correction",) if name == "gr4_ude" else ()
     return HydrologicalModule(
         name,
         parent.parameters,
         parent.states,
-        parent.fluxes,
+        parent.fluxes + extra,
         partial(parent.step, hybrid=True),
         diagnostics=parent.diagnostics,
         nn_inputs=nn_inputs,

@@ -363,7 +363,10 @@ def gr4_ode_step(theta, h, p, e, ctx: StepContext, hybrid: bool = False):
     Jacobian, gradients by the implicit function theorem); ``"heun"`` and ``"rk4"`` explicit
     schemes with ``ctx.ode_substeps`` sub-steps.
 
-    Besides the smash fluxes ``pn, en, lexc, qt`` (mm per step), the fluxes dict holds the
+    Besides the smash fluxes ``pn, en, lexc, qt`` (mm per step), the fluxes dict holds ``es``
+    (soil evaporation, mm per step: the rate at the end-of-step level for the implicit
+    schemes, integrated for the explicit ones), for gr4_ude ``rain_correction`` (mm per step:
+    the water the rain correction adds, f1·pn, negative when it removes), and the
     diagnostics ``newton_iterations`` (int32, Newton updates made: 1 to 10; 0 where forcing is
     missing and with the explicit schemes) and ``newton_residual`` (norm of the implicit Euler
     residual at the returned state, dimensionless; 0 where forcing is missing; for the
@@ -392,16 +395,25 @@ def gr4_ode_step(theta, h, p, e, ctx: StepContext, hybrid: bool = False):
         if corrections is None:
             lexc = kexc * y**3.5
             qt = 0.25 * ct * y**5 + 0.1 * pn * x**2 + lexc
+            es = x * (2.0 - x) * en
+            rain_correction = jnp.zeros_like(qt)
         else:
-            f1, _, f3, f4 = corrections[0]
+            f1, f2, f3, f4 = corrections[0]
             lexc = (1.0 + f3) * kexc * y**3.5
             qt = 0.25 * (1.0 + f4) * ct * y**5 + 0.1 * (1.0 + f1) * pn * x**2 + lexc
+            es = x * (2.0 - x) * en * (1.0 + f2)
+            rain_correction = f1 * pn
     elif solver == "implicit":
         x, y, iterations, residual = fully_implicit_euler(h["hp"], h["ht"], pn, en, cp, ct, kexc, net)
-        qt, lexc = _discharge(ode_rates(x, y, pn, en, cp, ct, kexc, net(x, y) if hybrid else None)[2])
+        rates = ode_rates(x, y, pn, en, cp, ct, kexc, net(x, y) if hybrid else None)[2]
+        qt, lexc = _discharge(rates)
+        es = rates["evaporation"]
+        rain_correction = rates["infiltration"] + rates["runoff"] - pn
     else:
         x, y, totals = explicit_step(h["hp"], h["ht"], pn, en, cp, ct, kexc, net, solver, ctx.ode_substeps)
         qt, lexc = totals["qt"], totals["lexc"]
+        es = totals["evaporation"]
+        rain_correction = totals["infiltration"] + totals["runoff"] - pn
         iterations = jnp.zeros(jnp.shape(x), jnp.int32)
         sx, sy = jax.lax.stop_gradient((x, y))
         f_end = net(sx, sy) if hybrid else None
@@ -413,9 +425,15 @@ def gr4_ode_step(theta, h, p, e, ctx: StepContext, hybrid: bool = False):
         "hp": jnp.where(missing, h["hp"], x),
         "ht": jnp.where(missing, h["ht"], y),
     }
+    if hybrid:
+        fluxes_extra = {"rain_correction": jnp.where(missing, zero, rain_correction)}
+    else:
+        fluxes_extra = {}
     fluxes = {
+        **fluxes_extra,
         "pn": pn,  # zero where missing: the store was fed zero forcing there
         "en": en,
+        "es": jnp.where(missing, zero, es),
         "lexc": jnp.where(missing, zero, lexc),
         "qt": jnp.where(missing, zero, qt),
         "newton_iterations": jnp.where(missing, 0, iterations),
