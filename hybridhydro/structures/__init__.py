@@ -93,15 +93,16 @@ HYDROLOGICAL_MODULES: dict[str, HydrologicalModule] = {
 
 
 def _hybrid(parent: HydrologicalModule, name: str, nn_inputs, nn_outputs) -> HydrologicalModule:
-    """The hybrid of ``parent``: same parameters, states and fluxes, plus a correction network
-    (and gr4_ude's ``rain_correction`` flux: its rain correction does not conserve water)."""
+    """The hybrid of ``parent``: same parameters and states, plus a correction network. Its
+    fluxes add ``correction_<output>`` (dimensionless, in (−1, 1)) and, for gr4_ude,
+    ``rain_correction`` (mm per step: its rain correction does not conserve water)."""
     extra = ("rain_correction",) if name == "gr4_ude" else ()
     return HydrologicalModule(
         name,
         parent.parameters,
         parent.states,
-        parent.fluxes + extra,
-        partial(parent.step, hybrid=True),
+        parent.fluxes + extra + tuple(f"correction_{o}" for o in nn_outputs),
+        partial(parent.step, hybrid=tuple(nn_outputs)),
         diagnostics=parent.diagnostics,
         nn_inputs=nn_inputs,
         nn_outputs=nn_outputs,

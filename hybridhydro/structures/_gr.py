@@ -19,13 +19,14 @@ Every flux reported for such a cell is zero except the stores' outflows and ``qt
 leaves the other fluxes of such a cell unset).
 
 Hybrid structures (``gr4_mlp`` ... ``loieau_mlp``, spec 4.4) run the same steps with
-``hybrid=True``: after interception, the flux-correction network of ``ctx.nn_parameters`` maps
+``hybrid`` set to the names of the network's outputs: after interception, the flux-correction network of ``ctx.nn_parameters`` maps
 each cell's states at the start of the step and its ``pn``, ``en`` to corrections
 f ∈ (−1, 1), which scale infiltration and evaporation ((1 + f)·ps, (1 + f)·es), move water
 between the routed and direct branches (and between gr6's and grc's two stores) and scale the
 exchange ((1 + f)·l). The splits still sum to the runoff, so production and splits conserve
 water; only the exchange creates or removes it, as in the parent. With zero weights f = 0 and
-every hybrid gives its parent's values exactly. Where forcing is missing, f = 0.
+every hybrid gives its parent's values exactly. Where forcing is missing, f = 0. The
+corrections are returned with the fluxes, as ``correction_<output name>``.
 """
 
 from __future__ import annotations
@@ -85,6 +86,13 @@ def _no_corrections(n):
     return (None,) * n
 
 
+def with_corrections(fluxes: dict, f, names) -> dict:
+    """The fluxes plus ``correction_<name>`` for each network output (hybrids only)."""
+    if names:
+        fluxes.update({f"correction_{n}": fk for n, fk in zip(names, f)})
+    return fluxes
+
+
 def _split(runoff, lexc, f_split):
     """Routed and direct shares of the runoff (90 % / 10 %), with the hybrid split correction.
 
@@ -125,7 +133,7 @@ def _gr_front(theta, h, p, e, ctx: StepContext, beta, hybrid_inputs=None, struct
     return missing, dict(pn=pn, en=en, pr=pr, perc=perc, ps=ps, es=es), dict(hi=hi, hp=hp), f
 
 
-def _gr4_like(theta, h, p, e, ctx: StepContext, exchange, hybrid: bool, structure: str):
+def _gr4_like(theta, h, p, e, ctx: StepContext, exchange, hybrid, structure: str):
     """gr4 and gr5 (and their hybrids): they differ only in the exchange law."""
     inputs = ("hp", "ht") if hybrid else None
     missing, fx, h_new, f = _gr_front(theta, h, p, e, ctx, percolation_constant(ctx.dt), inputs, structure)
@@ -135,13 +143,14 @@ def _gr4_like(theta, h, p, e, ctx: StepContext, exchange, hybrid: bool, structur
     prr, prd = _split(runoff, lexc, f[2])
     qr, ht = power_store(prr, theta["ct"], h["ht"], 5.0, _rain_missing(p))
     qd = jnp.maximum(0.0, prd + lexc)
-    return {**h_new, "ht": ht}, dict(**fx, lexc=lexc, prr=prr, prd=prd, qr=qr, qd=qd, qt=qr + qd)
+    fluxes = dict(**fx, lexc=lexc, prr=prr, prd=prd, qr=qr, qd=qd, qt=qr + qd)
+    return {**h_new, "ht": ht}, with_corrections(fluxes, f, hybrid)
 
 
-def gr4_step(theta, h, p, e, ctx: StepContext, hybrid: bool = False):
+def gr4_step(theta, h, p, e, ctx: StepContext, hybrid: tuple[str, ...] = ()):
     """gr4 (spec 4.2): interception, production, GR4 exchange (X4), transfer store (T5).
 
-    ``hybrid=True`` is gr4_mlp: network inputs (hp, ht, pn, en), corrections (ps, es, split,
+    With ``hybrid`` (the network's output names) this is gr4_mlp: network inputs (hp, ht, pn, en), corrections (ps, es, split,
     exchange).
     """
     return _gr4_like(
@@ -149,18 +158,18 @@ def gr4_step(theta, h, p, e, ctx: StepContext, hybrid: bool = False):
     )
 
 
-def gr5_step(theta, h, p, e, ctx: StepContext, hybrid: bool = False):
-    """gr5 (spec 4.3): gr4 with the threshold exchange (X5); ``hybrid=True`` is gr5_mlp."""
+def gr5_step(theta, h, p, e, ctx: StepContext, hybrid: tuple[str, ...] = ()):
+    """gr5 (spec 4.3): gr4 with the threshold exchange (X5); With ``hybrid`` (the network's output names) this is gr5_mlp."""
     return _gr4_like(
         theta, h, p, e, ctx, lambda th, ht, fl: exchange_threshold(th["kexc"], th["aexc"], ht, fl), hybrid, "gr5_mlp"
     )
 
 
-def gr6_step(theta, h, p, e, ctx: StepContext, hybrid: bool = False):
+def gr6_step(theta, h, p, e, ctx: StepContext, hybrid: tuple[str, ...] = ()):
     """gr6 (spec 4.3): gr5 with 40 % of the routed water through an exponential store.
 
     The exchange is added to each of the three branches (transfer, exponential, direct).
-    ``hybrid=True`` is gr6_mlp: inputs (hp, ht, he in mm, pn, en), corrections (ps, es,
+    With ``hybrid`` (the network's output names) this is gr6_mlp: inputs (hp, ht, he in mm, pn, en), corrections (ps, es,
     direct/routed split, transfer/exponential split, exchange).
     """
     inputs = ("hp", "ht", "he") if hybrid else None
@@ -177,14 +186,14 @@ def gr6_step(theta, h, p, e, ctx: StepContext, hybrid: bool = False):
     qe, he = exponential_store(pre, theta["be"], h["he"])
     qd = jnp.maximum(0.0, prd + lexc)
     fluxes = dict(**fx, lexc=lexc, prr=prr, prd=prd, pre=pre, qr=qr, qd=qd, qe=qe, qt=qr + qe + qd)
-    return {**h_new, "ht": ht, "he": he}, fluxes
+    return {**h_new, "ht": ht, "he": he}, with_corrections(fluxes, f, hybrid)
 
 
-def grc_step(theta, h, p, e, ctx: StepContext, hybrid: bool = False):
+def grc_step(theta, h, p, e, ctx: StepContext, hybrid: tuple[str, ...] = ()):
     """grc (spec 4.3): production without percolation, GR4 exchange, fast and slow transfer stores.
 
     The exchange goes to the fast store and the direct branch, not to the slow store.
-    ``hybrid=True`` is grc_mlp: inputs (hp, ht, hl, pn, en), corrections (ps, es, the two
+    With ``hybrid`` (the network's output names) this is grc_mlp: inputs (hp, ht, hl, pn, en), corrections (ps, es, the two
     splits, exchange).
     """
     inputs = ("hp", "ht", "hl") if hybrid else None
@@ -201,7 +210,7 @@ def grc_step(theta, h, p, e, ctx: StepContext, hybrid: bool = False):
     ql, hl = power_store(prl, theta["cl"], h["hl"], 5.0, _rain_missing(p))
     qd = jnp.maximum(0.0, prd + lexc)
     fluxes = dict(**fx, lexc=lexc, prr=prr, prd=prd, prl=prl, qr=qr, qd=qd, ql=ql, qt=qr + ql + qd)
-    return {**h_new, "ht": ht, "hl": hl}, fluxes
+    return {**h_new, "ht": ht, "hl": hl}, with_corrections(fluxes, f, hybrid)
 
 
 def _front_without_store(theta, h, p, e, ctx: StepContext, capacity, level, beta, hybrid_inputs, structure):
@@ -217,23 +226,23 @@ def _front_without_store(theta, h, p, e, ctx: StepContext, capacity, level, beta
     return dict(ei=ei, pn=pn, en=en, pr=pr, perc=perc, ps=ps, es=es), h_prod, f
 
 
-def grd_step(theta, h, p, e, ctx: StepContext, hybrid: bool = False):
+def grd_step(theta, h, p, e, ctx: StepContext, hybrid: tuple[str, ...] = ()):
     """grd (spec 4.3): no interception store, production without percolation, one transfer store.
 
-    ``hybrid=True`` is grd_mlp: inputs (hp, ht, pn, en), corrections (ps, es).
+    With ``hybrid`` (the network's output names) this is grd_mlp: inputs (hp, ht, pn, en), corrections (ps, es).
     """
     inputs = ("hp", "ht") if hybrid else None
-    fx, hp, _ = _front_without_store(theta, h, p, e, ctx, "cp", "hp", _BETA_NO_PERCOLATION, inputs, "grd_mlp")
+    fx, hp, f = _front_without_store(theta, h, p, e, ctx, "cp", "hp", _BETA_NO_PERCOLATION, inputs, "grd_mlp")
     prr = fx["pr"] + fx["perc"]
     qr, ht = power_store(prr, theta["ct"], h["ht"], 5.0, _rain_missing(p))
-    return {"hp": hp, "ht": ht}, dict(**fx, prr=prr, qr=qr, qt=qr)
+    return {"hp": hp, "ht": ht}, with_corrections(dict(**fx, prr=prr, qr=qr, qt=qr), f, hybrid)
 
 
-def loieau_step(theta, h, p, e, ctx: StepContext, hybrid: bool = False):
+def loieau_step(theta, h, p, e, ctx: StepContext, hybrid: tuple[str, ...] = ()):
     """loieau (spec 4.3): no interception store, production (ca, ha), quartic transfer store (cc, hc).
 
     The discharge is multiplied by ``kb``: kb ≠ 1 creates or removes water on purpose.
-    ``hybrid=True`` is loieau_mlp: inputs (ha, hc, pn, en), corrections (ps, es, split).
+    With ``hybrid`` (the network's output names) this is loieau_mlp: inputs (ha, hc, pn, en), corrections (ps, es, split).
     """
     inputs = ("ha", "hc") if hybrid else None
     beta = percolation_constant(ctx.dt)
@@ -244,4 +253,4 @@ def loieau_step(theta, h, p, e, ctx: StepContext, hybrid: bool = False):
     qd = jnp.maximum(0.0, prd)
     fluxes = dict(**fx, prr=prr, prd=prd, qr=qr, qd=qd)
     fluxes["qt"] = theta["kb"] * (qr + qd)
-    return {"ha": ha, "hc": hc}, fluxes
+    return {"ha": ha, "hc": hc}, with_corrections(fluxes, f, hybrid)

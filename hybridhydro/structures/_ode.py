@@ -344,14 +344,14 @@ def ude_corrections(ctx: StepContext, hp, ht, pn, en, missing):
     return split(f), split(g1), split(g2)
 
 
-def gr4_ode_step(theta, h, p, e, ctx: StepContext, hybrid: bool = False):
+def gr4_ode_step(theta, h, p, e, ctx: StepContext, hybrid: tuple[str, ...] = ()):
     """gr4_ode (spec 4.5): interception store, then one step of the GR4 ODE.
 
     Imperviousness scales pn only (not en, unlike the algebraic production store). There is
     no percolation and no floor on the direct branch: with kexc < 0, qt may be negative.
     Missing forcing: every state is kept and qt = lexc = 0.
 
-    ``hybrid=True`` is gr4_ude (spec 4.6): the network of ``ctx.nn_parameters``, fed
+    With ``hybrid`` (the network's output names) this is gr4_ude (spec 4.6): the network of ``ctx.nn_parameters``, fed
     (hp, ht, pn, en), corrects the rain (f1, every pn term), the evaporation (f2), the
     exchange (f3) and the transfer-store outflow (f4) of the ODE. The rain correction does not
     conserve water: the effective rain is (1 + f1)·pn.
@@ -366,7 +366,9 @@ def gr4_ode_step(theta, h, p, e, ctx: StepContext, hybrid: bool = False):
     Besides the smash fluxes ``pn, en, lexc, qt`` (mm per step), the fluxes dict holds ``es``
     (soil evaporation, mm per step: the rate at the end-of-step level for the implicit
     schemes, integrated for the explicit ones), for gr4_ude ``rain_correction`` (mm per step:
-    the water the rain correction adds, f1·pn, negative when it removes), and the
+    the water the rain correction adds, f1·pn, negative when it removes) and the corrections
+    ``correction_<output>`` (at the start of the step for ``newton``, at its end otherwise),
+    and the
     diagnostics ``newton_iterations`` (int32, Newton updates made: 1 to 10; 0 where forcing is
     missing and with the explicit schemes) and ``newton_residual`` (norm of the implicit Euler
     residual at the returned state, dimensionless; 0 where forcing is missing; for the
@@ -425,10 +427,17 @@ def gr4_ode_step(theta, h, p, e, ctx: StepContext, hybrid: bool = False):
         "hp": jnp.where(missing, h["hp"], x),
         "ht": jnp.where(missing, h["ht"], y),
     }
+    fluxes_extra = {}
     if hybrid:
-        fluxes_extra = {"rain_correction": jnp.where(missing, zero, rain_correction)}
-    else:
-        fluxes_extra = {}
+        # the corrections the step used: at the start (newton), at the new state (the others)
+        if solver == "newton":
+            f_used = corrections[0]
+        elif solver == "implicit":
+            f_used = net(x, y)
+        else:
+            f_used = f_end
+        fluxes_extra = {f"correction_{n}": jnp.where(missing, zero, fk) for n, fk in zip(hybrid, f_used)}
+        fluxes_extra["rain_correction"] = jnp.where(missing, zero, rain_correction)
     fluxes = {
         **fluxes_extra,
         "pn": pn,  # zero where missing: the store was fed zero forcing there
