@@ -18,6 +18,9 @@ inside a chunk (smash splits its adjoint loop into ``⌊√T⌋`` segments for t
 
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from typing import Mapping
@@ -35,6 +38,7 @@ from .routing import (
     ROUTING_STATES,
     RoutingPlan,
     checkpointed_scan,
+    device_plan,
     initial_routing_state,
     route_series,
     routing_fluxes,
@@ -142,7 +146,7 @@ def _split(structure: Structure, values: Mapping, what: str) -> tuple[dict, dict
 
 @partial(
     jax.jit,
-    static_argnames=("structure", "dt", "checkpoint_every", "return_states", "return_fluxes"),
+    static_argnames=("structure", "dt", "checkpoint_every", "return_states", "return_fluxes", "remat_steps"),
 )
 def simulate_arrays(
     params: Mapping[str, jax.Array],
@@ -156,6 +160,7 @@ def simulate_arrays(
     checkpoint_every: int | None = None,
     return_states: bool = False,
     return_fluxes: bool = False,
+    remat_steps: bool = True,
 ) -> dict:
     """Run a structure over plain arrays (jit-compiled, differentiable).
 
@@ -181,6 +186,12 @@ def simulate_arrays(
         Chunk length (steps) of the checkpointed time scans; ``None``: no checkpointing.
     return_states, return_fluxes
         Also return the state and internal-flux series (memory grows with ``time * nac``).
+    remat_steps
+        Rematerialise each hydrology step under reverse-mode differentiation (static;
+        ``jax.checkpoint`` on the step): the backward pass recomputes a step's intermediates
+        from its carry instead of storing them all, which is faster on CPU (Cance gradient
+        ~1.4x) and needs less memory. Forward results do not change; gradients agree to float32
+        rounding (XLA fuses the recomputation differently).
 
     Returns
     -------
@@ -223,6 +234,12 @@ def simulate_arrays(
             out["states"] = {**h_snow, **h}
         return (h_snow, h), out
 
+    if remat_steps:
+        # Reverse mode keeps only each step's carry and forcing and recomputes the step's
+        # ~40 intermediates during the backward pass: on CPU, re-running one step costs less
+        # than writing and reading back (time, nac) stacks of all of them. The forward pass is
+        # unchanged.
+        step = jax.checkpoint(step, prevent_cse=False)
     xs = {"prcp": forcing["prcp"], "pet": forcing["pet"]}
     if snow_mod is not None and with_snow_forcing:
         xs["snow"], xs["temp"] = snow_forcing
@@ -334,9 +351,46 @@ def automatic_interception(prcp, pet, times, dt: float) -> np.ndarray:
     """Interception capacity ``ci`` (mm, ``(nac,)``) fitted to the forcing, as smash sets it.
 
     smash runs this at model build when the structure has ``ci`` and ``dt < 86400`` s (spec
-    4.1.1); :func:`simulate` does the same when the user gives no ``ci``.
+    4.1.1); :func:`simulate` does the same when the user gives no ``ci``, and reuses the fit
+    while the forcing stays the same (as smash reuses it across ``forward_run`` calls).
     """
     return np.asarray(structures.adjust_interception(prcp, pet, times, dt), dtype=np.float32)
+
+
+#: ``ci`` fitted to the forcing seen last: digest of (prcp, pet, times, dt) -> ``(nac,)`` float32 (mm).
+_CI_CACHE: "OrderedDict[bytes, np.ndarray]" = OrderedDict()
+_CI_CACHE_SIZE = 2
+
+
+def _fitted_interception(prcp: np.ndarray, pet: np.ndarray, times, dt: float) -> np.ndarray:
+    """:func:`automatic_interception`, remembered for the last two forcings.
+
+    smash fits ``ci`` once, when it builds the Model, and every ``forward_run`` reuses it;
+    :func:`simulate` has no model object, so it remembers the fit keyed on a digest of the
+    forcing it was fitted to (hashing France's 32-step forcing takes ~0.2 s, the fit ~1.5 s;
+    the two forcings are hashed in two threads, as ``hashlib`` releases the GIL).
+    """
+
+    def digest(a) -> bytes:
+        a = np.ascontiguousarray(a)
+        h = hashlib.blake2b(f"{a.dtype.str}{a.shape}".encode(), digest_size=20)
+        h.update(memoryview(a).cast("B"))
+        return h.digest()
+
+    stamps = np.asarray(times, dtype="datetime64[ns]").view(np.int64)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        parts = list(pool.map(digest, (prcp, pet)))
+    key = b"".join(parts + [digest(stamps), digest(np.float64(dt))])
+    ci = _CI_CACHE.get(key)
+    if ci is None:
+        ci = automatic_interception(prcp, pet, times, dt)
+        ci.flags.writeable = False
+        _CI_CACHE[key] = ci
+        while len(_CI_CACHE) > _CI_CACHE_SIZE:
+            _CI_CACHE.popitem(last=False)
+    else:
+        _CI_CACHE.move_to_end(key)
+    return ci
 
 
 def _grid_var(plan: RoutingPlan, values, shape, dims, attrs) -> xr.Variable:
@@ -399,20 +453,20 @@ def simulate(
     params, given = _user_values("parameter", parameters, s.parameters, p_default, plan, shape, s)
     states, _ = _user_values("initial state", initial_states, s.states, h_default, plan, shape, s)
 
-    forcing = {
-        name: plan.to_cells(basin[name].transpose("time", "y", "x").values).astype(np.float32)
-        for name in ("prcp", "pet", "snow", "temp")
-        if name in basin
-    }
+    # The forcing gathers (~0.3 s each on France) release the GIL: one thread per variable.
+    names = [name for name in ("prcp", "pet", "snow", "temp") if name in basin]
+    with ThreadPoolExecutor(max_workers=max(1, len(names))) as pool:
+        gathered = pool.map(lambda n: plan.to_cells(basin[n].transpose("time", "y", "x").values, dtype=np.float32), names)
+        forcing = dict(zip(names, gathered))
     if "ci" in params and "ci" not in given and dt < 86400.0:
-        params["ci"] = automatic_interception(forcing["prcp"], forcing["pet"], basin["time"].values, dt)
+        params["ci"] = _fitted_interception(forcing["prcp"], forcing["pet"], basin["time"].values, dt)
     imperviousness = _imperviousness(basin, plan, shape)
 
     out = simulate_arrays(
         {k: jnp.asarray(v) for k, v in params.items()},
         {k: jnp.asarray(v) for k, v in states.items()},
         {k: jnp.asarray(v) for k, v in forcing.items()},
-        plan,
+        device_plan(plan),
         structure=s.name,
         dt=dt,
         imperviousness=imperviousness,

@@ -9,7 +9,15 @@ import numpy as np
 import pytest
 
 from hybridhydro.mesh import Mesh
-from hybridhydro.routing import ROUTING_PARAMETERS, initial_routing_state, route_series, route_step, routing_plan
+from hybridhydro.routing import (
+    ROUTING_PARAMETERS,
+    build_routing_plan,
+    device_plan,
+    initial_routing_state,
+    route_series,
+    route_step,
+    routing_plan,
+)
 
 DT = 3600.0
 # Upstream neighbour i = 1..8 of a cell sits at (r + dr_i, c + dc_i) and drains into it iff its code is i.
@@ -192,6 +200,41 @@ def test_plan_errors_name_the_cell():
     with pytest.raises(ValueError, match="valid: zero, lag0, lr, kw"):
         plan = routing_plan(_mesh_from_codes(codes, np.array([[1, 0], [1, 0]]), [(1, 0)]))
         route_step("lag1", plan, {}, jnp.zeros(2), {}, DT)
+
+
+def test_plan_is_cached_per_mesh_content(basin_mesh):
+    import dataclasses
+
+    plan = routing_plan(basin_mesh)
+    # a mesh rebuilt with the same arrays (new objects) gets the same plan object back
+    copy = dataclasses.replace(basin_mesh, flwdir=basin_mesh.flwdir.copy(), dx=basin_mesh.dx.copy())
+    assert routing_plan(copy) is plan
+    assert not plan.rows.flags.writeable  # shared between calls: read-only
+    fresh = build_routing_plan(basin_mesh)
+    for a, b in zip(jax.tree_util.tree_leaves(plan), jax.tree_util.tree_leaves(fresh)):
+        np.testing.assert_array_equal(a, b)
+    # another cell size is another plan
+    other = routing_plan(dataclasses.replace(basin_mesh, dx=basin_mesh.dx * 2))
+    assert other is not plan and not np.array_equal(other.dx, plan.dx)
+    # the device copy is made once per cached plan and routes identically
+    assert device_plan(plan) is device_plan(plan)
+    qt = jnp.asarray(_runoff(12, plan.nac))
+    params = {"llr": jnp.asarray(_random_params(plan.nac)["llr"])}
+    state = initial_routing_state("lr", plan.nac)
+    a, _ = jax.jit(lambda p: route_series("lr", p, params, qt, state, DT))(plan)
+    b, _ = jax.jit(lambda p: route_series("lr", p, params, qt, state, DT))(device_plan(plan))
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_to_cells_gathers_the_active_cells(basin_mesh):
+    plan = routing_plan(basin_mesh)
+    grid = np.random.default_rng(0).normal(size=(3, basin_mesh.nrow, basin_mesh.ncol))
+    np.testing.assert_array_equal(plan.to_cells(grid), grid[:, plan.rows, plan.cols])
+    cells32 = plan.to_cells(grid, dtype=np.float32)
+    assert cells32.dtype == np.float32
+    np.testing.assert_array_equal(cells32, grid[:, plan.rows, plan.cols].astype(np.float32))
+    back = plan.to_grid(plan.to_cells(grid[0]), *grid.shape[1:])
+    np.testing.assert_array_equal(back[plan.rows, plan.cols], grid[0, plan.rows, plan.cols])
 
 
 # ------------------------------------------------------------------------------- budgets

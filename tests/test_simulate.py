@@ -260,6 +260,47 @@ def test_simulate_arrays_is_differentiable(basin):
         np.testing.assert_allclose(np.asarray(g_ck[name]), np.asarray(g[name]), rtol=1e-4, atol=1e-6 * scale)
 
 
+def test_step_rematerialisation_keeps_the_forward_and_the_gradient(basin):
+    plan = routing_plan(Mesh.from_dataset(basin))
+    nac, dt = plan.nac, float(basin.attrs["dt"])
+    storm = slice(84, 120)
+    forcing = {k: jnp.asarray(plan.to_cells(basin[k].values[storm])) for k in ("prcp", "pet")}
+    values = dict(ci=1.0, cp=200.0, ct=100.0, kexc=-1.0, llr=60.0)
+    params = {n: jnp.full((nac,), v, jnp.float32) for n, v in values.items()}
+    states = {n: jnp.full((nac,), 0.3, jnp.float32) for n in ("hi", "hp", "ht")} | {"hlr": jnp.ones((nac,))}
+
+    def run(p, remat):
+        return simulate_arrays(p, states, forcing, plan, structure="gr4-lr", dt=dt, remat_steps=remat)
+
+    np.testing.assert_array_equal(np.asarray(run(params, True)["q"]), np.asarray(run(params, False)["q"]))
+    grads = [jax.grad(lambda p, r=r: jnp.sum(run(p, r)["q"][:, 0] ** 2))(params) for r in (True, False)]
+    for name in ("cp", "ct", "kexc", "llr"):
+        scale = float(jnp.abs(grads[1][name]).max())
+        np.testing.assert_allclose(np.asarray(grads[0][name]), np.asarray(grads[1][name]), rtol=1e-4, atol=1e-6 * scale)
+
+
+def test_interception_fit_is_blocked_and_cached_without_changing_ci(basin):
+    from hybridhydro.simulate import _fitted_interception, automatic_interception
+    from hybridhydro.structures._interception import CI_CANDIDATES, _adjust, day_index
+
+    plan = routing_plan(Mesh.from_dataset(basin))
+    dt = float(basin.attrs["dt"])
+    p, e = (plan.to_cells(basin[k].values, dtype=np.float32) for k in ("prcp", "pet"))
+    times = basin["time"].values
+    day, ndays = day_index(times)
+    # blocks of cells (the last one padded) give bit-identical choices to one block of all cells
+    args = (jnp.asarray(p), jnp.asarray(e), jnp.asarray(day), ndays)
+    whole = np.asarray(_adjust(*args, block=plan.nac))
+    for block in (7, 100):
+        np.testing.assert_array_equal(np.asarray(_adjust(*args, block=block)), whole)
+    assert set(np.unique(whole)) <= set(CI_CANDIDATES)
+    # the cached fit is the fit, and is reused for the same forcing only
+    first = _fitted_interception(p, e, times, dt)
+    np.testing.assert_array_equal(first, automatic_interception(p, e, times, dt))
+    assert _fitted_interception(p.copy(), e.copy(), times, dt) is first
+    assert _fitted_interception(p * 2, e, times, dt) is not first
+
+
 # ------------------------------------------------------------------------------ smash oracle
 
 
