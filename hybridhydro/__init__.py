@@ -5,28 +5,38 @@ The public API, by stage of the data flow (see README.md):
 * basin: :func:`read_smash_dataset`, :func:`read_basin`, :func:`write_basin`,
   :func:`synthetic_basin`, :func:`check_basin`
 * mesh: :func:`build_mesh`, :class:`Mesh` (more in :mod:`hybridhydro.mesh`)
-* model: :func:`simulate` (structures in :mod:`hybridhydro.structures`)
+* model: :func:`simulate`, :func:`network_weights` (structures in
+  :mod:`hybridhydro.structures`), :func:`water_balance`
+* hybrid: :class:`FluxCorrectionNet` (and the regionalisation networks in
+  :mod:`hybridhydro.networks`), :func:`make_mapping` (descriptors -> parameter maps)
 * pipeline: :func:`load_params` (the notebook runner is ``python -m hybridhydro``)
 """
 
+from .balance import water_balance
 from .basin import check_basin
 from .io import read_basin, read_smash_dataset, write_basin
+from .mapping import make_mapping
 from .mesh import Mesh, build_mesh
+from .networks import FluxCorrectionNet
 from .pipeline import load_params
-from .simulate import simulate
+from .simulate import network_weights, simulate
 from .synthetic import synthetic_basin
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "FluxCorrectionNet",
     "Mesh",
     "__version__",
     "build_mesh",
     "check_basin",
     "load_params",
+    "make_mapping",
+    "network_weights",
     "read_basin",
     "read_smash_dataset",
     "simulate",
     "synthetic_basin",
+    "water_balance",
     "write_basin",
 ]

@@ -82,7 +82,7 @@ class Structure:
 
 
 def _hydrological_modules() -> tuple[str, ...]:
-    return tuple(structures.HYDROLOGICAL_MODULES)
+    return tuple(structures.HYDROLOGICAL_MODULES) + tuple(structures.HYBRID_MODULES)
 
 
 def _snow_module(name: str):
@@ -146,7 +146,16 @@ def _split(structure: Structure, values: Mapping, what: str) -> tuple[dict, dict
 
 @partial(
     jax.jit,
-    static_argnames=("structure", "dt", "checkpoint_every", "return_states", "return_fluxes", "remat_steps"),
+    static_argnames=(
+        "structure",
+        "dt",
+        "checkpoint_every",
+        "return_states",
+        "return_fluxes",
+        "remat_steps",
+        "ode_solver",
+        "ode_substeps",
+    ),
 )
 def simulate_arrays(
     params: Mapping[str, jax.Array],
@@ -161,6 +170,9 @@ def simulate_arrays(
     return_states: bool = False,
     return_fluxes: bool = False,
     remat_steps: bool = True,
+    nn_parameters: Mapping[str, jax.Array] | None = None,
+    ode_solver: str = "newton",
+    ode_substeps: int = 4,
 ) -> dict:
     """Run a structure over plain arrays (jit-compiled, differentiable).
 
@@ -186,6 +198,14 @@ def simulate_arrays(
         Chunk length (steps) of the checkpointed time scans; ``None``: no checkpointing.
     return_states, return_fluxes
         Also return the state and internal-flux series (memory grows with ``time * nac``).
+    nn_parameters
+        Hybrid structures: the weights of the flux-correction network, smash's layout
+        (``weight_1`` (h1, n_in), ``bias_1`` (h1,), ...; :mod:`hybridhydro.structures._mlp`),
+        one network shared by every cell. Differentiable like ``params``.
+    ode_solver, ode_substeps
+        gr4_ode/gr4_ude step scheme (static): ``"newton"`` (smash's), ``"implicit"`` (fully
+        implicit, implicit-function-theorem gradients), ``"heun"``, ``"rk4"`` (explicit, with
+        ``ode_substeps`` sub-steps); see :mod:`hybridhydro.structures._ode`.
     remat_steps
         Rematerialise each hydrology step under reverse-mode differentiation (static;
         ``jax.checkpoint`` on the step): the backward pass recomputes a step's intermediates
@@ -207,7 +227,18 @@ def simulate_arrays(
     hydro = structures.get_module(s.hydrology)
     snow_params, hydro_params, routing_params = _split(s, params, "parameters")
     snow_states, hydro_states, routing_states = _split(s, states, "initial states")
-    ctx = structures.StepContext(dt=dt, imperviousness=imperviousness)
+    if getattr(hydro, "hybrid", False) and nn_parameters is None:
+        raise ValueError(
+            f"{s.hydrology} is a hybrid structure: give nn_parameters (the weights of its network; "
+            "hybridhydro.networks.FluxCorrectionNet.for_structure(...).weights() gives zero weights)"
+        )
+    ctx = structures.StepContext(
+        dt=dt,
+        imperviousness=imperviousness,
+        nn_parameters=dict(nn_parameters) if nn_parameters is not None else None,
+        ode_solver=ode_solver,
+        ode_substeps=ode_substeps,
+    )
     cell_area = jnp.asarray(plan.cell_area)
     snow_mod = _snow_module(s.snow) if s.snow != "zero" else None
     # Missing snow forcing means nothing melts: the module takes None for both.
@@ -407,6 +438,9 @@ def simulate(
     return_fluxes: bool = False,
     return_discharge_field: bool = False,
     checkpoint_every: int | None = None,
+    nn_parameters=None,
+    ode_solver: str = "newton",
+    ode_substeps: int = 4,
 ) -> xr.Dataset:
     """Run a structure on a basin and return the simulated discharge (smash's ``forward_run``).
 
@@ -428,6 +462,16 @@ def simulate(
         each (time, y, x).
     checkpoint_every
         Chunk length (steps) of the gradient checkpoints (see the module docstring).
+    nn_parameters
+        Hybrid structures (``gr4_mlp`` ... ``loieau_mlp``, ``gr4_ude``): the weights of the
+        flux-correction network, as smash stores them: a dict ``{"weight_1": (h1, n_in),
+        "bias_1": (h1,), "weight_2": ..., "bias_2": ..., ("weight_3", "bias_3")}``, a
+        :class:`~hybridhydro.networks.FluxCorrectionNet`, or smash's pair of lists
+        ``(model.get_nn_parameters_weight(), model.get_nn_parameters_bias())``. ``None``
+        gives smash's default: zero weights with 16 hidden neurons (the hybrid equals its parent).
+    ode_solver, ode_substeps
+        gr4_ode/gr4_ude step scheme: ``"newton"`` (smash's, default), ``"implicit"``,
+        ``"heun"``, ``"rk4"`` (see :mod:`hybridhydro.structures._ode`).
 
     Returns
     -------
@@ -435,16 +479,25 @@ def simulate(
         ``q`` (gauge, time) in m3/s; ``<state>_initial`` and ``<state>_final`` (y, x) initial
         and final states; ``<parameter>`` (y, x) the parameters used (defaults and the fitted
         ``ci`` included), all NaN off the active cells; optionally ``<state>`` and ``<flux>``
-        (time, y, x) (fluxes with gr4_ode's Newton diagnostics) and ``discharge`` (time, y, x)
-        in m3/s. attrs: ``structure``, ``dt``.
+        (time, y, x) (fluxes with gr4_ode's Newton diagnostics and a hybrid's corrections)
+        and ``discharge`` (time, y, x) in m3/s; for a hybrid structure, the network's weights
+        as ``nn_weight_<k>`` (``nn_out_<k>``, ``nn_in_<k>``) and ``nn_bias_<k>`` (``nn_out_<k>``)
+        (:func:`network_weights` reads them back). attrs: ``structure``, ``dt``,
+        ``ode_solver`` (gr4_ode, gr4_ude).
 
     Raises
     ------
     ValueError
         Unknown structure, parameter or state; a grid of the wrong shape; a value outside its
-        feasible domain (the message names the cell).
+        feasible domain (the message names the cell); network weights that do not fit the
+        structure or are not finite; an unknown ODE solver.
     """
     s = parse_structure(structure)
+    weights = _network_weights(s, nn_parameters)
+    if ode_solver not in structures.ODE_SOLVERS:
+        raise ValueError(f"unknown ode_solver {ode_solver!r}; choose one of {', '.join(structures.ODE_SOLVERS)}")
+    if int(ode_substeps) < 1:
+        raise ValueError(f"ode_substeps must be a positive number of sub-steps, got {ode_substeps}")
     dt = float(basin.attrs["dt"])
     mesh = Mesh.from_dataset(basin)
     plan = routing_plan(mesh)
@@ -467,6 +520,9 @@ def simulate(
         {k: jnp.asarray(v) for k, v in states.items()},
         {k: jnp.asarray(v) for k, v in forcing.items()},
         device_plan(plan),
+        nn_parameters=None if weights is None else {k: jnp.asarray(v) for k, v in weights.items()},
+        ode_solver=ode_solver,
+        ode_substeps=int(ode_substeps),
         structure=s.name,
         dt=dt,
         imperviousness=imperviousness,
@@ -474,7 +530,71 @@ def simulate(
         return_states=return_states,
         return_fluxes=return_fluxes,
     )
-    return _to_dataset(basin, s, plan, shape, out, return_discharge_field, params, states)
+    result = _to_dataset(basin, s, plan, shape, out, return_discharge_field, params, states)
+    if weights is not None:
+        result = result.assign(_weight_variables(weights))
+    if s.hydrology in ("gr4_ode", "gr4_ude"):
+        result.attrs.update(ode_solver=ode_solver, ode_substeps=int(ode_substeps))
+    return result
+
+
+def _network_weights(s: Structure, nn_parameters) -> dict[str, np.ndarray] | None:
+    """Validated float32 weights of a hybrid structure's network (None for a conceptual one)."""
+    module = structures.get_module(s.hydrology)
+    if not getattr(module, "hybrid", False):
+        if nn_parameters is not None:
+            raise ValueError(
+                f"{s.hydrology} has no flux-correction network: nn_parameters are only for the hybrid "
+                f"structures ({', '.join(structures.HYBRID_MODULES)})"
+            )
+        return None
+    n_in, n_out = len(module.nn_inputs), len(module.nn_outputs)
+    if nn_parameters is None:  # smash's default: zero weights, 16 hidden neurons
+        return structures.initial_weights(n_in, n_out, 16, "zeros")
+    if hasattr(nn_parameters, "weights") and callable(nn_parameters.weights):  # a FluxCorrectionNet
+        nn_parameters = nn_parameters.weights()
+    if isinstance(nn_parameters, (tuple, list)) and len(nn_parameters) == 2:  # smash's (weights, biases)
+        w, b = nn_parameters
+        nn_parameters = {}
+        for k, (wk, bk) in enumerate(zip(w, b), start=1):
+            nn_parameters[f"weight_{k}"], nn_parameters[f"bias_{k}"] = wk, bk
+    if not isinstance(nn_parameters, Mapping):
+        raise ValueError(
+            "nn_parameters must be a dict of weight_k/bias_k arrays, a FluxCorrectionNet, or smash's "
+            f"(weights, biases) lists; got {type(nn_parameters).__name__}"
+        )
+    return structures.check_weights(nn_parameters, n_in, n_out, s.hydrology)
+
+
+def _weight_variables(weights: Mapping[str, np.ndarray]) -> dict[str, xr.Variable]:
+    """The network's weights as result variables, in smash's layout."""
+    out = {}
+    k = 1
+    while f"weight_{k}" in weights:
+        w, b = np.asarray(weights[f"weight_{k}"]), np.asarray(weights[f"bias_{k}"])
+        dims = (f"nn_out_{k}", f"nn_in_{k}")
+        out[f"nn_weight_{k}"] = xr.Variable(dims, w, {"long_name": f"flux-correction network, weight of layer {k}"})
+        out[f"nn_bias_{k}"] = xr.Variable(dims[:1], b, {"long_name": f"flux-correction network, bias of layer {k}"})
+        k += 1
+    return out
+
+
+def network_weights(result: xr.Dataset) -> dict[str, np.ndarray]:
+    """The network weights a hybrid run used, in smash's layout (``weight_k``, ``bias_k``).
+
+    Feed them back to :func:`simulate` (``nn_parameters=``), to
+    :meth:`hybridhydro.networks.FluxCorrectionNet.from_weights`, or, as lists, to smash's
+    ``set_nn_parameters_weight`` / ``set_nn_parameters_bias``.
+    """
+    out = {}
+    k = 1
+    while f"nn_weight_{k}" in result:
+        out[f"weight_{k}"] = result[f"nn_weight_{k}"].values
+        out[f"bias_{k}"] = result[f"nn_bias_{k}"].values
+        k += 1
+    if not out:
+        raise ValueError(f"the result of {result.attrs.get('structure')!r} holds no network weights (not a hybrid run)")
+    return out
 
 
 _STATE_UNITS = {"he": "mm", "hs": "mm", "hlr": "mm"}
@@ -517,6 +637,8 @@ def _to_dataset(basin, s: Structure, plan, shape, out, return_discharge_field, p
         in_m3s = name in ("qt", "qim1j") or (name == "qup" and s.routing == "lag0")
         if name in structures.get_module(s.hydrology).diagnostics:
             attrs = {"units": "1", "long_name": f"solver diagnostic {name} of the step"}
+        elif name.startswith("correction_"):
+            attrs = {"units": "1", "long_name": f"flux-correction network output ({name[11:]}), in (-1, 1)"}
         else:
             attrs = {"units": "m3 s-1" if in_m3s else "mm", "long_name": f"internal flux {name} over the step"}
         data[name] = _grid_var(plan, v, shape, tyx, attrs)
