@@ -142,6 +142,52 @@ class ForwardParams(_Section):
         return value
 
 
+class HybridParams(_Section):
+    """The hybrid models of stage 05: flux-correction networks, the UDE and its solvers."""
+
+    structures: list[str] = Field(
+        ["gr4_mlp-lr", "gr4_ude-lr"],
+        min_length=1,
+        description="hybrid structures to build, e.g. gr4_mlp-lr, gr6_mlp-kw, gr4_ude-lr (a *_mlp or gr4_ude hydrology)",
+    )
+    hidden: list[int] = Field([16], min_length=1, max_length=2, description="hidden layer widths of the network (one or two)")
+    initializer: Literal[
+        "zeros", "uniform", "glorot_uniform", "he_uniform", "normal", "glorot_normal", "he_normal"
+    ] = Field("he_uniform", description="initial weights (smash's initialisers; zeros: the hybrid equals its parent)")
+    weight_scale: float = Field(
+        0.1, ge=0, description="factor on the initial weights (smash's training guide: He-uniform times 0.1)"
+    )
+    seed: int = Field(0, description="seed of the initial weights")
+    solvers: list[Literal["newton", "implicit", "heun", "rk4"]] = Field(
+        ["newton", "implicit", "heun", "rk4"],
+        description="gr4_ude step schemes compared: newton (smash's), implicit (fully implicit), heun, rk4 (explicit)",
+    )
+    substeps: int = Field(4, ge=1, le=256, description="sub-steps per time step of the explicit schemes")
+    reference_substeps: int = Field(
+        64, ge=1, le=4096, description="sub-steps of the RK4 run that serves as the accurate reference"
+    )
+    balance_tolerance: float = Field(
+        1e-4, gt=0, lt=1, description="largest |residual| / rain accepted once the named correction term is counted"
+    )
+
+    @field_validator("structures")
+    @classmethod
+    def _hybrid_structures(cls, value):
+        from .. import structures
+        from ..simulate import parse_structure
+
+        out = []
+        for name in value:
+            s = parse_structure(name)
+            if not getattr(structures.get_module(s.hydrology), "hybrid", False):
+                raise ValueError(
+                    f"{name!r} is not a hybrid structure; use one of {', '.join(structures.HYBRID_MODULES)} "
+                    "as its hydrology (e.g. gr4_mlp-lr)"
+                )
+            out.append(s.name.removeprefix("zero-"))
+        return out
+
+
 class FigureParams(_Section):
     """How the notebooks save their figures (they also show them inline)."""
 
@@ -169,6 +215,7 @@ class Params(_Section):
         description="notebook stems to run (e.g. [01_basin]); they always run in name order; null: every notebook in notebooks/",
     )
     forward: ForwardParams = Field(default_factory=ForwardParams, description="the forward run (stage 02)")
+    hybrid: HybridParams = Field(default_factory=HybridParams, description="the hybrid models (stage 05)")
     figures: FigureParams = Field(default_factory=FigureParams, description="saved figures")
 
     _files: tuple[Path, ...] = PrivateAttr(default=())
