@@ -93,13 +93,6 @@ def test_bad_networks_say_what_to_change(basin):
 # ------------------------------------------------------------------------------ gradients
 
 
-@pytest.fixture
-def x64():
-    before = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", True)
-    yield
-    jax.config.update("jax_enable_x64", before)
-
 
 @pytest.mark.parametrize(
     "structure, mapping",

@@ -16,13 +16,6 @@ from hybridhydro.structures._ode import explicit_step, fully_implicit_euler, new
 N = 64
 
 
-@pytest.fixture
-def x64():
-    before = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", True)
-    yield
-    jax.config.update("jax_enable_x64", before)
-
 
 def _cells(seed=0, dtype=np.float64):
     rng = np.random.default_rng(seed)
