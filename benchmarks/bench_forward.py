@@ -168,7 +168,8 @@ def _gradient(ds, model, repeat: int, rows: list, notes: list) -> dict:
         f"({len(GRAD_PARAMS)} x {plan.nac} values) finite: {finite}. smash's gradient is wrt its "
         "normalised control vector (`control_tfm='normalize'`), so values differ by the bound scaling; "
         "the work is the same (one forward + one adjoint sweep). Ours rematerialises each hydrology "
-        "step in the backward pass (`simulate_arrays(remat_steps=True)`, the default); no chunked checkpointing."
+        "step in the backward pass (`simulate_arrays(remat_steps=True)`, the default) and differentiates lr "
+        "routing with its hand-written adjoint (`hybridhydro.routing._lr_series`, a custom VJP); no chunked checkpointing."
     )
     rows.append(("Cance value+gradient: smash `backward_run` vs `jax.value_and_grad`", s_med, o_med, o_first - o_med))
     return {"smash": s_med, "ours": o_med}

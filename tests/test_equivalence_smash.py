@@ -231,7 +231,14 @@ def test_random_distributed_parameters_match_smash(cance, basin, structure):
     check(model, fluxes, out, structure)
 
 
-@pytest.mark.parametrize("structure", STRUCTURES)
+# Defaults: every structure with lr and the ssn cases in the fast suite, the other routings in test-slow
+# (their routing is checked with random parameters above).
+DEFAULT_CASES = [
+    s if s.endswith("-lr") or s.startswith("ssn-") else pytest.param(s, marks=pytest.mark.slow) for s in STRUCTURES
+]
+
+
+@pytest.mark.parametrize("structure", DEFAULT_CASES)
 def test_default_parameters_match_smash(cance, basin, structure):
     """No parameters or initial states given: both sides take smash's defaults, and ``ci``
     (where the structure has it) is fitted to the forcing; ours must pick smash's value, which

@@ -96,7 +96,12 @@ def test_bad_networks_say_what_to_change(basin):
 
 @pytest.mark.parametrize(
     "structure, mapping",
-    [("gr4_mlp-lr", "ann"), ("gr4_ude-lr", "cnn"), ("gr4_ude-kw", "multi-linear"), ("gr6_mlp-lr", "multi-power")],
+    [
+        ("gr4_mlp-lr", "ann"),
+        ("gr4_ude-lr", "cnn"),
+        pytest.param("gr4_ude-kw", "multi-linear", marks=pytest.mark.slow),
+        pytest.param("gr6_mlp-lr", "multi-power", marks=pytest.mark.slow),
+    ],
 )
 def test_gradients_reach_every_network_weight(x64, structure, mapping):
     """Cost -> routing -> hydrology (the ODE for gr4_ude) -> parameter maps -> regionalisation

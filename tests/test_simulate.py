@@ -237,6 +237,7 @@ def test_simulate_arrays_checks_the_names(basin):
         simulate_arrays(params, states, forcing, plan, structure="gr4-lr", dt=3600.0)
 
 
+@pytest.mark.slow  # covered in the fast suite by tests/test_gradients.py
 def test_simulate_arrays_is_differentiable(basin):
     mesh = Mesh.from_dataset(basin)
     plan = routing_plan(mesh)
@@ -260,6 +261,7 @@ def test_simulate_arrays_is_differentiable(basin):
         np.testing.assert_allclose(np.asarray(g_ck[name]), np.asarray(g[name]), rtol=1e-4, atol=1e-6 * scale)
 
 
+@pytest.mark.slow  # the FD gradient tests (tests/test_gradients.py) run with rematerialisation on
 def test_step_rematerialisation_keeps_the_forward_and_the_gradient(basin):
     plan = routing_plan(Mesh.from_dataset(basin))
     nac, dt = plan.nac, float(basin.attrs["dt"])
