@@ -52,7 +52,10 @@ def test_sbs_searches_down_to_its_smallest_step(basin):
         assert abs(float(np.nanmean(result.parameters[name])) - TRUTH[name]) < 0.25 * TRUTH[name]
 
 
-@pytest.mark.parametrize("optimizer", ["adam", "sgd", "adagrad", "rmsprop"])
+@pytest.mark.parametrize(
+    "optimizer",
+    ["adam", pytest.param("sgd", marks=pytest.mark.slow), pytest.param("adagrad", marks=pytest.mark.slow), "rmsprop"],
+)
 def test_adaptive_optimizers_reduce_the_cost(basin, optimizer):
     result = calibrate(basin, "gr4-lr", "distributed", optimizer, 15, gauges="all", learning_rate=0.02,
                        progress=False)
@@ -72,7 +75,7 @@ def test_gradient_mappings_fit_the_observations(basin, mapping):
     assert _nse(result, basin).min() > 0.8
 
 
-@pytest.mark.parametrize("mapping", ["ann", "cnn"])
+@pytest.mark.parametrize("mapping", ["ann", pytest.param("cnn", marks=pytest.mark.slow)])
 def test_networks_regionalise(basin, mapping):
     result = calibrate(basin, "gr4-lr", mapping, "adam", 12, gauges="all", learning_rate=0.01, progress=False)
     assert result.history["cost"].iloc[-1] < result.history["cost"].iloc[0]

@@ -156,6 +156,7 @@ def test_gr4_ude_matches_smash(cance, missing):
     check(differences(model, "gr4_ude", weights), "gr4_ude")
 
 
+@pytest.mark.slow  # the fast suite checks the same on the synthetic basin (tests/test_hybrid.py)
 @pytest.mark.parametrize("name", list(HYBRID_MODULES))
 def test_zero_weights_give_the_parent_exactly(cance, name):
     """smash's default zero weights: f = 0, and every value equals the parent's bit for bit."""

@@ -380,7 +380,7 @@ def _lr_loss(plan, weights, adjoint, every, keep):
 
 @pytest.mark.parametrize(
     ("every", "keep"),
-    [(None, False), pytest.param(None, True, marks=pytest.mark.slow), (7, True),
+    [(None, False), pytest.param(None, True, marks=pytest.mark.slow), pytest.param(7, True, marks=pytest.mark.slow),
      pytest.param(40, False, marks=pytest.mark.slow)],
 )
 def test_lr_adjoint_matches_autodiff_in_float32(basin_mesh, every, keep):

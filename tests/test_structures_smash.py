@@ -166,6 +166,7 @@ def check(diffs, module_name):
     assert all(diffs[k] < FLUX_TOL for k in fluxes), (module_name, diffs)
 
 
+@pytest.mark.slow  # the fast suite compares every cell's qt in tests/test_equivalence_smash.py
 @pytest.mark.parametrize("module_name", ["gr4", "gr5", "gr6", "grc", "grd", "loieau"])
 def test_structure_matches_smash(cance, module_name):
     model = smash_model(cance, module_name, seed=0)
