@@ -34,7 +34,7 @@ test-notebooks: venv
 	$(PY) -m hybridhydro prepare params/ci.yaml --out $(NBVAL_DIR) --overwrite
 	$(PY) -m pytest --nbval-lax --nbval-current-env -q $(NBVAL_DIR)
 
-## make test-slow: the long cases (France-scale mesh, full-period equivalence)
+## make test-slow: the long cases (France-scale mesh) and oracle cases the fast suite already covers
 test-slow: venv
 	$(PY) -m pytest -m slow -q
 
