@@ -539,6 +539,7 @@ class _Adaptive(_Runner):
         bar = tqdm(total=self.maxiter, initial=it0, disable=not progress, desc=f"calibrate ({self.optimizer})")
         message = f"maxiter {self.maxiter} reached"
         it = it0
+        consistent = (z, state, best_z, it0, list(self.rows))
         try:
             for it in range(it0 + 1, self.maxiter + 1):
                 (j, jv), g = self.value_and_grad(z)
@@ -552,6 +553,7 @@ class _Adaptive(_Runner):
                     message = f"early stopping: no improvement for {self.early_stopping} iterations"
                     break
                 z, state = update(z, state, g)
+                consistent = (z, state, best_z, it, list(self.rows))  # what a Ctrl-C checkpoint holds
                 bar.update(1)
                 bar.set_postfix(cost=f"{float(j):.5f}")
                 if checkpoint is not None and it % checkpoint_every == 0:
@@ -564,8 +566,9 @@ class _Adaptive(_Runner):
                     best_z = z
         except KeyboardInterrupt:
             if checkpoint is not None:
-                _save_checkpoint(checkpoint, {"z": z, "state": state, "best": best_z},
-                                 {"signature": signature, "iteration": it - 1, "history": self.rows[: it - it0 + 0]})
+                cz, cstate, cbest, cit, crows = consistent
+                _save_checkpoint(checkpoint, {"z": cz, "state": cstate, "best": cbest},
+                                 {"signature": signature, "iteration": cit, "history": crows})
                 raise KeyboardInterrupt(
                     f"calibration interrupted at iteration {it}; checkpoint saved to {Path(checkpoint)}.npz: "
                     "call calibrate() again with the same arguments to resume"

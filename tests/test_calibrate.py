@@ -148,3 +148,25 @@ def test_bad_input_is_explained(basin):
 
 def test_every_optimizer_is_listed():
     assert set(OPTIMIZERS) == {"lbfgsb", "adam", "sgd", "adagrad", "rmsprop", "sbs"}
+
+
+def test_ctrl_c_keeps_a_checkpoint_that_resumes_to_the_same_result(basin, tmp_path, monkeypatch):
+    from hybridhydro import calibrate as module
+
+    kwargs = dict(gauges="all", progress=False, parameters=("cp", "ct"))
+    whole = calibrate(basin, "gr4-lr", "uniform", "adam", 5, **kwargs)
+    record, calls = module._Adaptive.record, {"n": 0}
+
+    def interrupted(self, *args, **kw):  # Ctrl-C arrives during the 4th iteration
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return record(self, *args, **kw)
+
+    monkeypatch.setattr(module._Adaptive, "record", interrupted)
+    with pytest.raises(KeyboardInterrupt, match="checkpoint saved to .*call calibrate\\(\\) again"):
+        calibrate(basin, "gr4-lr", "uniform", "adam", 5, checkpoint=tmp_path / "ck", checkpoint_every=100, **kwargs)
+    monkeypatch.setattr(module._Adaptive, "record", record)
+    resumed = calibrate(basin, "gr4-lr", "uniform", "adam", 5, checkpoint=tmp_path / "ck", **kwargs)
+    np.testing.assert_array_equal(resumed.parameters["cp"], whole.parameters["cp"])
+    assert list(resumed.history.index) == list(whole.history.index)
