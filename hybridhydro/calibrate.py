@@ -623,7 +623,7 @@ class _LBFGSB(_Runner):
             if self.stop_early():
                 raise StopIteration
 
-        j0 = fun(x)
+        fun(x)  # the first evaluation, before iteration 1 (recorded as iteration 0)
         if it0 == 0:
             self.record(0, last["j"], last["jv"], last["g"])
         message = "maxiter reached"
@@ -644,7 +644,6 @@ class _LBFGSB(_Runner):
             raise
         finally:
             bar.close()
-        del j0
         best, _ = self.monitor()
         return self.space.from_opt(unravel(jnp.asarray(x, flat0.dtype))), self.history(), best, message
 
