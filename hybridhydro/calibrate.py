@@ -290,6 +290,14 @@ def _save_checkpoint(path: Path, state: dict, meta: dict) -> None:
     path.with_suffix(".json.tmp").replace(path.with_suffix(".json"))
 
 
+def _interrupted(checkpoint: Path, where: str) -> KeyboardInterrupt:
+    """The Ctrl-C a calibration re-raises once its checkpoint is saved: where it stopped, how to resume."""
+    return KeyboardInterrupt(
+        f"calibration interrupted at {where}; checkpoint saved to {Path(checkpoint)}.npz: "
+        "call calibrate() again with the same arguments to resume"
+    )
+
+
 def _load_checkpoint(path: Path, like: dict, signature: dict):
     path = Path(path)
     if not path.with_suffix(".npz").exists():
@@ -569,10 +577,7 @@ class _Adaptive(_Runner):
                 cz, cstate, cbest, cit, crows = consistent
                 _save_checkpoint(checkpoint, {"z": cz, "state": cstate, "best": cbest},
                                  {"signature": signature, "iteration": cit, "history": crows})
-                raise KeyboardInterrupt(
-                    f"calibration interrupted at iteration {it}; checkpoint saved to {Path(checkpoint)}.npz: "
-                    "call calibrate() again with the same arguments to resume"
-                ) from None
+                raise _interrupted(checkpoint, f"iteration {it}") from None
             raise
         finally:
             bar.close()
@@ -637,10 +642,7 @@ class _LBFGSB(_Runner):
             if checkpoint is not None:
                 _save_checkpoint(checkpoint, {"x": jnp.asarray(state["x"], flat0.dtype)},
                                  {"signature": signature, "iteration": state["it"], "history": self.rows})
-                raise KeyboardInterrupt(
-                    f"calibration interrupted at iteration {state['it']}; checkpoint saved to {Path(checkpoint)}.npz: "
-                    "call calibrate() again with the same arguments to resume"
-                ) from None
+                raise _interrupted(checkpoint, f"iteration {state['it']}") from None
             raise
         finally:
             bar.close()
@@ -754,10 +756,7 @@ class _SBS(_Runner):
         except KeyboardInterrupt:
             if checkpoint is not None:
                 save()
-                raise KeyboardInterrupt(
-                    f"calibration interrupted at sub-iteration {st['it']}; checkpoint saved to {Path(checkpoint)}.npz: "
-                    "call calibrate() again with the same arguments to resume"
-                ) from None
+                raise _interrupted(checkpoint, f"sub-iteration {st['it']}") from None
             raise
         finally:
             bar.close()
