@@ -9,11 +9,15 @@ The public API, by stage of the data flow (see README.md):
   :mod:`hybridhydro.structures`), :func:`water_balance`
 * hybrid: :class:`FluxCorrectionNet` (and the regionalisation networks in
   :mod:`hybridhydro.networks`), :func:`make_mapping` (descriptors -> parameter maps)
+* calibration: :func:`calibrate` (controls -> parameter maps -> simulation -> cost,
+  minimised), :func:`evaluate` (metrics per gauge of any simulation)
 * pipeline: :func:`load_params` (the notebook runner is ``python -m hybridhydro``)
 """
 
 from .balance import water_balance
 from .basin import check_basin
+from .calibration import calibrate
+from .cost import evaluate
 from .io import read_basin, read_smash_dataset, write_basin
 from .mapping import make_mapping
 from .mesh import Mesh, build_mesh
@@ -29,7 +33,9 @@ __all__ = [
     "Mesh",
     "__version__",
     "build_mesh",
+    "calibrate",
     "check_basin",
+    "evaluate",
     "load_params",
     "make_mapping",
     "network_weights",

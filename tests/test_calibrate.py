@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import hybridhydro as hh
-from hybridhydro.calibrate import OPTIMIZERS, calibrate
+from hybridhydro.calibration import OPTIMIZERS, calibrate
 
 TRUTH = {"cp": 350.0, "ct": 80.0, "kexc": -0.5, "llr": 40.0}
 
@@ -151,7 +151,7 @@ def test_every_optimizer_is_listed():
 
 
 def test_ctrl_c_keeps_a_checkpoint_that_resumes_to_the_same_result(basin, tmp_path, monkeypatch):
-    from hybridhydro import calibrate as module
+    from hybridhydro import calibration as module
 
     kwargs = dict(gauges="all", progress=False, parameters=("cp", "ct"))
     whole = calibrate(basin, "gr4-lr", "uniform", "adam", 5, **kwargs)
