@@ -10,13 +10,13 @@ The public API, by stage of the data flow (see README.md):
 * hybrid: :class:`FluxCorrectionNet` (and the regionalisation networks in
   :mod:`hybridhydro.networks`), :func:`make_mapping` (descriptors -> parameter maps)
 * calibration: :func:`calibrate` (controls -> parameter maps -> simulation -> cost,
-  minimised), :func:`evaluate` (metrics per gauge of any simulation)
+  minimised; :func:`load_calibration` reads a saved one), :func:`evaluate` (metrics per gauge of any simulation)
 * pipeline: :func:`load_params` (the notebook runner is ``python -m hybridhydro``)
 """
 
 from .balance import water_balance
 from .basin import check_basin
-from .calibration import calibrate
+from .calibration import calibrate, load_calibration
 from .cost import evaluate
 from .io import read_basin, read_smash_dataset, write_basin
 from .mapping import make_mapping
@@ -36,6 +36,7 @@ __all__ = [
     "calibrate",
     "check_basin",
     "evaluate",
+    "load_calibration",
     "load_params",
     "make_mapping",
     "network_weights",

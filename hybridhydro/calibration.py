@@ -91,12 +91,73 @@ class CalibrationResult:
     best_iteration: int
     message: str
     options: dict = field(default_factory=dict)
+    coords: dict = field(default_factory=dict)  # the grid's y and x (m), for maps and files
 
     def simulate(self, basin: xr.Dataset, **options) -> xr.Dataset:
         """Run the calibrated model on ``basin`` (the same grid), e.g. over a validation period."""
         from .simulate import simulate
 
         return simulate(basin, self.structure, self.parameters, nn_parameters=self.nn_parameters, **options)
+
+    def parameter_maps(self) -> xr.Dataset:
+        """The parameters as an xarray Dataset of (y, x) maps, units as in :mod:`hybridhydro.structures`."""
+        from .structures import PARAMETER_UNITS
+
+        ds = xr.Dataset({n: (("y", "x"), np.asarray(v, np.float32)) for n, v in self.parameters.items()},
+                        coords=self.coords)
+        for n in ds.data_vars:
+            ds[n].attrs["units"] = PARAMETER_UNITS.get(n, "")
+        return ds
+
+    def save(self, directory: str | Path, *, overwrite: bool = False) -> Path:
+        """Write the result to ``directory``: what :func:`load_calibration` reads back.
+
+        ``parameters.nc`` (the maps), ``nn_parameters.npz`` (a hybrid's network), ``history.csv``
+        and ``calibration.json`` (structure, mapping, optimiser, message, options). A regionalisation
+        network is not written: its parameter maps are, and they are what a simulation needs.
+        An existing directory is refused unless ``overwrite=True``.
+        """
+        directory = Path(directory)
+        if (directory / "calibration.json").exists() and not overwrite:
+            raise FileExistsError(
+                f"{directory} already holds a calibration; pass overwrite=True to replace it or choose another directory"
+            )
+        directory.mkdir(parents=True, exist_ok=True)
+        self.parameter_maps().to_netcdf(directory / "parameters.nc")
+        if self.nn_parameters is not None:
+            np.savez(directory / "nn_parameters.npz", **self.nn_parameters)
+        self.history.to_csv(directory / "history.csv")
+        meta = {"structure": self.structure, "mapping": self.mapping, "optimizer": self.optimizer,
+                "best_iteration": int(self.best_iteration), "message": self.message, "options": self.options}
+        (directory / "calibration.json").write_text(json.dumps(meta, indent=1, default=_jsonable))
+        return directory
+
+
+def _jsonable(x):
+    if isinstance(x, (np.generic, np.ndarray)):
+        return x.tolist()
+    return str(x)
+
+
+def load_calibration(directory: str | Path) -> CalibrationResult:
+    """Read a :class:`CalibrationResult` written by :meth:`CalibrationResult.save`."""
+    directory = Path(directory)
+    if not (directory / "calibration.json").exists():
+        raise FileNotFoundError(f"{directory} holds no calibration.json: it was not written by CalibrationResult.save")
+    meta = json.loads((directory / "calibration.json").read_text())
+    with xr.open_dataset(directory / "parameters.nc") as ds:
+        ds = ds.load()
+    nn = None
+    if (directory / "nn_parameters.npz").exists():
+        with np.load(directory / "nn_parameters.npz") as data:
+            nn = {k: data[k] for k in data.files}
+    history = pd.read_csv(directory / "history.csv", index_col="iteration")
+    return CalibrationResult(
+        structure=meta["structure"], mapping=meta["mapping"], optimizer=meta["optimizer"],
+        parameters={n: ds[n].values for n in ds.data_vars}, nn_parameters=nn, network=None, controls=None,
+        history=history, best_iteration=meta["best_iteration"], message=meta["message"], options=meta["options"],
+        coords={"y": ds["y"].values, "x": ds["x"].values},
+    )
 
 
 # ------------------------------------------------------------------------------------ problem
@@ -159,8 +220,11 @@ def _build(basin, structure, mapping_kind, names, *, bounds, parameters, initial
     plan = routing_plan(mesh)
     dplan = device_plan(plan)
     shape = (mesh.nrow, mesh.ncol)
-    forcing = {n: jnp.asarray(plan.to_cells(basin[n].transpose("time", "y", "x").values, dtype=np.float32))
-               for n in ("prcp", "pet", "snow", "temp") if n in basin}
+    # The run stops at the last step any cost looks at: the later forcing cannot change it.
+    nsteps = 1 + max(int(np.max(steps)) for steps in (calib_steps, val_steps) if steps is not None)
+    full = {n: plan.to_cells(basin[n].transpose("time", "y", "x").values, dtype=np.float32)
+            for n in ("prcp", "pet", "snow", "temp") if n in basin}
+    forcing = {n: jnp.asarray(v[:nsteps]) for n, v in full.items()}
     fixed = {}
     for n in s.parameters:
         if n in names:
@@ -168,8 +232,8 @@ def _build(basin, structure, mapping_kind, names, *, bounds, parameters, initial
         value = (parameters or {}).get(n)
         if value is None:
             if n == "ci" and dt < 86400.0:
-                value = _fitted_interception(np.asarray(forcing["prcp"]), np.asarray(forcing["pet"]),
-                                             basin["time"].values, dt)
+                # over the whole run, as simulate() and smash fit it
+                value = _fitted_interception(full["prcp"], full["pet"], basin["time"].values, dt)
             else:
                 value = structures.parameter_default(n, dt)
         fixed[n] = jnp.broadcast_to(jnp.asarray(_cells(value, plan, shape), jnp.float32), (plan.nac,))
@@ -183,7 +247,7 @@ def _build(basin, structure, mapping_kind, names, *, bounds, parameters, initial
         if n not in start_values:
             start_values[n] = np.float32(structures.parameter_default(n, dt))
     weights = _network_weights(s, nn_parameters)
-    qobs = basin["qobs"].transpose("time", "gauge").values.astype(np.float32)
+    qobs = basin["qobs"].transpose("time", "gauge").values[:nsteps].astype(np.float32)
     for what, steps, gauges in (("calibration", calib_steps, calib_gauges), ("validation", val_steps, val_gauges)):
         if steps is None:
             continue
@@ -436,6 +500,8 @@ def calibrate(
         train_nn = False
     cost = (cost,) if isinstance(cost, str) else tuple(cost)
     calib_steps = _period_steps(basin, period, "period")
+    if not calib_steps.any():
+        raise ValueError(f"the period {period} holds no time step of the basin; widen it")
     calib_gauges = _select_gauges(basin, gauges)
     validating = validation_period is not None or validation_gauges is not None
     val_steps = _period_steps(basin, validation_period, "validation_period") if validating else None
@@ -472,6 +538,7 @@ def calibrate(
         structure=s.name.removeprefix("zero-"), mapping=mapping, optimizer=optimizer, parameters=params,
         nn_parameters=nn_out, network=net, controls=controls, history=history, best_iteration=best, message=message,
         options={"period": period, "gauges": [str(basin["gauge"].values[g]) for g in calib_gauges], "cost": cost},
+        coords={"y": basin["y"].values, "x": basin["x"].values},
     )
 
 
