@@ -113,8 +113,9 @@ class CalibrationResult:
         """Write the result to ``directory``: what :func:`load_calibration` reads back.
 
         ``parameters.nc`` (the maps), ``nn_parameters.npz`` (a hybrid's network), ``history.csv``
-        and ``calibration.json`` (structure, mapping, optimiser, message, options). A regionalisation
-        network is not written: its parameter maps are, and they are what a simulation needs.
+        ``calibration.json`` (structure, mapping, optimiser, message, options) and
+        ``mapping_controls.npz`` (the mapping's controls, e.g. a regionalisation network's
+        weights, in flattening order: what ``calibrate(..., warm_start=result)`` starts from).
         An existing directory is refused unless ``overwrite=True``.
         """
         directory = Path(directory)
@@ -127,6 +128,9 @@ class CalibrationResult:
         if self.nn_parameters is not None:
             np.savez(directory / "nn_parameters.npz", **self.nn_parameters)
         self.history.to_csv(directory / "history.csv")
+        if isinstance(self.controls, dict) and "mapping" in self.controls:
+            leaves = jax.tree_util.tree_leaves(self.controls["mapping"])
+            np.savez(directory / "mapping_controls.npz", *[np.asarray(x) for x in leaves])
         meta = {"structure": self.structure, "mapping": self.mapping, "optimizer": self.optimizer,
                 "best_iteration": int(self.best_iteration), "message": self.message, "options": self.options}
         (directory / "calibration.json").write_text(json.dumps(meta, indent=1, default=_jsonable))
@@ -152,9 +156,13 @@ def load_calibration(directory: str | Path) -> CalibrationResult:
         with np.load(directory / "nn_parameters.npz") as data:
             nn = {k: data[k] for k in data.files}
     history = pd.read_csv(directory / "history.csv", index_col="iteration")
+    controls = None
+    if (directory / "mapping_controls.npz").exists():
+        with np.load(directory / "mapping_controls.npz") as data:
+            controls = {"mapping": [data[f"arr_{k}"] for k in range(len(data.files))]}
     return CalibrationResult(
         structure=meta["structure"], mapping=meta["mapping"], optimizer=meta["optimizer"],
-        parameters={n: ds[n].values for n in ds.data_vars}, nn_parameters=nn, network=None, controls=None,
+        parameters={n: ds[n].values for n in ds.data_vars}, nn_parameters=nn, network=None, controls=controls,
         history=history, best_iteration=meta["best_iteration"], message=meta["message"], options=meta["options"],
         coords={"y": ds["y"].values, "x": ds["x"].values},
     )
@@ -213,7 +221,7 @@ class _Problem:
 
 def _build(basin, structure, mapping_kind, names, *, bounds, parameters, initial_states, nn_parameters, train_nn,
            cost, cost_options, calib_steps, calib_gauges, val_steps, val_gauges, descriptor_transform, hidden, seed,
-           ode_solver, network):
+           ode_solver, network, warm_start=None):
     s = parse_structure(structure)
     dt = float(basin.attrs["dt"])
     mesh = Mesh.from_dataset(basin)
@@ -259,10 +267,43 @@ def _build(basin, structure, mapping_kind, names, *, bounds, parameters, initial
             )
     qobs = jnp.asarray(np.where(qobs >= 0, qobs, np.nan))
 
+    # Signature components need the rain (m3/s) and the observed events as constants: segment the
+    # basin's whole observed series once on the host (as smash does), then cut to each cost's steps.
+    from .cost import signature_context
+    from .signatures import SIGNATURE_COMPONENTS
+
+    sig_ctx = None
+    if any(c in SIGNATURE_COMPONENTS for c in cost):
+        missing = [v for v in ("mean_prcp", "area_dln") if v not in basin]
+        if missing:
+            raise ValueError(f"signature cost components need the basin's {missing} (the rain at each gauge)")
+        options = dict(cost_options.get("context") or {})
+        obs_all = basin["qobs"].transpose("time", "gauge").values.astype(np.float64)
+        prcp = basin["mean_prcp"].transpose("time", "gauge").values.astype(np.float64)
+        prcp = np.where(np.isfinite(prcp) & (prcp >= 0), prcp, 0.0)  # missing rain counts as none
+        rain_all = prcp * basin["area_dln"].values[None].astype(np.float64) * 1e-3 / dt
+        sig_ctx = signature_context(cost, obs_all, rain_all, dt=dt, event_seg=options.get("event_seg"))
+
     def cost_on(q, steps, gauges):
-        return observation_cost(q[steps][:, gauges], qobs[steps][:, gauges], components=cost, **cost_options)
+        options = cost_options
+        if sig_ctx is not None:
+            ctx = {"rain": sig_ctx["rain"][steps][:, gauges]}
+            if "events" in sig_ctx:
+                ctx["events"] = sig_ctx["events"][gauges][:, :, steps]
+                w = int(cost_options.get("warmup_steps", 0))
+                seen = np.isfinite(obs_all[steps][w:][:, gauges]) & (obs_all[steps][w:][:, gauges] >= 0)
+                has = np.any(ctx["events"][:, :, w:] & seen.T[:, None, :], axis=(1, 2))
+                if not has.all():
+                    codes = [str(basin["gauge"].values[g]) for g in np.asarray(gauges)[~has]]
+                    raise ValueError(f"gauge(s) {codes} have no observed flood event in the cost's period: event "
+                                     "signatures are undefined there; lengthen the period or lower event_seg's "
+                                     "peak_quant (cost_options={'context': {'event_seg': {...}}})")
+            options = {**cost_options, "context": {**ctx, **(cost_options.get("context") or {})}}
+        return observation_cost(q[steps][:, gauges], qobs[steps][:, gauges], components=cost, **options)
 
     controls0 = {"mapping": m.initial(start_values)}
+    if warm_start is not None:
+        controls0["mapping"] = _warm_controls(controls0["mapping"], warm_start, mapping_kind)
     if weights is not None and train_nn:
         controls0["nn"] = {k: jnp.asarray(v) for k, v in weights.items()}
     fixed_nn = None if weights is None else {k: jnp.asarray(v) for k, v in weights.items()}
@@ -282,6 +323,23 @@ def _build(basin, structure, mapping_kind, names, *, bounds, parameters, initial
     if b is not None:
         low, high = {"mapping": b[0]}, {"mapping": b[1]}
     return _Problem(loss, m, bool(train_nn and weights is not None), controls0, low, high), plan, shape, fixed, s
+
+
+def _warm_controls(like, warm_start, mapping_kind):
+    """The mapping controls of an earlier result, checked against this calibration's."""
+    if warm_start.mapping != mapping_kind or warm_start.controls is None:
+        raise ValueError(
+            f"warm_start was calibrated with the {warm_start.mapping!r} mapping; it can only start a "
+            f"{warm_start.mapping!r} calibration (pass its parameters as initial_parameters instead)"
+        )
+    leaves, treedef = jax.tree_util.tree_flatten(like)
+    saved = jax.tree_util.tree_leaves(warm_start.controls["mapping"])
+    if [np.shape(a) for a in saved] != [np.shape(a) for a in leaves]:
+        raise ValueError(
+            "warm_start's controls do not fit this calibration (another set of parameters, descriptors "
+            "or network layout); calibrate with the same parameters, descriptors and hidden layers"
+        )
+    return treedef.unflatten([jnp.asarray(a, dtype=jnp.asarray(x).dtype) for a, x in zip(saved, leaves)])
 
 
 def _cells(value, plan, shape) -> np.ndarray:
@@ -409,6 +467,7 @@ def calibrate(
     descriptor_transform: str = "normalize",
     hidden: Sequence[int] | None = None,
     network: object | None = None,
+    warm_start: CalibrationResult | None = None,
     ode_solver: str = "newton",
     seed: int = 0,
     checkpoint: str | Path | None = None,
@@ -460,6 +519,9 @@ def calibrate(
         Extra options of :func:`hybridhydro.cost.observation_cost` (weights, transforms, warm-up).
     descriptor_transform, hidden, network, seed
         Regionalisation options (:func:`hybridhydro.mapping.make_mapping`).
+    warm_start
+        A result of the same mapping (e.g. a pre-trained regionalisation network, also one read
+        by :func:`load_calibration`) whose controls start this calibration.
     ode_solver
         gr4_ode/gr4_ude scheme (:func:`hybridhydro.simulate`).
     checkpoint, checkpoint_every
@@ -515,6 +577,7 @@ def calibrate(
         calib_steps=np.flatnonzero(calib_steps), calib_gauges=calib_gauges,
         val_steps=None if val_steps is None else np.flatnonzero(val_steps), val_gauges=val_gauges,
         descriptor_transform=descriptor_transform, hidden=hidden, seed=seed, ode_solver=ode_solver, network=network,
+        warm_start=warm_start,
     )
     signature = {"structure": s.name, "mapping": mapping, "optimizer": optimizer, "names": list(names),
                  "cost": list(cost), "seed": seed, "nac": int(plan.nac)}
@@ -548,6 +611,10 @@ def calibrate(
 class _Runner:
     """Common bookkeeping: history, progress bar, early stopping, checkpoints, Ctrl-C."""
 
+    #: max |g| over every leaf of a gradient pytree (smash's ``|proj g|``): one jitted reduction.
+    _inf_norm = staticmethod(jax.jit(lambda g: jnp.max(jnp.stack(
+        [jnp.max(jnp.abs(x), initial=0.0) for x in jax.tree_util.tree_leaves(g)]))))
+
     def __init__(self, problem: _Problem, optimizer, maxiter, learning_rate, early_stopping, validating):
         self.problem, self.optimizer, self.maxiter = problem, optimizer, maxiter
         self.learning_rate = learning_rate
@@ -559,9 +626,12 @@ class _Runner:
         self.rows: list[dict] = []
         self.t0 = time.perf_counter()
 
-    def record(self, it, j, jv, g=None):
-        grad_norm = float(max(float(jnp.max(jnp.abs(x))) for x in jax.tree_util.tree_leaves(g))) if g is not None else np.nan
-        self.rows.append({"iteration": it, "cost": float(j), "grad_norm": grad_norm,
+    def record(self, it, j, jv, g=None, grad_norm=None):
+        """One history row; ``g`` a gradient pytree (its inf norm taken in one jitted reduction and
+        one transfer), or ``grad_norm`` already computed (as a float)."""
+        if grad_norm is None:
+            grad_norm = float(self._inf_norm(g)) if g is not None and jax.tree_util.tree_leaves(g) else np.nan
+        self.rows.append({"iteration": it, "cost": float(j), "grad_norm": float(grad_norm),
                           "validation_cost": float(jv), "seconds": time.perf_counter() - self.t0})
 
     def history(self) -> pd.DataFrame:
@@ -674,19 +744,30 @@ class _LBFGSB(_Runner):
                 x, it0, self.rows = np.asarray(saved["x"], np.float64), int(meta["iteration"]), meta["history"]
         bar = tqdm(total=self.maxiter, initial=it0, disable=not progress, desc="calibrate (lbfgsb)")
         last = {}
+        dtype = np.dtype(flat0.dtype)
+
+        @jax.jit
+        def packed_value_and_grad(xf):
+            """[cost, validation cost, |g|_inf, gradient with non-finite entries zeroed]: the value
+            and gradient over the flat vector, unravelled inside the jit, back in one transfer."""
+            (j, jv), g = jax.value_and_grad(lambda v: self.problem.loss(self.space.from_opt(unravel(v))),
+                                            has_aux=True)(xf)
+            head = jnp.stack([j, jv, jnp.max(jnp.abs(g), initial=0.0)]).astype(g.dtype)
+            return jnp.concatenate([head, jnp.where(jnp.isfinite(g), g, 0.0)])
 
         def fun(x):
-            (j, jv), g = self.value_and_grad(unravel(jnp.asarray(x, flat0.dtype)))
-            last.update(j=j, jv=jv, g=g)
-            gflat = np.asarray(ravel_pytree(g)[0], np.float64)
-            return float(j), np.where(np.isfinite(gflat), gflat, 0.0)
+            if last.get("x") is None or not np.array_equal(last["x"], x):
+                # (scipy's first evaluation repeats the one recorded as iteration 0: reuse it)
+                out = np.asarray(packed_value_and_grad(np.asarray(x, dtype)), np.float64)
+                last.update(x=np.array(x, np.float64), j=out[0], jv=out[1], gn=out[2], g=out[3:])
+            return float(last["j"]), last["g"].copy()
 
         state = {"it": it0, "x": x}
 
         def callback(xk):
             state["it"] += 1
             state["x"] = xk
-            self.record(state["it"], last["j"], last["jv"], last["g"])
+            self.record(state["it"], last["j"], last["jv"], grad_norm=last["gn"])
             bar.update(1)
             bar.set_postfix(cost=f"{float(last['j']):.5f}")
             if checkpoint is not None and state["it"] % checkpoint_every == 0:
@@ -697,7 +778,7 @@ class _LBFGSB(_Runner):
 
         fun(x)  # the first evaluation, before iteration 1 (recorded as iteration 0)
         if it0 == 0:
-            self.record(0, last["j"], last["jv"], last["g"])
+            self.record(0, last["j"], last["jv"], grad_norm=last["gn"])
         message = "maxiter reached"
         try:
             res = minimize(fun, x, jac=True, method="L-BFGS-B", bounds=bounds, callback=callback,

@@ -24,6 +24,23 @@ mask of usable observations and ``context`` the keyword arguments given to
 :func:`observation_cost` as ``context=`` (e.g. the basin-mean rain for signatures). Register
 one with :func:`register_component`; ``transforms=("keep",)`` restricts it as smash restricts
 its signature components.
+
+Signature components (spec 9.1): every name of :data:`hybridhydro.signatures.CONTINUOUS`
+(``Crc``, ``Crchf``, ``Crclf``, ``Crch2r``, ``Cfp2``, ``Cfp10``, ``Cfp50``, ``Cfp90``) and
+:data:`~hybridhydro.signatures.EVENT` (``Erc``, ``Erchf``, ``Erclf``, ``Erch2r``, ``Elt``,
+``Epf``, ``Eff``, ``Ebf``) is a component, an adapter over
+:data:`hybridhydro.signatures.SIGNATURE_COMPONENTS`. They accept only the ``keep`` transform
+and read from ``context``:
+
+* ``rain``: the basin-mean rain at each gauge in m3/s, ``P·area·1e-3/dt``, laid out like
+  ``qo`` (``(time, gauge)`` over the same steps and gauges as the ``qo`` given);
+* event signatures also ``events``: boolean masks ``(gauge, event, time)`` over the same steps
+  and gauges (:func:`~hybridhydro.signatures.event_masks`, or a
+  :func:`~hybridhydro.signatures.segment_events` table), or else ``dt`` (s) and optionally
+  ``event_seg`` (``peak_quant``, ``peak_value``, ``max_duration``) to segment the *observed*
+  series automatically (needs a concrete ``qo``, i.e. not under ``jit``;
+  :func:`signature_context` does it ahead of a compiled loss). As smash does (checked on
+  Cance), the whole observed series of ``qo`` is segmented and the warm-up clips the events.
 """
 
 from __future__ import annotations
@@ -36,7 +53,10 @@ from typing import Any, Callable, Mapping, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pandas as pd
 import xarray as xr
+
+from . import signatures as _sig
 
 __all__ = [
     "COMPONENTS",
@@ -54,6 +74,7 @@ __all__ = [
     "prior_term",
     "register_component",
     "regularisation_cost",
+    "signature_context",
     "smoothing_term",
     "total_cost",
     "transform",
@@ -236,12 +257,19 @@ class Component:
     """A cost component: ``fn(qo, qs, valid, **context) -> (gauge,)`` values to minimise.
 
     ``transforms``: the discharge transforms it accepts (smash allows only ``keep`` for the
-    signature components).
+    signature components). ``prepare``: optional hook ``prepare(context, *, qo, valid, gauges,
+    warmup_steps, components) -> dict`` run by :func:`observation_cost` before the cost is
+    compiled (``components``: all the selected ones); it
+    receives the caller's context (laid out like the whole ``qo``, ``(time, gauge)``) and
+    returns the entries to update, cut to the selected gauges and the steps after the warm-up
+    (the signatures' rain and event masks), ``None`` to drop one (e.g. an option it consumed);
+    it raises if something the component needs is missing. Components sharing a hook run it once.
     """
 
     fn: Callable
     description: str = ""
     transforms: tuple[str, ...] = TRANSFORMS
+    prepare: Callable | None = None
 
     def __call__(self, qo, qs, valid, **context):
         return self.fn(qo, qs, valid, **context)
@@ -348,8 +376,185 @@ def component(name: str, qo, qs, mask=None, **context):
     qo2, squeeze = _as_2d(qo, "qo")
     qs2, _ = _as_2d(qs, "qs")
     valid = observed_mask(qo2, None if mask is None else jnp.reshape(jnp.asarray(mask), qo2.shape))
-    out = _apply(_lookup(COMPONENTS, name, "cost component"), qo2, qs2, valid, context)
+    comp = _lookup(COMPONENTS, name, "cost component")
+    context = _prepared_context((comp,), context, qo2, valid, np.arange(qo2.shape[1]), 0)
+    out = _apply(comp, qo2, qs2, valid, context)
     return out[0] if squeeze else out
+
+
+def _prepared_context(comps, context, qo, valid, gauges, warmup_steps):
+    """The caller's context updated by the ``prepare`` hooks of ``comps`` (each hook once)."""
+    context = dict(context or {})
+    out, seen = dict(context), []
+    for comp in comps:
+        hook = getattr(comp, "prepare", None)
+        if hook is None or any(hook is h for h in seen):
+            continue
+        seen.append(hook)
+        out.update(hook(context, qo=qo, valid=valid, gauges=gauges, warmup_steps=warmup_steps, components=comps))
+    return {k: v for k, v in out.items() if v is not None}  # a hook drops an entry with None
+
+
+# ------------------------------------------------------------------------------ signatures
+
+_EVENT_SEG = ("peak_quant", "peak_value", "max_duration")
+
+
+def _rain_of(context, qo):
+    """``context["rain"]`` as a (time, gauge) array laid out like ``qo``, or a clear error."""
+    rain = context.get("rain")
+    if rain is None:
+        raise ValueError(
+            "signature cost components need context['rain']: the basin-mean rain at each gauge in m3/s "
+            f"(P·area·1e-3/dt), laid out like qo {tuple(qo.shape)} (time, gauge); e.g. "
+            "observation_cost(..., context=signature_context(components, qo, rain, dt=dt))"
+        )
+    rain = jnp.asarray(rain)
+    if rain.ndim == 1 and qo.shape[1] == 1:
+        rain = rain[:, None]
+    if rain.shape != qo.shape:
+        raise ValueError(f"context['rain'] has shape {rain.shape}; it must be laid out like qo {tuple(qo.shape)} (time, gauge)")
+    return rain
+
+
+def _segment_observed(qo, valid, rain, dt, event_seg) -> np.ndarray:
+    """Event masks (gauge, event, time) of the observed (time, gauge) series, on the host."""
+    event_seg = dict(event_seg or {})
+    unknown = sorted(set(event_seg) - set(_EVENT_SEG))
+    if unknown:
+        raise ValueError(f"unknown event_seg option(s) {unknown}; use {list(_EVENT_SEG)}")
+    q = np.where(np.asarray(valid), np.asarray(qo, np.float64), np.nan).T
+    events = _sig.segment_events(q, np.asarray(rain, np.float64).T, float(dt), **event_seg)
+    return _sig.event_masks(events, q.shape[0], q.shape[1])
+
+
+def _check_events(masks, valid, gauges, warmup_steps):
+    """Every selected gauge needs one event with an observation (else smash divides by 0)."""
+    if not (_is_concrete(masks) and _is_concrete(valid)):
+        return
+    has = np.any(np.asarray(masks) & np.asarray(valid).T[:, None, :], axis=(1, 2))
+    if not has.all():
+        raise ValueError(
+            f"gauge(s) {np.asarray(gauges)[~has].tolist()} (columns of qo) have no flood event with observations "
+            f"after step {warmup_steps}: their event signatures are undefined (smash divides by zero: NaN; here 0); lower "
+            "event_seg's peak_quant, lengthen the period or drop the event components for them"
+        )
+
+
+def _prepare_signatures(context, *, qo, valid, gauges, warmup_steps, components):
+    """Signature context: the rain, and the observed events when an event signature is asked."""
+    rain = _rain_of(context, qo)
+    consumed = {"dt": None, "event_seg": None}
+    if not any(getattr(c, "fn", None) in _EVENT_FNS for c in components):
+        return {"rain": rain[warmup_steps:][:, gauges], "events": None, **consumed}
+    events = context.get("events")
+    if events is None:
+        if context.get("dt") is None:
+            raise ValueError(
+                "event signature cost components need context['events'] (boolean masks (gauge, event, time) "
+                "laid out like qo, from hybridhydro.signatures.event_masks) or context['dt'] (the time step "
+                "in s) to segment the observed series"
+            )
+        if not (_is_concrete(qo) and _is_concrete(valid) and _is_concrete(rain)):
+            raise ValueError(
+                "event signature cost components cannot segment a traced qo (under jit): segment the observed "
+                "series ahead with hybridhydro.cost.signature_context(...) and pass its 'events'"
+            )
+        # like smash: segment the whole observed series, then the warm-up clips the events
+        masks = jnp.asarray(_segment_observed(qo[:, gauges], valid[:, gauges], rain[:, gauges], context["dt"],
+                                              context.get("event_seg")))
+    else:
+        ntime, ngauge = qo.shape
+        if isinstance(events, pd.DataFrame):
+            events = _sig.event_masks(events, ngauge, ntime)
+        events = jnp.asarray(events)
+        if events.ndim != 3 or events.shape[0] != ngauge or events.shape[2] != ntime or events.dtype != bool:
+            raise ValueError(
+                f"context['events'] must be boolean masks (gauge, event, time) = ({ngauge}, n_event, {ntime}) laid "
+                f"out like qo; got {events.dtype} {tuple(events.shape)}"
+            )
+        masks = events[gauges]
+    masks = masks[:, :, warmup_steps:]
+    _check_events(masks, valid[warmup_steps:][:, gauges], gauges, warmup_steps)
+    return {"rain": rain[warmup_steps:][:, gauges], "events": masks, **consumed}
+
+
+def _signature_component(name: str) -> Component:
+    """Adapter of :data:`hybridhydro.signatures.SIGNATURE_COMPONENTS` ``[name]`` (gauge-major,
+    observations masked by their own sign) to a component (time-major, ``valid``)."""
+    sig = _sig.SIGNATURE_COMPONENTS[name]
+    event = name in _sig.EVENT
+
+    def fn(qo, qs, valid, *, rain=None, events=None, **_context):
+        if rain is None or (event and events is None):
+            raise ValueError(f"cost component {name!r} needs context['rain']" + (" and context['events']" if event else ""))
+        qo = jnp.where(valid, qo, jnp.nan)  # the signatures skip NaN observations
+        return sig(qo.T, qs.T, jnp.asarray(rain, qs.dtype).T, events)
+
+    fn.__name__ = fn.__qualname__ = name
+    kind = "event" if event else "continuous"
+    if event:
+        _EVENT_FNS.add(fn)
+    return Component(fn, f"{kind} signature {name}: (S_sim/S_obs - 1)^2", ("keep",), _prepare_signatures)
+
+
+_EVENT_FNS: set = set()
+
+
+def signature_context(components, qo, rain, *, dt: float | None = None, warmup_steps: int = 0, mask=None,
+                      event_seg: Mapping[str, float] | None = None) -> dict:
+    """The ``context`` signature components need, computed once on the host (e.g. before a
+    compiled loss, where the observed series cannot be segmented).
+
+    Parameters
+    ----------
+    components
+        The cost's component names; nothing is computed when none is a signature.
+    qo
+        Observed discharge (time, gauge) in m3/s (NaN or negative = missing), as it will be
+        given to :func:`observation_cost`.
+    rain
+        Basin-mean rain at each gauge in m3/s (``P·area·1e-3/dt``), laid out like ``qo``.
+    dt
+        Time step (s); needed for event signatures.
+    warmup_steps
+        The warm-up of :func:`observation_cost`: only checked (every gauge needs an event after
+        it). As smash does, the events are segmented from the *whole* observed series; the
+        warm-up then clips them.
+    mask
+        Optional boolean (time, gauge) mask, ``False`` treats an observation as missing.
+    event_seg
+        Segmentation options (``peak_quant``, ``peak_value``, ``max_duration``; smash's
+        ``event_seg``), see :func:`hybridhydro.signatures.segment_events`.
+
+    Returns
+    -------
+    dict
+        ``{}``, ``{"rain"}`` or ``{"rain", "events"}`` (NumPy arrays), ``events`` boolean
+        masks (gauge, event, time) over the steps of ``qo``.
+    """
+    names = (components,) if isinstance(components, str) else tuple(components)
+    sigs = [n for n in names if n in _sig.SIGNATURE_COMPONENTS]
+    if not sigs:
+        return {}
+    qo2 = np.asarray(qo, np.float64)
+    qo2 = qo2[:, None] if qo2.ndim == 1 else qo2
+    ctx = {"rain": np.asarray(_rain_of({"rain": np.asarray(rain, np.float32)}, qo2))}
+    if any(n in _sig.EVENT for n in sigs):
+        if dt is None:
+            raise ValueError("signature_context: event signature components need dt (the time step in s)")
+        valid = np.isfinite(qo2) & (qo2 >= 0)
+        if mask is not None:
+            valid &= np.reshape(np.asarray(mask, bool), qo2.shape)
+        ctx["events"] = _segment_observed(qo2, valid, ctx["rain"], dt, event_seg)
+        w = int(warmup_steps)
+        _check_events(ctx["events"][:, :, w:], valid[w:], np.arange(qo2.shape[1]), w)
+    return ctx
+
+
+for _name in _sig.SIGNATURE_COMPONENTS:
+    COMPONENTS[_name] = _signature_component(_name)
+del _name
 
 
 # ------------------------------------------------------------------------------ transforms
@@ -432,7 +637,8 @@ def observation_cost(
         or negative = missing (skipped by every component).
     components
         Names in :data:`COMPONENTS`: ``nse``, ``nnse``, ``kge``, ``mae``, ``mape``, ``mse``,
-        ``rmse``, ``lgrm`` and any registered one.
+        ``rmse``, ``lgrm``, the signatures ``Crc`` ... ``Cfp90`` and ``Erc`` ... ``Ebf`` (see
+        the module docstring: they need ``context``) and any registered one.
     component_weights
         ``"mean"`` (1/n each) or one non-negative weight per component.
     gauges
@@ -450,8 +656,11 @@ def observation_cost(
     mask
         Optional boolean ``(time, gauge)`` mask over the whole period, ``False`` skips an entry.
     context
-        Keyword arguments passed to every component (registered components, e.g. signatures,
-        may need the rain); the built-in metrics ignore them.
+        Keyword arguments passed to every component; the built-in metrics ignore them.
+        Signatures read ``rain`` ((time, gauge) m3/s, laid out like ``qo``) and, for event
+        signatures, ``events`` ((gauge, event, time) masks laid out like ``qo``) or ``dt``
+        (and ``event_seg``) to segment the whole observed series; both are cut to ``gauges``
+        and the warm-up here (see :func:`signature_context`).
 
     Raises
     ------
@@ -459,13 +668,15 @@ def observation_cost(
         Unknown component, transform or weight alias; weights of the wrong length or negative;
         a transform a component does not allow; a warm-up not shorter than the period; a
         selected gauge without any observation after the warm-up (checked when ``qo`` is
-        concrete, i.e. not traced by ``jit``).
+        concrete, i.e. not traced by ``jit``); a signature component without the ``context``
+        it needs, or a gauge without any flood event for an event signature.
     """
     qs2, _ = _as_2d(qs, "qs")
     qo2, _ = _as_2d(qo, "qo")
     if qs2.shape != qo2.shape:
         raise ValueError(f"qs {qs2.shape} and qo {qo2.shape} differ in shape; both are (time, gauge)")
     valid = observed_mask(qo2, None if mask is None else jnp.reshape(jnp.asarray(mask), qo2.shape))
+    qo_all, valid_all = qo2, valid
     ntime, ngauge = qo2.shape
     if gauges is not None:
         idx = np.asarray(gauges, dtype=int).reshape(-1)
@@ -506,9 +717,10 @@ def observation_cost(
         if tfm not in allowed:
             raise ValueError(f"component {name!r} accepts only the transforms {allowed}, got {tfm!r}")
         comps.append(comp)
+    context = _prepared_context(comps, context, qo_all, valid_all, idx, warmup_steps)
     quantile = jnp.asarray(0.5 if q is None else q, jnp.float32)
     return _aggregate(
-        qs2, qo2, valid, wc, wg, quantile, dict(context or {}), comps=tuple(comps), tfms=tfms, by_quantile=q is not None
+        qs2, qo2, valid, wc, wg, quantile, context, comps=tuple(comps), tfms=tfms, by_quantile=q is not None
     )
 
 

@@ -250,6 +250,125 @@ def upstream_masks(ds: xr.Dataset) -> np.ndarray:
     return _masks(ds["flwdir"].values, ds["gauge_row"].values, ds["gauge_col"].values)
 
 
+# --- calibration and comparison (stages 03-06) ---------------------------------------------------
+
+_PERIOD_COLOURS = {"calibration": "tab:green", "validation": "tab:orange"}
+
+
+def _shade_periods(ax: Axes, split) -> None:
+    for name, (a, b) in (("calibration", split.calibration_period), ("validation", split.validation_period)):
+        ax.axvspan(pd.Timestamp(a), pd.Timestamp(b), color=_PERIOD_COLOURS[name], alpha=0.12, lw=0,
+                   label=f"{name} period")
+
+
+def plot_split(basin: xr.Dataset, split) -> Figure:
+    """Observed discharge at every gauge with the calibration and validation periods shaded.
+
+    ``split`` is a :class:`hybridhydro.protocol.Split`; calibration gauges are drawn solid,
+    pseudo-ungauged (validation) gauges dashed.
+    """
+    fig, ax = plt.subplots(figsize=(10, 3.4), layout="constrained")
+    _shade_periods(ax, split)
+    for g in basin["gauge"].values:
+        code = str(g)
+        held = code in split.validation_gauges
+        q = basin["qobs"].sel(gauge=g)
+        ax.plot(q["time"].values, q.values, lw=1.0, ls="--" if held else "-",
+                label=f"{code} ({'pseudo-ungauged' if held else 'calibration'})")
+    ax.set_xlabel("time (end of step)")
+    ax.set_ylabel("observed discharge (m³ s⁻¹)")
+    ax.set_ylim(bottom=0)
+    ax.legend(fontsize="small", ncol=2)
+    return fig
+
+
+def plot_histories(results: dict, *, log: bool = False) -> Figure:
+    """The calibration cost per iteration of each :class:`~hybridhydro.calibration.CalibrationResult`."""
+    fig, ax = plt.subplots(figsize=(7, 3.6), layout="constrained")
+    for name, r in results.items():
+        h = r.history
+        ax.plot(h.index.values, h["cost"].values, marker="." if len(h) < 30 else None, label=f"{name} ({r.optimizer})")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("cost (dimensionless, e.g. 1 - NSE)")
+    if log:
+        ax.set_yscale("log")
+    ax.legend(fontsize="small")
+    return fig
+
+
+def plot_parameter_maps(maps: dict[str, xr.Dataset], names, basin: xr.Dataset, *, width: float = 2.9) -> Figure:
+    """A grid of parameter maps: one row per model, one column per parameter, one colour scale per column.
+
+    ``maps`` holds each model's :meth:`CalibrationResult.parameter_maps` (units in attrs).
+    """
+    names = list(names)
+    fig, axes = plt.subplots(len(maps), len(names), figsize=(width * len(names) + 1.0, 2.6 * len(maps) + 0.4),
+                             layout="constrained", squeeze=False)
+    active = basin["active_cell"].values.astype(bool)
+    for j, n in enumerate(names):
+        values = [m[n].values[active] for m in maps.values() if n in m]
+        finite = np.concatenate([v[np.isfinite(v)] for v in values]) if values else np.array([0.0])
+        lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+        if hi <= lo:
+            lo, hi = lo - 0.5 * (abs(lo) or 1.0), hi + 0.5 * (abs(hi) or 1.0)
+        for i, (model, m) in enumerate(maps.items()):
+            ax = axes[i, j]
+            if n not in m:
+                ax.set_axis_off()
+                continue
+            field = m[n].assign_coords(spatial_ref=basin["spatial_ref"]) if "spatial_ref" in basin.coords else m[n]
+            unit = m[n].attrs.get("units", "")
+            map_field(field, ax, mask=active, label=f"{n} ({unit})" if unit else n, norm=plt.Normalize(lo, hi),
+                      title=f"{model}: {n}")
+    return fig
+
+
+def plot_model_hydrographs(
+    simulations: dict[str, xr.Dataset],
+    basin: xr.Dataset,
+    gauge: str,
+    *,
+    start=None,
+    end=None,
+    split=None,
+    ax: Axes | None = None,
+) -> Axes:
+    """Observed and simulated discharge (m³/s) of several models at one gauge, from ``start`` to ``end``."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(10, 3.4), layout="constrained")
+    if split is not None:
+        _shade_periods(ax, split)
+    obs = basin["qobs"].sel(gauge=gauge, time=slice(start, end))
+    ax.plot(obs["time"].values, obs.values, color="k", lw=1.6, label="observed")
+    for name, sim in simulations.items():
+        q = sim["q"].sel(gauge=gauge, time=slice(start, end))
+        ax.plot(q["time"].values, q.values, lw=1.0, label=name)
+    ax.set_xlim(obs["time"].values[0], obs["time"].values[-1])
+    ax.set_xlabel("time (end of step)")
+    ax.set_ylabel("discharge (m³ s⁻¹)")
+    ax.set_ylim(bottom=0)
+    ax.set_title(str(gauge), loc="left", fontsize="medium")
+    ax.legend(fontsize="x-small", ncol=2)
+    return ax
+
+
+def plot_scores(table: pd.DataFrame, metric: str = "nse", *, vmin: float = 0.0, vmax: float = 1.0) -> Figure:
+    """A heat map of a comparison table (:func:`hybridhydro.protocol.comparison_table`), values written in."""
+    values = table.values.astype(float)
+    fig, ax = plt.subplots(figsize=(1.15 * values.shape[1] + 3.2, 0.42 * values.shape[0] + 1.6), layout="constrained")
+    image = ax.imshow(values, cmap="RdYlGn", vmin=vmin, vmax=vmax, aspect="auto")
+    labels = [" ".join(map(str, c)) if isinstance(c, tuple) else str(c) for c in table.columns]
+    ax.set_xticks(range(values.shape[1]), labels, rotation=35, ha="right")
+    ax.set_yticks(range(values.shape[0]), [str(i) for i in table.index])
+    for (i, j), v in np.ndenumerate(values):
+        if np.isfinite(v):
+            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize="small")
+    ax.set_xlabel("scenario, gauge")
+    ax.set_ylabel("model")
+    fig.colorbar(image, ax=ax, label=f"{metric.upper()} (dimensionless)")
+    return fig
+
+
 # --- tables and files --------------------------------------------------------------------------
 
 

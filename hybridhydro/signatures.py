@@ -320,6 +320,12 @@ def baseflow_jax(q, mask, a: float = ALPHA):
     return b3, q - b3
 
 
+def _ratio(a, b):
+    """a / b for b >= 0; inf where b = 0, with a finite gradient there (double where)."""
+    pos = b > 0
+    return jnp.where(pos, a / jnp.where(pos, b, 1.0), jnp.inf)
+
+
 def continuous_signatures_jax(q, p, mask) -> dict:
     """Continuous signatures of one gauge (q, p (time,), m³/s) over the steps of ``mask``."""
     qm = jnp.where(mask, q, 0.0)
@@ -328,7 +334,7 @@ def continuous_signatures_jax(q, p, mask) -> dict:
     sp, sq = pm.sum(), qm.sum()
     sb = jnp.where(mask, base, 0.0).sum()
     sf = jnp.where(mask, quick, 0.0).sum()
-    out = {"Crc": sq / sp, "Crchf": sf / sp, "Crclf": sb / sp, "Crch2r": sf / sq}
+    out = {"Crc": _ratio(sq, sp), "Crchf": _ratio(sf, sp), "Crclf": _ratio(sb, sp), "Crch2r": _ratio(sf, sq)}
     for k, f in _FP.items():
         out[k] = _masked_quantile(q, mask, f)
     return out
@@ -347,8 +353,8 @@ def event_signatures_jax(q, p, mask) -> dict:
     idx = jnp.cumsum(mask) - 1
     elt = idx[jnp.argmax(qmax)] - idx[jnp.argmax(jnp.where(mask, p, -jnp.inf))]
     return {
-        "Eff": sf / n, "Ebf": sb / n, "Erc": sq / sp, "Erchf": sf / sp, "Erclf": sb / sp,
-        "Erch2r": sf / sq, "Elt": elt.astype(q.dtype), "Epf": qmax.max(),
+        "Eff": sf / n, "Ebf": sb / n, "Erc": _ratio(sq, sp), "Erchf": _ratio(sf, sp), "Erclf": _ratio(sb, sp),
+        "Erch2r": _ratio(sf, sq), "Elt": elt.astype(q.dtype), "Epf": qmax.max(),
     }
 
 
@@ -361,15 +367,15 @@ def _obs_mask(qo):
 
 def _continuous_cost(name: str) -> Callable:
     def j(qo, qs, rain, events=None):
-        """(S_sim/S_obs − 1)² per gauge, 0 where S_obs ≤ 0 (spec §9.1)."""
+        """(S_sim/S_obs − 1)² per gauge, 0 where S_obs ≤ 0 (spec §9.1) or undefined (no rain)."""
 
         def one(qo_g, qs_g, p_g):
             m = _obs_mask(qo_g)
             qo_c = jnp.where(m, qo_g, 0.0)
             so = jax.lax.stop_gradient(continuous_signatures_jax(qo_c, p_g, m)[name])
             ss = continuous_signatures_jax(qs_g, p_g, m)[name]
-            so_safe = jnp.where(so > 0, so, 1.0)
-            return jnp.where(so > 0, (ss / so_safe - 1.0) ** 2, 0.0)
+            ok = (so > 0) & jnp.isfinite(so)
+            return jnp.where(ok, (jnp.where(ok, ss, 1.0) / jnp.where(ok, so, 1.0) - 1.0) ** 2, 0.0)
 
         return jax.vmap(one)(qo, qs, rain)
 
@@ -381,8 +387,11 @@ def _event_cost(name: str) -> Callable:
     def j(qo, qs, rain, events):
         """Mean over observed events with S_obs,e > 0 of (S_sim,e/S_obs,e − 1)² (spec §9.1).
 
-        ``events``: boolean masks (gauge, event, time) from :func:`event_masks`. Where no
-        event counts, smash divides by zero; we return NaN there too (0/0).
+        ``events``: boolean masks (gauge, event, time) from :func:`event_masks`. An event
+        counts when it holds observations and S_obs,e is finite (not a ratio over no rain, e.g.
+        an event clipped by the warm-up) and > 0. Where no event counts, smash divides by zero
+        (NaN, spec §16.2); we return 0, as for a continuous signature with S_obs ≤ 0, so that a
+        calibration or validation cost stays finite.
         """
         events = jnp.asarray(events)
 
@@ -394,11 +403,11 @@ def _event_cost(name: str) -> Callable:
                 mm = em & m
                 so = jax.lax.stop_gradient(event_signatures_jax(qo_c, p_g, mm)[name])
                 ss = event_signatures_jax(qs_g, p_g, mm)[name]
-                ok = (so > 0) & mm.any()
-                return jnp.where(ok, (ss / jnp.where(ok, so, 1.0) - 1.0) ** 2, 0.0), ok
+                ok = (so > 0) & jnp.isfinite(so) & mm.any()
+                return jnp.where(ok, (jnp.where(ok, ss, 1.0) / jnp.where(ok, so, 1.0) - 1.0) ** 2, 0.0), ok
 
             val, ok = jax.vmap(per_event)(ev_g)
-            return val.sum() / ok.sum()
+            return val.sum() / jnp.maximum(ok.sum(), 1)
 
         return jax.vmap(one)(qo, qs, rain, events)
 

@@ -188,6 +188,103 @@ class HybridParams(_Section):
         return out
 
 
+class OptimizerSettings(_Section):
+    """How the models of one mapping are calibrated (any key left out keeps smash's default)."""
+
+    optimizer: Literal["lbfgsb", "adam", "sgd", "adagrad", "rmsprop", "sbs"] | None = Field(
+        None, description="optimiser (null: smash's for the mapping: sbs uniform, lbfgsb distributed, adam ann/cnn)"
+    )
+    maxiter: int | None = Field(None, ge=0, description="iterations (sbs: outer iterations); null: the protocol's default")
+    learning_rate: float | None = Field(None, gt=0, description="adaptive optimisers' learning rate; null: smash's")
+
+
+class CalibrationParams(_Section):
+    """The comparison of stages 03-06: which models, where they calibrate, where they validate."""
+
+    models: list[str] = Field(
+        ["gr4-uniform", "gr4-distributed", "gr4-ann", "gr4-cnn", "gr4_mlp-distributed", "gr4_mlp-ann",
+         "gr4_ode-distributed", "gr4_ode-ann", "gr4_ude-distributed", "gr4_ude-ann"],
+        min_length=1,
+        description=(
+            "models '<hydrology>-<mapping>': 03 calibrates uniform/distributed conceptual models, 04 the "
+            "regionalisations (ann, cnn, multi-*), 05 the hybrids; 06 compares them all"
+        ),
+    )
+    routing: str = Field("lr", description="routing of every model: lag0, lr or kw (the paper uses kw)")
+    cost: list[str] = Field(["nse"], min_length=1, description="cost components, summed over the calibration gauges")
+    metrics: list[str] = Field(["nse", "kge"], min_length=1, description="scores of the comparison table")
+    calibration_period: list[str] | None = Field(
+        None, min_length=2, max_length=2,
+        description="(start, end] of calibration; null: the first half of the run after the warm-up",
+    )
+    validation_period: list[str] | None = Field(
+        None, min_length=2, max_length=2, description="(start, end] of temporal validation; null: the second half"
+    )
+    warmup_fraction: float = Field(0.1, ge=0, lt=0.5, description="share of the run kept as warm-up when periods are null")
+    validation_gauges: list[str] | Literal["smallest"] | None = Field(
+        "smallest",
+        description="gauges held out as pseudo-ungauged: codes, 'smallest' (smallest drained area) or null (none)",
+    )
+    optimizers: dict[str, OptimizerSettings] = Field(
+        default_factory=dict,
+        description="per mapping (uniform, distributed, ann, cnn, ...): optimizer, maxiter, learning_rate",
+    )
+    pre_maxiter: int | None = Field(
+        None, ge=0,
+        description="hybrids' pre-calibration iterations when no pre-calibrated parent is at hand (null: the guide's)",
+    )
+
+    @field_validator("models")
+    @classmethod
+    def _known_models(cls, value):
+        from ..protocol import ModelName
+
+        return [str(ModelName.parse(v)) for v in value]
+
+    @field_validator("routing")
+    @classmethod
+    def _known_routing(cls, value):
+        from ..simulate import parse_structure
+
+        parse_structure(f"gr4-{value}")
+        return value
+
+    @field_validator("cost")
+    @classmethod
+    def _known_components(cls, value):
+        from ..cost import COMPONENTS
+
+        unknown = [v for v in value if v not in COMPONENTS]
+        if unknown:
+            raise ValueError(f"unknown cost component(s) {unknown}; choose among {', '.join(COMPONENTS)}")
+        return value
+
+    @field_validator("metrics")
+    @classmethod
+    def _known_metrics(cls, value):
+        from ..cost import METRICS
+
+        unknown = [v for v in value if v not in METRICS]
+        if unknown:
+            raise ValueError(f"unknown metric(s) {unknown}; choose among {', '.join(METRICS)}")
+        return value
+
+    @field_validator("optimizers")
+    @classmethod
+    def _known_mappings(cls, value):
+        from ..mapping import MAPPINGS
+
+        unknown = [k for k in value if k not in MAPPINGS]
+        if unknown:
+            raise ValueError(f"unknown mapping(s) {unknown} in optimizers; choose among {', '.join(MAPPINGS)}")
+        return value
+
+    @field_validator("calibration_period", "validation_period")
+    @classmethod
+    def _iso_period(cls, value):
+        return None if value is None else [_timestamp(v) for v in value]
+
+
 class FigureParams(_Section):
     """How the notebooks save their figures (they also show them inline)."""
 
@@ -216,6 +313,9 @@ class Params(_Section):
     )
     forward: ForwardParams = Field(default_factory=ForwardParams, description="the forward run (stage 02)")
     hybrid: HybridParams = Field(default_factory=HybridParams, description="the hybrid models (stage 05)")
+    calibration: CalibrationParams = Field(
+        default_factory=CalibrationParams, description="the calibrations, validations and comparison (stages 03-06)"
+    )
     figures: FigureParams = Field(default_factory=FigureParams, description="saved figures")
 
     _files: tuple[Path, ...] = PrivateAttr(default=())

@@ -1,0 +1,442 @@
+"""The comparison protocol of Huynh et al. (GMD 2026): splits, models, hybrid training, scores.
+
+A model of the comparison is a hydrology and a mapping, named ``<hydrology>-<mapping>``:
+``gr4-uniform``, ``gr4-distributed``, ``gr4-ann`` (GR4 with MLP regionalisation),
+``gr4-cnn``, ``gr4_mlp-distributed`` (GR4-MLP, flux correction), ``gr4_ode-distributed``,
+``gr4_ude-ann`` (the neural ODE with MLP regionalisation), ...; the routing is chosen once for
+the whole comparison (``lr`` by default; the paper uses ``kw``).
+
+Each model is calibrated once, on the calibration gauges over the calibration period
+(:class:`Split`), and scored in four scenarios (:data:`SCENARIOS`):
+
+=================  =====================  ======================================
+scenario           period                 gauges
+=================  =====================  ======================================
+calibration        calibration period     calibration gauges
+temporal           validation period      calibration gauges
+spatial            calibration period     validation gauges (pseudo-ungauged)
+spatio-temporal    validation period      validation gauges (pseudo-ungauged)
+=================  =====================  ======================================
+
+The pseudo-ungauged gauges are never seen in calibration: their parameters are whatever the
+mapping gives there, a regionalisation from descriptors (``ann``, ``cnn``, ``multi-*``) or the
+calibrated maps themselves (``uniform``, ``distributed``). Every run covers the whole basin
+period, so the calibration period is the validation period's warm-up.
+
+Hybrid structures are trained as smash's guide does (spec 10.5, :func:`train_hybrid`):
+pre-calibrate the parent conceptual model, start the correction network small, train jointly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from . import structures
+from .calibration import MAPPINGS, CalibrationResult, calibrate, load_calibration
+from .cost import METRICS, evaluate
+
+SCENARIOS = ("calibration", "temporal", "spatial", "spatio-temporal")
+
+#: Defaults per mapping: smash's optimiser for it and a maximum of iterations.
+MAPPING_SETTINGS = {
+    "uniform": {"optimizer": "sbs", "maxiter": 50},
+    "distributed": {"optimizer": "lbfgsb", "maxiter": 100},
+    "multi-linear": {"optimizer": "lbfgsb", "maxiter": 100},
+    "multi-power": {"optimizer": "lbfgsb", "maxiter": 100},
+    "ann": {"optimizer": "adam", "maxiter": 200, "learning_rate": 0.003},
+    "cnn": {"optimizer": "adam", "maxiter": 200, "learning_rate": 0.003},
+}
+
+#: The models of the paper's comparison (GR4, GR4-MLP, GR4-ODE, GR4-UDE and their mappings).
+PAPER_MODELS = (
+    "gr4-uniform",
+    "gr4-distributed",
+    "gr4-ann",
+    "gr4-cnn",
+    "gr4_mlp-distributed",
+    "gr4_mlp-ann",
+    "gr4_ode-distributed",
+    "gr4_ode-ann",
+    "gr4_ude-distributed",
+    "gr4_ude-ann",
+)
+
+#: Readable labels of the hydrologies and mappings, for tables and figures.
+LABELS = {"gr4": "GR4", "gr4_mlp": "GR4-MLP", "gr4_ode": "GR4-ODE", "gr4_ude": "GR4-UDE", "uniform": "uniform",
+          "distributed": "distributed", "ann": "MLP regionalisation", "cnn": "CNN regionalisation",
+          "multi-linear": "multi-linear regionalisation", "multi-power": "multi-power regionalisation"}
+
+
+# ------------------------------------------------------------------------------------ models
+
+
+@dataclass(frozen=True)
+class ModelName:
+    """A model of the comparison: ``hydrology`` (e.g. ``gr4_ude``) and ``mapping`` (e.g. ``ann``)."""
+
+    hydrology: str
+    mapping: str
+
+    @classmethod
+    def parse(cls, name: str) -> "ModelName":
+        hydrology, sep, mapping = str(name).partition("-")
+        if not sep or mapping not in MAPPINGS:
+            raise ValueError(
+                f"model {name!r}: write it <hydrology>-<mapping>, e.g. gr4-distributed or gr4_ude-ann, "
+                f"with a mapping among {', '.join(MAPPINGS)}"
+            )
+        try:
+            structures.get_module(hydrology)
+        except (KeyError, ValueError):
+            raise ValueError(f"model {name!r}: unknown hydrology {hydrology!r} (e.g. gr4, gr4_mlp, gr4_ode, gr4_ude)") from None
+        return cls(hydrology, mapping)
+
+    @property
+    def hybrid(self) -> bool:
+        return bool(getattr(structures.get_module(self.hydrology), "hybrid", False))
+
+    @property
+    def label(self) -> str:
+        return f"{LABELS.get(self.hydrology, self.hydrology)}, {LABELS.get(self.mapping, self.mapping)}"
+
+    def structure(self, routing: str = "lr") -> str:
+        return f"{self.hydrology}-{routing}"
+
+    def __str__(self) -> str:
+        return f"{self.hydrology}-{self.mapping}"
+
+
+def stage_of(model: str) -> str:
+    """The pipeline stage that trains ``model``: hybrids in 05, regionalisations in 04, the rest in 03."""
+    m = ModelName.parse(model)
+    if m.hybrid:
+        return "05_hybrid"
+    return "04_regionalize" if m.mapping in ("ann", "cnn", "multi-linear", "multi-power") else "03_calibrate"
+
+
+def parent_model(model: str) -> str | None:
+    """The conceptual model whose calibration pre-trains a hybrid (spec 10.5), None if not a hybrid.
+
+    ``gr4_mlp-distributed`` -> ``gr4-uniform`` (the guide's uniform pre-calibration);
+    ``gr4_ude-ann`` -> ``gr4_ode-ann`` (a regionalisation pre-trains its network).
+    """
+    m = ModelName.parse(model)
+    if not m.hybrid:
+        return None
+    parent = structures.get_module(m.hydrology).parent
+    regionalised = m.mapping in ("ann", "cnn", "multi-linear", "multi-power")
+    return f"{parent}-{m.mapping if regionalised else 'uniform'}"
+
+
+# ------------------------------------------------------------------------------------ split
+
+
+@dataclass(frozen=True)
+class Split:
+    """Where a model is calibrated and where it is validated.
+
+    Periods are ``(start, end]`` time labels (a label is the end of its step, as in the basin);
+    the steps before the calibration period are the warm-up.
+    """
+
+    calibration_period: tuple[str, str]
+    validation_period: tuple[str, str]
+    calibration_gauges: tuple[str, ...]
+    validation_gauges: tuple[str, ...] = ()
+
+    def scenario(self, name: str) -> tuple[tuple[str, str], tuple[str, ...]]:
+        """``(period, gauges)`` of a scenario of :data:`SCENARIOS`."""
+        if name not in SCENARIOS:
+            raise ValueError(f"unknown scenario {name!r}; choose one of {', '.join(SCENARIOS)}")
+        period = self.validation_period if name in ("temporal", "spatio-temporal") else self.calibration_period
+        gauges = self.validation_gauges if name in ("spatial", "spatio-temporal") else self.calibration_gauges
+        return period, gauges
+
+    def save(self, path: str | Path) -> Path:
+        """Write the split as JSON (what :meth:`load` reads), for the stages that follow."""
+        import json
+
+        path = Path(path)
+        path.write_text(json.dumps({k: list(v) for k, v in self.__dict__.items()}, indent=1))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Split":
+        import json
+
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"{path} does not exist: stage 03_calibrate writes the split; run it first")
+        return cls(**{k: tuple(v) for k, v in json.loads(path.read_text()).items()})
+
+    def describe(self) -> pd.DataFrame:
+        """One row per scenario: its period and gauges, to print in a notebook."""
+        rows = []
+        for name in SCENARIOS:
+            period, gauges = self.scenario(name)
+            rows.append({"scenario": name, "from (excluded)": period[0], "to": period[1],
+                         "gauges": ", ".join(gauges) or "(none)"})
+        return pd.DataFrame(rows).set_index("scenario")
+
+
+def make_split(
+    basin: xr.Dataset,
+    *,
+    calibration_period: Sequence | None = None,
+    validation_period: Sequence | None = None,
+    warmup_fraction: float = 0.1,
+    validation_gauges: Sequence[str] | str | None = "smallest",
+) -> Split:
+    """A calibration/validation split of ``basin``.
+
+    Parameters
+    ----------
+    calibration_period, validation_period
+        ``(start, end]`` time labels. By default the run after a warm-up of
+        ``warmup_fraction`` of its steps is cut in two halves: calibration then validation.
+    validation_gauges
+        The pseudo-ungauged gauges held out of calibration: codes, ``"smallest"`` (the gauge
+        with the smallest drained area, the default; none when the basin has one gauge) or
+        None / ``[]`` (no spatial validation). The other gauges calibrate.
+    """
+    times = pd.DatetimeIndex(basin["time"].values)
+    codes = [str(c) for c in basin["gauge"].values]
+    if times.size < 4:
+        raise ValueError(f"the basin has {times.size} time steps: a calibration/validation split needs 4 at least")
+    if not 0.0 <= warmup_fraction < 0.5:
+        raise ValueError(f"warmup_fraction must be in [0, 0.5), got {warmup_fraction}")
+    w = int(round(warmup_fraction * times.size))
+    mid = w + (times.size - w) // 2
+    label = lambda t: str(pd.Timestamp(t))  # noqa: E731
+    calibration = tuple(map(label, calibration_period)) if calibration_period is not None else (
+        label(times[w - 1] if w > 0 else times[0] - (times[1] - times[0])), label(times[mid - 1]))
+    validation = tuple(map(label, validation_period)) if validation_period is not None else (
+        label(times[mid - 1]), label(times[-1]))
+    for what, (a, b) in (("calibration_period", calibration), ("validation_period", validation)):
+        inside = (times > pd.Timestamp(a)) & (times <= pd.Timestamp(b))
+        if not inside.any():
+            raise ValueError(
+                f"{what} ({a}, {b}] holds no step of the basin ({times[0]} .. {times[-1]}); choose dates inside it"
+            )
+    if isinstance(validation_gauges, str) and validation_gauges == "smallest":
+        area = basin["area_dln"].values if "area_dln" in basin else basin["area"].values
+        held = (codes[int(np.nanargmin(area))],) if len(codes) > 1 else ()
+    elif validation_gauges is None:
+        held = ()
+    else:
+        held = (validation_gauges,) if isinstance(validation_gauges, str) else tuple(map(str, validation_gauges))
+    unknown = [g for g in held if g not in codes]
+    if unknown:
+        raise ValueError(f"validation gauge(s) {unknown} are not in the basin; its gauges are {codes}")
+    calibrating = tuple(c for c in codes if c not in held)
+    if not calibrating:
+        raise ValueError(f"every gauge {codes} is held out for validation: keep one at least to calibrate on")
+    return Split(calibration, validation, calibrating, held)
+
+
+# ------------------------------------------------------------------------------------ training
+
+
+def train_hybrid(
+    basin: xr.Dataset,
+    structure: str,
+    mapping: str = "distributed",
+    optimizer: str | None = None,
+    maxiter: int | None = None,
+    *,
+    pretrained: CalibrationResult | None = None,
+    pre_mapping: str | None = None,
+    pre_optimizer: str | None = None,
+    pre_maxiter: int | None = None,
+    hidden: Sequence[int] = (16,),
+    initializer: str = "he_uniform",
+    weight_scale: float = 0.1,
+    seed: int = 0,
+    **options,
+) -> CalibrationResult:
+    """Train a hybrid structure the way smash's guide does (spec 10.5).
+
+    1. **Pre-calibration** of the parent conceptual model (``gr4`` for ``gr4_mlp``, ``gr4_ode``
+       for ``gr4_ude``), whose network is zero: ``uniform`` + ``sbs`` with ``pre_maxiter``
+       iterations by default; with a regionalisation mapping (``ann``, ``cnn``) it pre-trains
+       the descriptor network instead. Skipped when ``pretrained`` (a result whose parameters
+       cover the structure's) is given.
+    2. **A small network**: ``initializer`` (seeded) times ``weight_scale``, so that the hybrid
+       starts close to its parent.
+    3. **Joint training** of the conceptual parameters (or the regionalisation network) and the
+       correction network with ``optimizer`` (default smash's for the mapping).
+
+    ``options`` go to both :func:`hybridhydro.calibrate` calls (``period``, ``gauges``, ``cost``,
+    ``learning_rate``, ``progress``, ...). The result's ``options["pre_calibration"]`` records
+    the first step.
+    """
+    from .networks import FluxCorrectionNet
+    from .simulate import parse_structure
+
+    s = parse_structure(structure)
+    module = structures.get_module(s.hydrology)
+    if not getattr(module, "hybrid", False):
+        raise ValueError(f"{structure!r} has no correction network: calibrate it with hybridhydro.calibrate")
+    parent = structure.replace(s.hydrology, module.parent, 1)
+    regionalised = mapping in ("ann", "cnn", "multi-linear", "multi-power")
+    pre_options = {k: v for k, v in options.items() if k not in ("learning_rate", "checkpoint", "early_stopping")}
+    if pretrained is None:
+        pmap = pre_mapping or (mapping if regionalised else "uniform")
+        popt = pre_optimizer or ("sbs" if pmap == "uniform" else None)
+        if pre_maxiter is None:
+            pre_maxiter = 2 if pmap == "uniform" else maxiter
+        pretrained = calibrate(basin, parent, pmap, popt, pre_maxiter, seed=seed, **pre_options)
+    missing = [n for n in s.parameters if n not in pretrained.parameters]
+    if missing:
+        raise ValueError(f"the pre-calibrated model ({pretrained.structure}) lacks {missing} of {structure!r}")
+    net = FluxCorrectionNet.for_structure(s.hydrology, hidden=tuple(hidden), initializer=initializer,
+                                          scale=weight_scale, seed=seed)
+    start = {"warm_start": pretrained} if (pretrained.mapping == mapping and pretrained.controls is not None) else {}
+    result = calibrate(basin, structure, mapping, optimizer, maxiter, initial_parameters=pretrained.parameters,
+                       nn_parameters=net, train_nn=True, seed=seed, **start, **options)
+    result.options["pre_calibration"] = {
+        "structure": pretrained.structure, "mapping": pretrained.mapping, "optimizer": pretrained.optimizer,
+        "iterations": int(len(pretrained.history)),
+        "final_cost": float(pretrained.history["cost"].iloc[-1]) if len(pretrained.history) else float("nan"),
+    }
+    return result
+
+
+def train_model(
+    basin: xr.Dataset,
+    model: str,
+    split: Split,
+    *,
+    routing: str = "lr",
+    settings: Mapping[str, Mapping] | None = None,
+    hybrid: Mapping | None = None,
+    cost="nse",
+    pretrained: CalibrationResult | None = None,
+    progress: bool = True,
+    **options,
+) -> CalibrationResult:
+    """Calibrate one model of the comparison on the split's calibration gauges and period.
+
+    Parameters
+    ----------
+    model
+        ``<hydrology>-<mapping>`` (:class:`ModelName`).
+    routing
+        The routing module of every model (``lr``, ``kw``, ...).
+    settings
+        Per-mapping overrides of :data:`MAPPING_SETTINGS` (``optimizer``, ``maxiter``,
+        ``learning_rate``).
+    hybrid
+        Options of :func:`train_hybrid` for hybrid hydrologies (``pre_maxiter``, ``hidden``,
+        ``initializer``, ``weight_scale``, ``seed``).
+    pretrained
+        For a hybrid: the pre-calibrated parent to start from (skips step 1 of
+        :func:`train_hybrid`).
+    """
+    m = ModelName.parse(model)
+    given = {k: v for k, v in dict((settings or {}).get(m.mapping) or {}).items() if v is not None}
+    conf = {**MAPPING_SETTINGS[m.mapping], **given}
+    common = dict(period=split.calibration_period, gauges=list(split.calibration_gauges), cost=cost,
+                  progress=progress, learning_rate=conf.get("learning_rate"), **options)
+    structure = m.structure(routing)
+    if m.hybrid:
+        return train_hybrid(basin, structure, m.mapping, conf["optimizer"], conf["maxiter"], pretrained=pretrained,
+                            **dict(hybrid or {}), **common)
+    return calibrate(basin, structure, m.mapping, conf["optimizer"], conf["maxiter"], **common)
+
+
+def load_models(directory: str | Path, names: Sequence[str]) -> dict[str, CalibrationResult]:
+    """The saved results ``<directory>/<name>`` of ``names`` (written by ``result.save``)."""
+    directory = Path(directory)
+    out = {}
+    for name in names:
+        if not (directory / name / "calibration.json").exists():
+            raise FileNotFoundError(
+                f"no calibrated model {name!r} in {directory}: stage {stage_of(name)} trains it; run that stage first"
+            )
+        out[name] = load_calibration(directory / name)
+    return out
+
+
+# ------------------------------------------------------------------------------------ scores
+
+
+def _labels_in(times: pd.DatetimeIndex, period) -> tuple:
+    """First and last labels of ``times`` inside ``(start, end]``."""
+    inside = times[(times > pd.Timestamp(period[0])) & (times <= pd.Timestamp(period[1]))]
+    return inside[0], inside[-1]
+
+
+def score(
+    simulations: Mapping[str, xr.Dataset],
+    basin: xr.Dataset,
+    split: Split,
+    metrics: Sequence[str] = ("nse", "kge"),
+) -> pd.DataFrame:
+    """Scores of every model in every scenario, one row per (model, scenario, gauge).
+
+    ``simulations`` maps a model name to its :func:`hybridhydro.simulate` result over the
+    whole basin period (``result.simulate(basin)``). Scenarios without gauges (no
+    pseudo-ungauged gauge) are left out.
+    """
+    for name in metrics:
+        if name not in METRICS:
+            raise ValueError(f"unknown metric {name!r}; choose among {', '.join(METRICS)}")
+    times = pd.DatetimeIndex(basin["time"].values)
+    rows = []
+    for model, sim in simulations.items():
+        for scenario in SCENARIOS:
+            period, gauges = split.scenario(scenario)
+            if not gauges:
+                continue
+            start, end = _labels_in(times, period)
+            table = evaluate(sim["q"].sel(gauge=list(gauges)), basin, metrics, start, end)
+            for g in gauges:
+                rows.append({"model": model, "scenario": scenario, "gauge": g,
+                             **{k: float(table[k].sel(gauge=g)) for k in metrics}})
+    return pd.DataFrame(rows, columns=["model", "scenario", "gauge", *metrics])
+
+
+def balance_closure(simulation: xr.Dataset, basin: xr.Dataset) -> dict:
+    """How well a run closes its water balance, and whether its implicit solver converged.
+
+    Returns ``worst`` (the largest |residual| / rain over the gauges' catchments and the domain)
+    and ``unconverged`` (the share of cell-steps where Newton stopped after its 10 iterations
+    without converging; 0 for explicit structures). A smash-style implicit step that did not
+    converge leaves its implicit equation unsolved, and so water unaccounted for: a residual
+    is then the solver's, not the bookkeeping's. Needs a run with ``return_fluxes=True`` and
+    ``return_discharge_field=True``.
+    """
+    from .balance import water_balance
+    from .structures import NEWTON_MAX_ITERATIONS
+
+    worst = float(np.nanmax(np.abs(water_balance(simulation, basin)["relative_residual"].values)))
+    unconverged = 0.0
+    if "newton_iterations" in simulation:
+        it = simulation["newton_iterations"].values
+        unconverged = float(np.nanmean(it >= NEWTON_MAX_ITERATIONS))
+    return {"worst": worst, "unconverged": unconverged}
+
+
+def comparison_table(scores: pd.DataFrame, metric: str = "nse") -> pd.DataFrame:
+    """The paper's table: one row per model, one column per (scenario, gauge), of ``metric``."""
+    table = scores.pivot_table(index="model", columns=["scenario", "gauge"], values=metric, sort=False)
+    order = [s for s in SCENARIOS if s in table.columns.get_level_values(0)]
+    table = table.reindex(columns=order, level=0)
+    return table.reindex(list(dict.fromkeys(scores["model"])))
+
+
+def to_markdown(table: pd.DataFrame, digits: int = 3) -> str:
+    """A (model x (scenario, gauge)) table as GitHub markdown, without extra dependencies."""
+    cols = [" ".join(map(str, c)) if isinstance(c, tuple) else str(c) for c in table.columns]
+    lines = ["| model | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
+    for idx, row in table.iterrows():
+        cells = ["" if pd.isna(v) else f"{v:.{digits}f}" for v in row.values]
+        lines.append(f"| {idx} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
