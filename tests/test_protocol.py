@@ -1,0 +1,121 @@
+"""The comparison protocol: splits and scenarios, model names, smash's hybrid training workflow,
+saved calibrations, scores and the comparison table."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import hybridhydro as hh
+from hybridhydro import protocol
+from hybridhydro.protocol import ModelName, Split, make_split
+
+TRUTH = {"cp": 300.0, "ct": 90.0, "kexc": -0.3, "llr": 30.0}
+
+
+@pytest.fixture(scope="module")
+def basin():
+    """3 gauges, 160 hourly steps, observations from gr4-lr with TRUTH."""
+    b = hh.synthetic_basin(nrow=8, ncol=8, ntime=160, seed=1, ngauge=3)
+    b["qobs"] = hh.simulate(b, "gr4-lr", TRUTH)["q"].copy()
+    return b
+
+
+@pytest.fixture(scope="module")
+def split(basin):
+    return make_split(basin)
+
+
+def test_default_split_holds_out_the_smallest_gauge(basin, split):
+    area = basin["area_dln"].values
+    codes = [str(g) for g in basin["gauge"].values]
+    assert split.validation_gauges == (codes[int(np.argmin(area))],)
+    assert set(split.calibration_gauges) | set(split.validation_gauges) == set(codes)
+    assert not set(split.calibration_gauges) & set(split.validation_gauges)
+    times = pd.DatetimeIndex(basin["time"].values)
+    cal = (times > pd.Timestamp(split.calibration_period[0])) & (times <= pd.Timestamp(split.calibration_period[1]))
+    val = (times > pd.Timestamp(split.validation_period[0])) & (times <= pd.Timestamp(split.validation_period[1]))
+    assert not (cal & val).any() and cal.sum() > 0 and val.sum() > 0
+    assert int(np.argmax(cal)) == 16  # 10 % of the steps warm up
+    assert split.scenario("spatio-temporal") == (split.validation_period, split.validation_gauges)
+    assert split.scenario("temporal") == (split.validation_period, split.calibration_gauges)
+    assert list(split.describe().index) == list(protocol.SCENARIOS)
+
+
+def test_split_round_trips_and_says_what_is_wrong(basin, split, tmp_path):
+    assert Split.load(split.save(tmp_path / "split.json")) == split
+    with pytest.raises(FileNotFoundError, match="stage 03_calibrate writes the split"):
+        Split.load(tmp_path / "none.json")
+    with pytest.raises(ValueError, match="not in the basin"):
+        make_split(basin, validation_gauges=["XXX"])
+    with pytest.raises(ValueError, match="keep one at least"):
+        make_split(basin, validation_gauges=[str(g) for g in basin["gauge"].values])
+    with pytest.raises(ValueError, match="holds no step"):
+        make_split(basin, calibration_period=("1990-01-01", "1990-02-01"))
+    with pytest.raises(ValueError, match="unknown scenario"):
+        split.scenario("future")
+    assert make_split(basin, validation_gauges=None).validation_gauges == ()
+
+
+def test_model_names_stages_and_parents():
+    assert ModelName.parse("gr4_ude-ann") == ModelName("gr4_ude", "ann")
+    assert ModelName.parse("gr4_ude-ann").structure("kw") == "gr4_ude-kw"
+    assert [protocol.stage_of(m) for m in ("gr4-uniform", "gr4_ode-distributed", "gr4-cnn", "gr4_mlp-ann")] == [
+        "03_calibrate", "03_calibrate", "04_regionalize", "05_hybrid"]
+    assert protocol.parent_model("gr4_mlp-distributed") == "gr4-uniform"
+    assert protocol.parent_model("gr4_ude-ann") == "gr4_ode-ann"
+    assert protocol.parent_model("gr4-ann") is None
+    for bad, match in (("gr4", "<hydrology>-<mapping>"), ("gr4-lr", "<hydrology>-<mapping>"), ("gr9-ann", "unknown hydrology")):
+        with pytest.raises(ValueError, match=match):
+            ModelName.parse(bad)
+    assert all(str(ModelName.parse(m)) == m for m in protocol.PAPER_MODELS)
+
+
+def test_train_hybrid_follows_smashs_three_steps(basin, split):
+    """Pre-calibration of the parent, a small network (the hybrid starts at the parent's cost),
+    then joint training that lowers the cost and moves both the parameters and the weights."""
+    result = protocol.train_model(basin, "gr4_mlp-distributed", split, settings={"distributed": {"maxiter": 6}},
+                                  hybrid={"hidden": (8,), "pre_maxiter": 2, "weight_scale": 0.01}, progress=False)
+    pre = result.options["pre_calibration"]
+    assert (pre["structure"], pre["mapping"], pre["optimizer"]) == ("gr4-lr", "uniform", "sbs")
+    start, end = result.history["cost"].iloc[0], result.history["cost"].iloc[-1]
+    assert abs(start - pre["final_cost"]) < 0.05 * max(pre["final_cost"], 1e-3)  # small network: near the parent
+    assert end < start
+    assert result.nn_parameters["weight_1"].shape == (8, 4)
+    assert np.nanstd(result.parameters["cp"]) > 0  # distributed after the uniform pre-calibration
+
+
+def test_warm_start_continues_a_saved_regionalisation(basin, split, tmp_path):
+    settings = {"ann": {"maxiter": 3, "learning_rate": 0.01}}
+    first = protocol.train_model(basin, "gr4-ann", split, settings=settings, progress=False)
+    first.save(tmp_path / "gr4-ann")
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        first.save(tmp_path / "gr4-ann")
+    loaded = hh.load_calibration(tmp_path / "gr4-ann")
+    again = hh.calibrate(basin, "gr4-lr", "ann", "adam", 0, period=split.calibration_period,
+                         gauges=list(split.calibration_gauges), warm_start=loaded, progress=False)
+    assert again.history["cost"].iloc[0] == pytest.approx(first.history["cost"].iloc[-1], rel=1e-6)
+    np.testing.assert_allclose(loaded.simulate(basin)["q"].values, first.simulate(basin)["q"].values)
+    with pytest.raises(ValueError, match="can only start a 'ann' calibration"):
+        hh.calibrate(basin, "gr4-lr", "distributed", "lbfgsb", 0, warm_start=loaded, progress=False)
+    assert loaded.parameter_maps()["cp"].attrs["units"] == "mm"
+
+
+def test_scores_and_comparison_table(basin, split):
+    truth = hh.simulate(basin, "gr4-lr", TRUTH, return_fluxes=True, return_discharge_field=True)
+    default = hh.simulate(basin, "gr4-lr")
+    scores = protocol.score({"truth": truth, "default": default}, basin, split)
+    assert len(scores) == 2 * (2 * len(split.calibration_gauges) + 2 * len(split.validation_gauges))
+    assert np.allclose(scores[scores["model"] == "truth"][["nse", "kge"]].values, 1.0, atol=1e-5)
+    table = protocol.comparison_table(scores, "nse")
+    assert list(table.index) == ["truth", "default"]
+    assert list(dict.fromkeys(table.columns.get_level_values(0))) == list(protocol.SCENARIOS)
+    markdown = protocol.to_markdown(table)
+    assert markdown.count("\n") == 3 and "| truth | 1.000 |" in markdown
+    closure = protocol.balance_closure(truth, basin)
+    assert closure["worst"] < 1e-4 and closure["unconverged"] == 0.0
+    with pytest.raises(ValueError, match="unknown metric"):
+        protocol.score({"truth": truth}, basin, split, metrics=("nse", "r2"))
+    with pytest.raises(FileNotFoundError, match="stage 04_regionalize trains it"):
+        protocol.load_models(".", ["gr4-cnn"])
