@@ -27,8 +27,11 @@ demo: venv
 ## make test: unit and oracle tests, then every notebook on the tiny synthetic case under nbval
 test: test-fast test-notebooks
 
+# The test files are spread over the cores (pytest-xdist; a file stays on one worker, so its
+# module fixtures are built once); JOBS=1 runs them in one process.
+JOBS ?= auto
 test-fast: venv
-	$(PY) -m pytest -m "not slow" -q
+	$(PY) -m pytest -m "not slow" -q -n $(JOBS) --dist loadfile
 
 test-notebooks: venv
 	$(PY) -m hybridhydro prepare params/ci.yaml --out $(NBVAL_DIR) --overwrite
