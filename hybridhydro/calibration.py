@@ -780,6 +780,10 @@ class _LBFGSB(_Runner):
         if it0 == 0:
             self.record(0, last["j"], last["jv"], grad_norm=last["gn"])
         message = "maxiter reached"
+        if self.maxiter - it0 <= 0:  # SciPy's L-BFGS-B takes a step even with maxiter=0
+            bar.close()
+            best, _ = self.monitor()
+            return self.space.from_opt(unravel(jnp.asarray(x, flat0.dtype))), self.history(), best, message
         try:
             res = minimize(fun, x, jac=True, method="L-BFGS-B", bounds=bounds, callback=callback,
                            options={"maxiter": max(self.maxiter - it0, 0), "ftol": 2.22e-16 * 1e6, "gtol": 1e-12})

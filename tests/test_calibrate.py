@@ -170,3 +170,11 @@ def test_ctrl_c_keeps_a_checkpoint_that_resumes_to_the_same_result(basin, tmp_pa
     resumed = calibrate(basin, "gr4-lr", "uniform", "adam", 5, checkpoint=tmp_path / "ck", **kwargs)
     np.testing.assert_array_equal(resumed.parameters["cp"], whole.parameters["cp"])
     assert list(resumed.history.index) == list(whole.history.index)
+
+
+@pytest.mark.parametrize("optimizer", ["lbfgsb", "adam"])
+def test_maxiter_zero_evaluates_the_first_guess_only(basin, optimizer):
+    result = calibrate(basin, "gr4-lr", "distributed", optimizer, 0, gauges="all", progress=False)
+    assert list(result.history.index) == [0]
+    cp = result.parameters["cp"][np.isfinite(result.parameters["cp"])]
+    np.testing.assert_allclose(cp, 200.0, rtol=1e-6)  # smash's default, untouched
