@@ -4,6 +4,9 @@
 and the flux-correction network's weights for a hybrid structure), then runs an optimiser:
 
 * ``"lbfgsb"``: SciPy's L-BFGS-B (bounded quasi-Newton) on the value and gradient from JAX;
+* ``"adam_smash"``, ``"adagrad_smash"``: smash's exact update rules (spec 10.4), for results that
+  follow smash's iterations (optax's ``"adam"`` and ``"adagrad"`` are the textbook rules; SGD
+  without momentum and RMSprop are the same in both);
 * ``"adam"``, ``"sgd"``, ``"adagrad"``, ``"rmsprop"``: optax, with smash's default learning
   rates, controls projected into their bounds after each update;
 * ``"sbs"``: smash's step-by-step global search (Michel 1989; spec 10.3), gradient-free, for
@@ -48,11 +51,13 @@ from .mesh import Mesh
 from .routing import device_plan, routing_plan
 from .simulate import _fitted_interception, _network_weights, parse_structure, simulate_arrays
 
-OPTIMIZERS = ("lbfgsb", "adam", "sgd", "adagrad", "rmsprop", "sbs")
+OPTIMIZERS = ("lbfgsb", "adam", "sgd", "adagrad", "rmsprop", "adam_smash", "adagrad_smash", "sbs")
 #: smash's default learning rates (1.1.3 and later, spec 0).
-LEARNING_RATES = {"adam": 0.003, "sgd": 0.02, "adagrad": 0.02, "rmsprop": 0.003}
+LEARNING_RATES = {"adam": 0.003, "sgd": 0.02, "adagrad": 0.02, "rmsprop": 0.003, "adam_smash": 0.003,
+                  "adagrad_smash": 0.02}
 #: smash's default maximum iterations (spec 10.2); sbs counts outer iterations.
-MAXITER = {"lbfgsb": 100, "adam": 200, "sgd": 200, "adagrad": 200, "rmsprop": 200, "sbs": 50}
+MAXITER = {"lbfgsb": 100, "adam": 200, "sgd": 200, "adagrad": 200, "rmsprop": 200, "adam_smash": 200,
+           "adagrad_smash": 200, "sbs": 50}
 _DEFAULT_OPTIMIZER = {"uniform": "sbs", "distributed": "lbfgsb", "multi-linear": "lbfgsb", "multi-power": "lbfgsb",
                       "ann": "adam", "cnn": "adam"}
 
@@ -654,13 +659,51 @@ class _Runner:
         return self.rows[-1]["iteration"] - best > self.early_stopping
 
 
+def adam_smash(learning_rate: float, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8):
+    """smash's Adam (spec 10.4): moments bias-corrected by the *constant* 1 - b1 and 1 - b2.
+
+    ``m <- b1 m + (1 - b1) g``, ``v <- b2 v + (1 - b2) g^2``, step
+    ``lr (m / (1 - b1)) / (sqrt(v / (1 - b2)) + eps)``: lr sign(g) at the first step, about
+    0.316 lr m / sqrt(v) later (textbook Adam divides by 1 - b^t instead; that is ``"adam"``).
+    """
+
+    def init(params):
+        zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
+        return {"m": zeros, "v": zeros}
+
+    def update(g, state, params=None):
+        m = jax.tree_util.tree_map(lambda m, g: b1 * m + (1.0 - b1) * g, state["m"], g)
+        v = jax.tree_util.tree_map(lambda v, g: b2 * v + (1.0 - b2) * g * g, state["v"], g)
+        step = jax.tree_util.tree_map(
+            lambda m, v: -learning_rate * (m / (1.0 - b1)) / (jnp.sqrt(v / (1.0 - b2)) + eps), m, v)
+        return step, {"m": m, "v": v}
+
+    return optax.GradientTransformation(init, update)
+
+
+def adagrad_smash(learning_rate: float, eps: float = 1e-8):
+    """smash's Adagrad (spec 10.4): ``G <- G + g^2`` from 0, step ``lr g / sqrt(G + eps)``
+    (optax's ``adagrad``, ``"adagrad"`` here, starts its accumulator at 0.1)."""
+
+    def init(params):
+        return {"G": jax.tree_util.tree_map(jnp.zeros_like, params)}
+
+    def update(g, state, params=None):
+        acc = jax.tree_util.tree_map(lambda a, g: a + g * g, state["G"], g)
+        step = jax.tree_util.tree_map(lambda g, a: -learning_rate * g / jnp.sqrt(a + eps), g, acc)
+        return step, {"G": acc}
+
+    return optax.GradientTransformation(init, update)
+
+
 class _Adaptive(_Runner):
-    """optax Adam, SGD, Adagrad, RMSprop with smash's learning rates; bounded controls clipped."""
+    """optax Adam, SGD, Adagrad, RMSprop, and smash's own Adam and Adagrad rules, with smash's
+    learning rates; bounded controls clipped."""
 
     def make(self):
         lr = self.learning_rate or LEARNING_RATES[self.optimizer]
-        return {"adam": optax.adam, "sgd": optax.sgd, "adagrad": optax.adagrad, "rmsprop": optax.rmsprop}[
-            self.optimizer](lr)
+        return {"adam": optax.adam, "sgd": optax.sgd, "adagrad": optax.adagrad, "rmsprop": optax.rmsprop,
+                "adam_smash": adam_smash, "adagrad_smash": adagrad_smash}[self.optimizer](lr)
 
     def run(self, checkpoint, checkpoint_every, signature, progress):
         opt = self.make()

@@ -54,7 +54,8 @@ def test_sbs_searches_down_to_its_smallest_step(basin):
 
 @pytest.mark.parametrize(
     "optimizer",
-    ["adam", pytest.param("sgd", marks=pytest.mark.slow), pytest.param("adagrad", marks=pytest.mark.slow), "rmsprop"],
+    ["adam", pytest.param("sgd", marks=pytest.mark.slow), pytest.param("adagrad", marks=pytest.mark.slow), "rmsprop",
+     "adam_smash", pytest.param("adagrad_smash", marks=pytest.mark.slow)],
 )
 def test_adaptive_optimizers_reduce_the_cost(basin, optimizer):
     result = calibrate(basin, "gr4-lr", "distributed", optimizer, 15, gauges="all", learning_rate=0.02,
@@ -178,3 +179,33 @@ def test_maxiter_zero_evaluates_the_first_guess_only(basin, optimizer):
     assert list(result.history.index) == [0]
     cp = result.parameters["cp"][np.isfinite(result.parameters["cp"])]
     np.testing.assert_allclose(cp, 200.0, rtol=1e-6)  # smash's default, untouched
+
+
+def test_smash_update_rules_are_spec_10_4():
+    """adam_smash and adagrad_smash follow smash's rules step by step (constant bias correction;
+    an accumulator from 0), written out here in NumPy."""
+    import jax.numpy as jnp
+
+    from hybridhydro.calibration import adagrad_smash, adam_smash
+
+    rng = np.random.default_rng(0)
+    grads = rng.normal(size=(6, 5)).astype(np.float64)
+    lr, b1, b2, eps = 0.003, 0.9, 0.999, 1e-8
+    for make, rule in ((adam_smash, "adam"), (adagrad_smash, "adagrad")):
+        opt = make(lr)
+        w = jnp.zeros(5)
+        state = opt.init(w)
+        m = v = acc = np.zeros(5)
+        expected = np.zeros(5)
+        for k, g in enumerate(grads):
+            step, state = opt.update(jnp.asarray(g), state, w)
+            w = w + step
+            if rule == "adam":
+                m, v = b1 * m + (1 - b1) * g, b2 * v + (1 - b2) * g * g
+                expected -= lr * (m / (1 - b1)) / (np.sqrt(v / (1 - b2)) + eps)
+                if k == 0:
+                    np.testing.assert_allclose(np.asarray(step), -lr * np.sign(g), rtol=1e-6)
+            else:
+                acc = acc + g * g
+                expected -= lr * g / np.sqrt(acc + eps)
+        np.testing.assert_allclose(np.asarray(w), expected, rtol=1e-5, atol=1e-8, err_msg=rule)

@@ -191,7 +191,7 @@ class HybridParams(_Section):
 class OptimizerSettings(_Section):
     """How the models of one mapping are calibrated (any key left out keeps smash's default)."""
 
-    optimizer: Literal["lbfgsb", "adam", "sgd", "adagrad", "rmsprop", "sbs"] | None = Field(
+    optimizer: Literal["lbfgsb", "adam", "sgd", "adagrad", "rmsprop", "adam_smash", "adagrad_smash", "sbs"] | None = Field(
         None, description="optimiser (null: smash's for the mapping: sbs uniform, lbfgsb distributed, adam ann/cnn)"
     )
     maxiter: int | None = Field(None, ge=0, description="iterations (sbs: outer iterations); null: the protocol's default")
