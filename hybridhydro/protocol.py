@@ -351,6 +351,63 @@ def train_model(
     return calibrate(basin, structure, m.mapping, conf["optimizer"], conf["maxiter"], **common)
 
 
+def train_models(
+    basin: xr.Dataset,
+    models: Sequence[str],
+    split: Split,
+    *,
+    directory: str | Path | None = None,
+    stage: str | None = None,
+    **options,
+) -> tuple[dict[str, CalibrationResult], dict[str, float]]:
+    """Train several models of the comparison (:func:`train_model`), saving each to ``directory``.
+
+    ``stage`` keeps only the models that stage trains (:func:`stage_of`). A hybrid starts from
+    its parent (:func:`parent_model`) when ``directory`` holds it, as smash's guide pre-calibrates;
+    ``result.options["pre_calibration"]["reused"]`` says whether it did. The run directory
+    belongs to the pipeline: a model saved there before is replaced. Returns the results and
+    the wall time of each training (s).
+    """
+    import time
+
+    directory = None if directory is None else Path(directory)
+    results, seconds = {}, {}
+    for name in models:
+        if stage is not None and stage_of(name) != stage:
+            continue
+        parent = parent_model(name)
+        pretrained = None
+        if parent and directory is not None and (directory / parent / "calibration.json").exists():
+            pretrained = load_calibration(directory / parent)
+        t0 = time.perf_counter()
+        results[name] = train_model(basin, name, split, pretrained=pretrained, **options)
+        seconds[name] = time.perf_counter() - t0
+        if parent:
+            results[name].options["pre_calibration"]["reused"] = parent if pretrained is not None else None
+        if directory is not None:
+            results[name].save(directory / name, overwrite=True)
+    return results, seconds
+
+
+def summary(results: Mapping[str, CalibrationResult], seconds: Mapping[str, float] | None = None) -> pd.DataFrame:
+    """One row per trained model: structure, mapping, optimiser, iterations, costs, time, stop."""
+    rows = {}
+    for name, r in results.items():
+        h = r.history
+        row = {"structure": r.structure, "mapping": r.mapping, "optimizer": r.optimizer,
+               "iterations": int(h.index.max()) if len(h) else 0,
+               "initial cost": float(h["cost"].iloc[0]), "final cost": float(h["cost"].iloc[-1])}
+        pre = r.options.get("pre_calibration")
+        if pre is not None:
+            row["pre-calibration"] = pre.get("reused") or f"{pre['mapping']} {pre['optimizer']} here"
+            row["parent cost"] = pre["final_cost"]
+        if seconds is not None and name in seconds:
+            row["wall time (s)"] = round(float(seconds[name]), 1)
+        row["stopped"] = r.message
+        rows[name] = row
+    return pd.DataFrame(rows).T
+
+
 def load_models(directory: str | Path, names: Sequence[str]) -> dict[str, CalibrationResult]:
     """The saved results ``<directory>/<name>`` of ``names`` (written by ``result.save``)."""
     directory = Path(directory)

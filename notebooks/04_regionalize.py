@@ -44,7 +44,6 @@ figures_dpi = 120
 figures_format = "png"
 
 # %%
-import time
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -89,20 +88,9 @@ pd.DataFrame({"min": raw.min(axis=1), "mean": raw.mean(axis=1), "max": raw.max(a
 
 # %%
 models = [m for m in calibration_models if protocol.stage_of(m) == "04_regionalize"]
-results, seconds = {}, {}
-for name in models:
-    t0 = time.perf_counter()
-    results[name] = protocol.train_model(basin, name, split, routing=calibration_routing,
+results, seconds = protocol.train_models(basin, models, split, directory=models_dir, routing=calibration_routing,
                                          settings=calibration_optimizers, cost=calibration_cost)
-    seconds[name] = time.perf_counter() - t0
-    results[name].save(models_dir / name, overwrite=True)  # the run directory is this pipeline's own
-
-pd.DataFrame({
-    name: {"structure": r.structure, "mapping": r.mapping, "optimizer": r.optimizer,
-           "iterations": int(r.history.index.max()), "initial cost": r.history["cost"].iloc[0],
-           "final cost": r.history["cost"].iloc[-1], "wall time (s)": round(seconds[name], 1)}
-    for name, r in results.items()
-}).T
+protocol.summary(results, seconds)
 
 # %%
 if results:

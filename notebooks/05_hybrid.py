@@ -307,28 +307,13 @@ if solver_runs:
 
 split = protocol.Split.load(output_dir / "split.json")  # written by stage 03
 models_dir = output_dir / "models"
-trained, pre_used, train_seconds = {}, {}, {}
-for name in [m for m in calibration_models if protocol.stage_of(m) == "05_hybrid"]:
-    parent = protocol.parent_model(name)
-    pretrained = hh.load_calibration(models_dir / parent) if (models_dir / parent / "calibration.json").exists() else None
-    pre_used[name] = parent if pretrained is not None else "pre-calibrated here"
-    t0 = time.perf_counter()
-    trained[name] = protocol.train_model(
-        basin, name, split, routing=calibration_routing, settings=calibration_optimizers, cost=calibration_cost,
-        pretrained=pretrained,
-        hybrid=dict(hidden=hybrid_hidden, initializer=hybrid_initializer, weight_scale=hybrid_weight_scale,
-                    seed=hybrid_seed, pre_maxiter=calibration_pre_maxiter),
-    )
-    train_seconds[name] = time.perf_counter() - t0
-    trained[name].save(models_dir / name, overwrite=True)  # the run directory is this pipeline's own
-
-pd.DataFrame({
-    name: {"structure": r.structure, "mapping": r.mapping, "optimizer": r.optimizer,
-           "pre-calibration": pre_used[name], "parent cost": r.options["pre_calibration"]["final_cost"],
-           "cost, small network": r.history["cost"].iloc[0], "final cost": r.history["cost"].iloc[-1],
-           "iterations": int(r.history.index.max()), "wall time (s)": round(train_seconds[name], 1)}
-    for name, r in trained.items()
-}).T
+trained, train_seconds = protocol.train_models(
+    basin, calibration_models, split, directory=models_dir, stage="05_hybrid", routing=calibration_routing,
+    settings=calibration_optimizers, cost=calibration_cost,
+    hybrid=dict(hidden=hybrid_hidden, initializer=hybrid_initializer, weight_scale=hybrid_weight_scale,
+                seed=hybrid_seed, pre_maxiter=calibration_pre_maxiter),
+)
+protocol.summary(trained, train_seconds)
 
 # %%
 if trained:

@@ -119,3 +119,20 @@ def test_scores_and_comparison_table(basin, split):
         protocol.score({"truth": truth}, basin, split, metrics=("nse", "r2"))
     with pytest.raises(FileNotFoundError, match="stage 04_regionalize trains it"):
         protocol.load_models(".", ["gr4-cnn"])
+
+
+def test_train_models_reuses_the_saved_parent(basin, split, tmp_path):
+    """A stage trains its models and saves them; a hybrid starts from its saved parent."""
+    settings = {"uniform": {"maxiter": 1}, "distributed": {"maxiter": 2}}
+    first, _ = protocol.train_models(basin, ["gr4-uniform", "gr4_mlp-distributed"], split, directory=tmp_path,
+                                     stage="03_calibrate", settings=settings, progress=False)
+    assert list(first) == ["gr4-uniform"] and (tmp_path / "gr4-uniform" / "calibration.json").exists()
+    hybrids, seconds = protocol.train_models(basin, ["gr4-uniform", "gr4_mlp-distributed"], split,
+                                             directory=tmp_path, stage="05_hybrid", settings=settings,
+                                             hybrid={"hidden": (4,)}, progress=False)
+    pre = hybrids["gr4_mlp-distributed"].options["pre_calibration"]
+    assert pre["reused"] == "gr4-uniform"
+    assert pre["final_cost"] == pytest.approx(first["gr4-uniform"].history["cost"].iloc[-1], rel=1e-6)
+    table = protocol.summary(hybrids, seconds)
+    assert table.loc["gr4_mlp-distributed", "pre-calibration"] == "gr4-uniform"
+    assert {"initial cost", "final cost", "wall time (s)", "stopped"} <= set(table.columns)
