@@ -54,3 +54,17 @@ def update_results(title: str, section: str, path: Path = RESULTS) -> None:
     else:
         text = text.rstrip("\n") + "\n\n" + section
     path.write_text(text.rstrip("\n") + "\n")
+
+
+def publish(title: str, header: str, table: list[str], goals: list[str], notes: list[str], path: Path = RESULTS) -> None:
+    """Print a benchmark's table, goals and notes, and write them as its section of results.md.
+
+    ``header`` is the paragraph under the title (when, where, how it was timed); ``notes`` are
+    written as a bullet list.
+    """
+    section = "\n".join([title, "", header, "", *table, "", *goals, "", *[f"- {n}" for n in notes], ""])
+    print("\n".join(table))
+    print("\n".join(goals))
+    print("\n".join(notes))
+    update_results(title, section, path)
+    print(f"updated {path} ({title!r})")

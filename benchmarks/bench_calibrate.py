@@ -41,7 +41,7 @@ import sys
 import time
 from datetime import datetime, timezone
 
-from _common import HERE, RESULTS, load, machine, quiet, update_results
+from _common import HERE, load, machine, publish, quiet
 
 import numpy as np
 
@@ -222,30 +222,15 @@ def main(argv=None) -> int:
               for w, sn, on, ss, os_, oc, it in rows]
 
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    section = "\n".join(
-        [
-            SECTION,
-            "",
-            f"{stamp}; {machine()}; jax {jax.__version__} (CPU), hydro-smash {smash.__version__}; "
-            f"load average {load_before} before, {load()} after; total benchmark time "
-            f"{time.perf_counter() - t_start:.0f} s. {args.repeat} run(s) of each calibration, ours distributed "
-            f"{2 * args.repeat} (medians); "
-            "cost 1 - NSE at the outlet (V3524010, smash's `gauge=\"dws\"`), whole period, no warm-up. "
-            "Our times include JIT compilation except in the \"excl. compile\" column.",
-            "",
-            *table,
-            "",
-            *goals,
-            "",
-            *[f"- {n}" for n in notes],
-            "",
-        ]
+    header = (
+        f"{stamp}; {machine()}; jax {jax.__version__} (CPU), hydro-smash {smash.__version__}; "
+        f"load average {load_before} before, {load()} after; total benchmark time "
+        f"{time.perf_counter() - t_start:.0f} s. {args.repeat} run(s) of each calibration, ours distributed "
+        f"{2 * args.repeat} (medians); "
+        "cost 1 - NSE at the outlet (V3524010, smash's `gauge=\"dws\"`), whole period, no warm-up. "
+        "Our times include JIT compilation except in the \"excl. compile\" column."
     )
-    print("\n".join(table))
-    print("\n".join(goals))
-    print("\n".join(notes))
-    update_results(SECTION, section)
-    print(f"updated {RESULTS} ({SECTION!r})")
+    publish(SECTION, header, table, goals, notes)
     return 0
 
 

@@ -32,7 +32,7 @@ import sys
 import time
 from datetime import datetime, timezone
 
-from _common import HERE, RESULTS, load, machine, quiet, update_results
+from _common import HERE, load, machine, publish, quiet
 
 import numpy as np
 
@@ -237,28 +237,13 @@ def main(argv=None) -> int:
     goals.append(f"- Gradient >= 5x faster than smash `backward_run` on Cance: **{'met' if rg >= 5 else 'missed'}** ({rg:.2f}x).")
 
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    section = "\n".join(
-        [
-            SECTION,
-            "",
-            f"{stamp}; {machine()}; jax {jax.__version__} (CPU), hydro-smash {smash.__version__}; "
-            f"load average {load_before} before, {load()} after; total benchmark time "
-            f"{time.perf_counter() - t_start:.0f} s. Medians of {args.repeat} (Cance) / {args.france_repeat} (France) "
-            "timed calls after a first call; compile s = first call minus median.",
-            "",
-            *table,
-            "",
-            *goals,
-            "",
-            *[f"- {n}" for n in notes],
-            "",
-        ]
+    header = (
+        f"{stamp}; {machine()}; jax {jax.__version__} (CPU), hydro-smash {smash.__version__}; "
+        f"load average {load_before} before, {load()} after; total benchmark time "
+        f"{time.perf_counter() - t_start:.0f} s. Medians of {args.repeat} (Cance) / {args.france_repeat} (France) "
+        "timed calls after a first call; compile s = first call minus median."
     )
-    print("\n".join(table))
-    print("\n".join(goals))
-    print("\n".join(notes))
-    update_results(SECTION, section)
-    print(f"updated {RESULTS} ({SECTION!r})")
+    publish(SECTION, header, table, goals, notes)
     return 0
 
 
