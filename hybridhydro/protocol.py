@@ -264,9 +264,10 @@ def train_hybrid(
 
     1. **Pre-calibration** of the parent conceptual model (``gr4`` for ``gr4_mlp``, ``gr4_ode``
        for ``gr4_ude``), whose network is zero: ``uniform`` + ``sbs`` with ``pre_maxiter``
-       iterations by default; with a regionalisation mapping (``ann``, ``cnn``) it pre-trains
-       the descriptor network instead. Skipped when ``pretrained`` (a result whose parameters
-       cover the structure's) is given.
+       iterations (default 2, the guide's); with a regionalisation mapping (``ann``, ``cnn``)
+       it pre-trains the descriptor network instead (default ``maxiter`` iterations, the same
+       learning rate). Skipped when ``pretrained`` (a result whose parameters cover the
+       structure's) is given.
     2. **A small network**: ``initializer`` (seeded) times ``weight_scale``, so that the hybrid
        starts close to its parent.
     3. **Joint training** of the conceptual parameters (or the regionalisation network) and the
@@ -285,9 +286,10 @@ def train_hybrid(
         raise ValueError(f"{structure!r} has no correction network: calibrate it with hybridhydro.calibrate")
     parent = structure.replace(s.hydrology, module.parent, 1)
     regionalised = mapping in ("ann", "cnn", "multi-linear", "multi-power")
-    pre_options = {k: v for k, v in options.items() if k not in ("learning_rate", "checkpoint", "early_stopping")}
     if pretrained is None:
         pmap = pre_mapping or (mapping if regionalised else "uniform")
+        dropped = ("checkpoint", "early_stopping") + (("learning_rate",) if pmap == "uniform" else ())
+        pre_options = {k: v for k, v in options.items() if k not in dropped}
         popt = pre_optimizer or ("sbs" if pmap == "uniform" else None)
         if pre_maxiter is None:
             pre_maxiter = 2 if pmap == "uniform" else maxiter
