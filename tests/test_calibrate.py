@@ -148,7 +148,11 @@ def test_bad_input_is_explained(basin):
 
 
 def test_every_optimizer_is_listed():
-    assert set(OPTIMIZERS) == {"lbfgsb", "adam", "sgd", "adagrad", "rmsprop", "sbs"}
+    assert set(OPTIMIZERS) == {"lbfgsb", "adam", "sgd", "adagrad", "rmsprop", "adam_smash", "adagrad_smash", "sbs"}
+    from hybridhydro.calibration import LEARNING_RATES, MAXITER
+
+    adaptive = set(OPTIMIZERS) - {"lbfgsb", "sbs"}
+    assert adaptive <= set(LEARNING_RATES) and set(OPTIMIZERS) <= set(MAXITER)
 
 
 def test_ctrl_c_keeps_a_checkpoint_that_resumes_to_the_same_result(basin, tmp_path, monkeypatch):
