@@ -273,9 +273,10 @@ def _build(basin, structure, mapping_kind, names, *, bounds, parameters, initial
     qobs = jnp.asarray(np.where(qobs >= 0, qobs, np.nan))
 
     # Signature components need the rain (m3/s) and the observed events as constants: segment the
-    # basin's whole observed series once on the host (as smash does), then cut to each cost's steps.
+    # basin's whole observed series once on the host (as smash does), then cut, here and not in
+    # the traced loss, the context of each cost (calibration, validation) to its steps and gauges.
     from .cost import signature_context
-    from .signatures import SIGNATURE_COMPONENTS
+    from .signatures import SIGNATURE_COMPONENTS, gauge_rain_m3s
 
     sig_ctx = None
     if any(c in SIGNATURE_COMPONENTS for c in cost):
@@ -284,26 +285,31 @@ def _build(basin, structure, mapping_kind, names, *, bounds, parameters, initial
             raise ValueError(f"signature cost components need the basin's {missing} (the rain at each gauge)")
         options = dict(cost_options.get("context") or {})
         obs_all = basin["qobs"].transpose("time", "gauge").values.astype(np.float64)
-        prcp = basin["mean_prcp"].transpose("time", "gauge").values.astype(np.float64)
-        prcp = np.where(np.isfinite(prcp) & (prcp >= 0), prcp, 0.0)  # missing rain counts as none
-        rain_all = prcp * basin["area_dln"].values[None].astype(np.float64) * 1e-3 / dt
+        rain_all = gauge_rain_m3s(basin).T
+        rain_all = np.where(np.isfinite(rain_all) & (rain_all >= 0), rain_all, 0.0)  # missing rain counts as none
         sig_ctx = signature_context(cost, obs_all, rain_all, dt=dt, event_seg=options.get("event_seg"))
 
-    def cost_on(q, steps, gauges):
-        options = cost_options
-        if sig_ctx is not None:
-            ctx = {"rain": sig_ctx["rain"][steps][:, gauges]}
-            if "events" in sig_ctx:
-                ctx["events"] = sig_ctx["events"][gauges][:, :, steps]
-                w = int(cost_options.get("warmup_steps", 0))
-                seen = np.isfinite(obs_all[steps][w:][:, gauges]) & (obs_all[steps][w:][:, gauges] >= 0)
-                has = np.any(ctx["events"][:, :, w:] & seen.T[:, None, :], axis=(1, 2))
-                if not has.all():
-                    codes = [str(basin["gauge"].values[g]) for g in np.asarray(gauges)[~has]]
-                    raise ValueError(f"gauge(s) {codes} have no observed flood event in the cost's period: event "
-                                     "signatures are undefined there; lengthen the period or lower event_seg's "
-                                     "peak_quant (cost_options={'context': {'event_seg': {...}}})")
-            options = {**cost_options, "context": {**ctx, **(cost_options.get("context") or {})}}
+    def options_for(steps, gauges):
+        """The cost options of one cost (its signature context cut to its steps and gauges)."""
+        if sig_ctx is None:
+            return cost_options
+        ctx = {"rain": sig_ctx["rain"][steps][:, gauges]}
+        if "events" in sig_ctx:
+            ctx["events"] = sig_ctx["events"][gauges][:, :, steps]
+            w = int(cost_options.get("warmup_steps", 0))
+            seen = np.isfinite(obs_all[steps][w:][:, gauges]) & (obs_all[steps][w:][:, gauges] >= 0)
+            has = np.any(ctx["events"][:, :, w:] & seen.T[:, None, :], axis=(1, 2))
+            if not has.all():
+                codes = [str(basin["gauge"].values[g]) for g in np.asarray(gauges)[~has]]
+                raise ValueError(f"gauge(s) {codes} have no observed flood event in the cost's period: event "
+                                 "signatures are undefined there; lengthen the period or lower event_seg's "
+                                 "peak_quant (cost_options={'context': {'event_seg': {...}}})")
+        return {**cost_options, "context": {**ctx, **(cost_options.get("context") or {})}}
+
+    calib_options = options_for(calib_steps, calib_gauges)
+    val_options = options_for(val_steps, val_gauges) if val_steps is not None else None
+
+    def cost_on(q, steps, gauges, options):
         return observation_cost(q[steps][:, gauges], qobs[steps][:, gauges], components=cost, **options)
 
     controls0 = {"mapping": m.initial(start_values)}
@@ -319,8 +325,8 @@ def _build(basin, structure, mapping_kind, names, *, bounds, parameters, initial
         out = simulate_arrays(params, states, forcing, dplan, structure=s.name, dt=dt, nn_parameters=nn,
                               ode_solver=ode_solver)
         q = out["q"]
-        j = cost_on(q, calib_steps, calib_gauges)
-        jv = cost_on(q, val_steps, val_gauges) if val_steps is not None else jnp.nan
+        j = cost_on(q, calib_steps, calib_gauges, calib_options)
+        jv = cost_on(q, val_steps, val_gauges, val_options) if val_steps is not None else jnp.nan
         return j, jv
 
     b = m.bounds(controls0["mapping"])

@@ -29,9 +29,11 @@ pre-calibrate the parent conceptual model, start the correction network small, t
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -43,15 +45,8 @@ from .cost import METRICS, evaluate
 
 SCENARIOS = ("calibration", "temporal", "spatial", "spatio-temporal")
 
-#: Defaults per mapping: smash's optimiser for it and a maximum of iterations.
-MAPPING_SETTINGS = {
-    "uniform": {"optimizer": "sbs", "maxiter": 50},
-    "distributed": {"optimizer": "lbfgsb", "maxiter": 100},
-    "multi-linear": {"optimizer": "lbfgsb", "maxiter": 100},
-    "multi-power": {"optimizer": "lbfgsb", "maxiter": 100},
-    "ann": {"optimizer": "adam", "maxiter": 200, "learning_rate": 0.003},
-    "cnn": {"optimizer": "adam", "maxiter": 200, "learning_rate": 0.003},
-}
+#: The mappings that regionalise: parameters as a function of the descriptors.
+REGIONALISATIONS = ("ann", "cnn", "multi-linear", "multi-power")
 
 #: The models of the paper's comparison (GR4, GR4-MLP, GR4-ODE, GR4-UDE and their mappings).
 PAPER_MODELS = (
@@ -117,7 +112,7 @@ def stage_of(model: str) -> str:
     m = ModelName.parse(model)
     if m.hybrid:
         return "05_hybrid"
-    return "04_regionalize" if m.mapping in ("ann", "cnn", "multi-linear", "multi-power") else "03_calibrate"
+    return "04_regionalize" if m.mapping in REGIONALISATIONS else "03_calibrate"
 
 
 def parent_model(model: str) -> str | None:
@@ -130,7 +125,7 @@ def parent_model(model: str) -> str | None:
     if not m.hybrid:
         return None
     parent = structures.get_module(m.hydrology).parent
-    regionalised = m.mapping in ("ann", "cnn", "multi-linear", "multi-power")
+    regionalised = m.mapping in REGIONALISATIONS
     return f"{parent}-{m.mapping if regionalised else 'uniform'}"
 
 
@@ -160,16 +155,12 @@ class Split:
 
     def save(self, path: str | Path) -> Path:
         """Write the split as JSON (what :meth:`load` reads), for the stages that follow."""
-        import json
-
         path = Path(path)
         path.write_text(json.dumps({k: list(v) for k, v in self.__dict__.items()}, indent=1))
         return path
 
     @classmethod
     def load(cls, path: str | Path) -> "Split":
-        import json
-
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"{path} does not exist: stage 03_calibrate writes the split; run it first")
@@ -285,7 +276,7 @@ def train_hybrid(
     if not getattr(module, "hybrid", False):
         raise ValueError(f"{structure!r} has no correction network: calibrate it with hybridhydro.calibrate")
     parent = structure.replace(s.hydrology, module.parent, 1)
-    regionalised = mapping in ("ann", "cnn", "multi-linear", "multi-power")
+    regionalised = mapping in REGIONALISATIONS
     if pretrained is None:
         pmap = pre_mapping or (mapping if regionalised else "uniform")
         dropped = ("checkpoint", "early_stopping") + (("learning_rate",) if pmap == "uniform" else ())
@@ -332,8 +323,9 @@ def train_model(
     routing
         The routing module of every model (``lr``, ``kw``, ...).
     settings
-        Per-mapping overrides of :data:`MAPPING_SETTINGS` (``optimizer``, ``maxiter``,
-        ``learning_rate``).
+        Per mapping, ``optimizer``, ``maxiter``, ``learning_rate``; a missing or None value keeps
+        :func:`hybridhydro.calibrate`'s default (smash's: sbs 50 for uniform, lbfgsb 100 for
+        distributed and multi-*, adam 200 at 0.003 for ann and cnn).
     hybrid
         Options of :func:`train_hybrid` for hybrid hydrologies (``pre_maxiter``, ``hidden``,
         ``initializer``, ``weight_scale``, ``seed``).
@@ -342,15 +334,14 @@ def train_model(
         :func:`train_hybrid`).
     """
     m = ModelName.parse(model)
-    given = {k: v for k, v in dict((settings or {}).get(m.mapping) or {}).items() if v is not None}
-    conf = {**MAPPING_SETTINGS[m.mapping], **given}
+    conf = dict((settings or {}).get(m.mapping) or {})
     common = dict(period=split.calibration_period, gauges=list(split.calibration_gauges), cost=cost,
                   progress=progress, learning_rate=conf.get("learning_rate"), **options)
     structure = m.structure(routing)
     if m.hybrid:
-        return train_hybrid(basin, structure, m.mapping, conf["optimizer"], conf["maxiter"], pretrained=pretrained,
-                            **dict(hybrid or {}), **common)
-    return calibrate(basin, structure, m.mapping, conf["optimizer"], conf["maxiter"], **common)
+        return train_hybrid(basin, structure, m.mapping, conf.get("optimizer"), conf.get("maxiter"),
+                            pretrained=pretrained, **dict(hybrid or {}), **common)
+    return calibrate(basin, structure, m.mapping, conf.get("optimizer"), conf.get("maxiter"), **common)
 
 
 def train_models(
@@ -370,8 +361,6 @@ def train_models(
     belongs to the pipeline: a model saved there before is replaced. Returns the results and
     the wall time of each training (s).
     """
-    import time
-
     directory = None if directory is None else Path(directory)
     results, seconds = {}, {}
     for name in models:
@@ -462,7 +451,7 @@ def score(
     return pd.DataFrame(rows, columns=["model", "scenario", "gauge", *metrics])
 
 
-def balance_closure(simulation: xr.Dataset, basin: xr.Dataset) -> dict:
+def balance_closure(simulation: xr.Dataset, basin: xr.Dataset, balance: xr.Dataset | None = None) -> dict:
     """How well a run closes its water balance, and whether its implicit solver converged.
 
     Returns
@@ -476,13 +465,16 @@ def balance_closure(simulation: xr.Dataset, basin: xr.Dataset) -> dict:
       which adds water (smash does the same); needs a run with ``return_states=True``, else NaN.
 
     A residual is the solver's or the floor's, not the bookkeeping's, only when one of the two
-    shares is positive. Needs a run with ``return_fluxes=True`` and ``return_discharge_field=True``.
+    shares is positive. Needs a run with ``return_fluxes=True`` and ``return_discharge_field=True``;
+    ``balance`` is its :func:`hybridhydro.water_balance` when already at hand.
     """
     from .balance import water_balance
     from .structures import NEWTON_MAX_ITERATIONS
     from .structures._operators import _STORE_FLOOR
 
-    worst = float(np.nanmax(np.abs(water_balance(simulation, basin)["relative_residual"].values)))
+    if balance is None:
+        balance = water_balance(simulation, basin)
+    worst = float(np.nanmax(np.abs(balance["relative_residual"].values)))
     unconverged = 0.0
     if "newton_iterations" in simulation:
         it = simulation["newton_iterations"].values

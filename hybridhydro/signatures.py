@@ -84,16 +84,25 @@ def _valid(q):
     return np.isfinite(q) & (q >= 0)
 
 
-def continuous_signatures_np(q, p) -> dict[str, float]:
-    """Continuous signatures of one gauge: ``q``, ``p`` (time,) in m³/s; missing q < 0/NaN."""
+def _flow_parts(q, p):
+    """The valid steps of one gauge's ``q`` and ``p`` (float64), their baseflow and quickflow,
+    and the sums of ``p`` and ``q``; None when no step is valid."""
     q = np.asarray(q, dtype=np.float64)
     p = np.asarray(p, dtype=np.float64)
     m = _valid(q)
     qv, pv = q[m], p[m]
     if qv.size == 0:
-        return dict.fromkeys(CONTINUOUS, np.nan)
+        return None
     base, quick = baseflow_np(qv)
-    sp, sq = pv.sum(), qv.sum()
+    return qv, pv, base, quick, pv.sum(), qv.sum()
+
+
+def continuous_signatures_np(q, p) -> dict[str, float]:
+    """Continuous signatures of one gauge: ``q``, ``p`` (time,) in m³/s; missing q < 0/NaN."""
+    parts = _flow_parts(q, p)
+    if parts is None:
+        return dict.fromkeys(CONTINUOUS, np.nan)
+    qv, pv, base, quick, sp, sq = parts
     out = {
         "Crc": sq / sp,
         "Crchf": quick.sum() / sp,
@@ -107,14 +116,10 @@ def continuous_signatures_np(q, p) -> dict[str, float]:
 
 def event_signatures_np(q, p, start: int, end: int) -> dict[str, float]:
     """Event signatures over steps ``start..end`` (inclusive) of one gauge."""
-    q = np.asarray(q, dtype=np.float64)[start : end + 1]
-    p = np.asarray(p, dtype=np.float64)[start : end + 1]
-    m = _valid(q)
-    qv, pv = q[m], p[m]
-    if qv.size == 0:
+    parts = _flow_parts(np.asarray(q)[start : end + 1], np.asarray(p)[start : end + 1])
+    if parts is None:
         return dict.fromkeys(EVENT, np.nan)
-    base, quick = baseflow_np(qv)
-    sp, sq = pv.sum(), qv.sum()
+    qv, pv, base, quick, sp, sq = parts
     return {
         "Eff": quick.mean(),
         "Ebf": base.mean(),
@@ -431,10 +436,15 @@ def signature_cost(name: str, qs, qo, prcp_m3s, events=None):
 # ----------------------------------------------------------------------------- evaluation
 
 
-def _rain_m3s(basin, g_area=None):
+def gauge_rain_m3s(basin, g_area=None) -> np.ndarray:
+    """The rain signatures use: each gauge's basin-mean precipitation as a flow, ``P·area·1e-3/dt``.
+
+    ``(gauge, time)`` float64 in m³/s from ``mean_prcp`` (mm per step) and ``area_dln`` (m², or
+    ``g_area``); missing rain (negative, NaN) stays as it is.
+    """
     area = np.asarray(basin["area_dln"] if g_area is None else g_area, dtype=np.float64)
     dt = float(basin.attrs["dt"])
-    p = np.asarray(basin["mean_prcp"], dtype=np.float64)
+    p = np.asarray(basin["mean_prcp"].transpose("gauge", "time"), dtype=np.float64)
     return np.where(p >= 0, p * area[:, None] * 1e-3 / dt, p)
 
 
@@ -469,7 +479,7 @@ def signatures(
         ``{"cont": DataFrame (code, Crc, ...), "event": DataFrame (code, start, end, ...)}``.
     """
     q = np.asarray(result_q, dtype=np.float64)
-    p = _rain_m3s(basin, area)
+    p = gauge_rain_m3s(basin, area)
     codes = [str(c) for c in np.asarray(basin["gauge"].values)]
     out = {}
     if "continuous" in kinds:

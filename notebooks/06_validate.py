@@ -181,10 +181,11 @@ _ = save(fig, "parameter_maps")
 # `correction` is the water their network adds or removes (gr4_ude's rain correction).
 
 # %%
-budgets = {name: hh.water_balance(sim, basin).sel(unit="domain") for name, sim in sims.items()}
+balances = {name: hh.water_balance(sim, basin) for name, sim in sims.items()}
+budgets = {name: b.sel(unit="domain") for name, b in balances.items()}
 terms = ["rain", "evaporation", "outflow", "exchange", "correction", "storage_change", "residual"]
 budget_table = pd.DataFrame({name: b[terms].to_pandas() for name, b in budgets.items()}).T
-closure = pd.DataFrame({name: protocol.balance_closure(sim, basin) for name, sim in sims.items()}).T
+closure = pd.DataFrame({name: protocol.balance_closure(sim, basin, balances[name]) for name, sim in sims.items()}).T
 budget_table["max |residual| / rain"] = closure["worst"]
 budget_table["unconverged Newton steps (share)"] = closure["unconverged"]
 budget_table["store at its floor (share)"] = closure["floor"]

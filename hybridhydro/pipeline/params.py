@@ -194,8 +194,16 @@ class OptimizerSettings(_Section):
     optimizer: Literal["lbfgsb", "adam", "sgd", "adagrad", "rmsprop", "adam_smash", "adagrad_smash", "sbs"] | None = Field(
         None, description="optimiser (null: smash's for the mapping: sbs uniform, lbfgsb distributed, adam ann/cnn)"
     )
-    maxiter: int | None = Field(None, ge=0, description="iterations (sbs: outer iterations); null: the protocol's default")
+    maxiter: int | None = Field(None, ge=0, description="iterations (sbs: outer iterations); null: smash's default for the optimiser")
     learning_rate: float | None = Field(None, gt=0, description="adaptive optimisers' learning rate; null: smash's")
+
+
+def _known(names, table, what: str, where: str = ""):
+    """``names`` unchanged when each is a key of ``table``, else the error that lists the choices."""
+    unknown = [n for n in names if n not in table]
+    if unknown:
+        raise ValueError(f"unknown {what} {unknown}{where}; choose among {', '.join(table)}")
+    return names
 
 
 class CalibrationParams(_Section):
@@ -254,30 +262,21 @@ class CalibrationParams(_Section):
     def _known_components(cls, value):
         from ..cost import COMPONENTS
 
-        unknown = [v for v in value if v not in COMPONENTS]
-        if unknown:
-            raise ValueError(f"unknown cost component(s) {unknown}; choose among {', '.join(COMPONENTS)}")
-        return value
+        return _known(value, COMPONENTS, "cost component(s)")
 
     @field_validator("metrics")
     @classmethod
     def _known_metrics(cls, value):
         from ..cost import METRICS
 
-        unknown = [v for v in value if v not in METRICS]
-        if unknown:
-            raise ValueError(f"unknown metric(s) {unknown}; choose among {', '.join(METRICS)}")
-        return value
+        return _known(value, METRICS, "metric(s)")
 
     @field_validator("optimizers")
     @classmethod
     def _known_mappings(cls, value):
         from ..mapping import MAPPINGS
 
-        unknown = [k for k in value if k not in MAPPINGS]
-        if unknown:
-            raise ValueError(f"unknown mapping(s) {unknown} in optimizers; choose among {', '.join(MAPPINGS)}")
-        return value
+        return _known(value, MAPPINGS, "mapping(s)", where=" in optimizers")
 
     @field_validator("calibration_period", "validation_period")
     @classmethod
