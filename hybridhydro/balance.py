@@ -30,10 +30,22 @@ cell for the ``domain`` unit), in mm over the unit's area::
   ``flwacc - dx·dy``. ``kw`` has no explicit store: its term is the volume it holds back,
   runoff minus outflow, so a ``kw`` run closes by construction on its routing part.
 
-What does not close, by design: a cell-step whose precipitation is missing lets each transfer
-store release its "steady" outflow with no inflow; an impervious fraction removes that part
-of the neutralised rain; the transfer store's floor level can add water when a large negative
-exchange would empty it. These show in the residual.
+* ``source_<name>``: every non-physical source or sink the structure reports
+  (:data:`hybridhydro.structures.SOURCES`), signed (positive creates water), each its own
+  term: smash's imperviousness sink, its transfer-store floor and steady outflow where
+  precipitation is missing, the water an implicit ODE step leaves unaccounted for when its
+  equation is not solved (Newton clipped or unconverged, or no root), and what clipping an
+  explicit step creates. ``sources`` is their sum.
+
+The ``residual`` is what none of the terms explains: it is round-off for a correct run
+(well below 1e-6 of the rain in float32) and anything larger is a bookkeeping error, never a
+named term in disguise. :func:`closure_check` tells whether it is within tolerance.
+
+Beside the budget, two terms that are parts of the ones above, shown because a reader will ask:
+``overflow`` (part of ``outflow``: water the conservative ODE solver spills from a full
+transfer store to the discharge) and ``storage_above_capacity`` (part of ``storage_change``:
+the change of the water held above a store's capacity, which a hybrid's corrections can push
+there, e.g. gr4_mlp's (1 + f)·ps).
 """
 
 from __future__ import annotations
@@ -44,6 +56,7 @@ import xarray as xr
 from .mesh import Mesh, upstream_masks
 from .routing import routing_plan
 from .simulate import parse_structure
+from .structures import SOURCES
 
 #: State -> the parameter holding its capacity (mm); states missing here are in mm already.
 STORE_CAPACITY = {"hi": "ci", "hp": "cp", "ht": "ct", "hl": "cl", "ha": "ca", "hc": "cc"}
@@ -134,6 +147,11 @@ def water_balance(result: xr.Dataset, basin: xr.Dataset | None = None) -> xr.Dat
         return np.nan_to_num(_cells(_field(name, result, basin, f"internal flux of {s.hydrology}"), plan))
 
     hydro_fluxes = s.fluxes
+    from .structures import get_module
+
+    source_names = get_module(s.hydrology).sources
+    sources = {name: flux(name) for name in source_names}
+    overflow = flux("overflow") if "overflow" in hydro_fluxes else None
     ei = flux("ei") if "ei" in hydro_fluxes else np.where(valid, pet, 0.0) - flux("en")
     es = flux("es")
     exchange = _exchange(s.hydrology, flux)
@@ -143,6 +161,7 @@ def water_balance(result: xr.Dataset, basin: xr.Dataset | None = None) -> xr.Dat
 
     # Store contents (m3 per cell) at the start and the end.
     storage = {}
+    above = np.zeros(plan.nac)  # m3 held above capacity, final minus initial
     for name in s.states:
         h0 = _cells(_field(f"{name}_initial", result, basin, "initial state"), plan)
         h1 = _cells(_field(f"{name}_final", result, basin, "final state"), plan)
@@ -153,6 +172,8 @@ def water_balance(result: xr.Dataset, basin: xr.Dataset | None = None) -> xr.Dat
             if name in STORE_CAPACITY:
                 capacity = _cells(_field(STORE_CAPACITY[name], result, basin, "store capacity"), plan)
             scale = capacity * area * 1e-3
+            if name in STORE_CAPACITY:
+                above += (np.maximum(h1 - 1.0, 0.0) - np.maximum(h0 - 1.0, 0.0)) * scale
         storage[name] = (h1 - h0) * scale
 
     units = ["domain"]
@@ -171,7 +192,13 @@ def water_balance(result: xr.Dataset, basin: xr.Dataset | None = None) -> xr.Dat
         discharge = _cells(_field("discharge", result, basin, "routed discharge field"), plan)
         q = result["q"].transpose("gauge", "time").values.astype(np.float64)
 
-    terms = {k: [] for k in ("rain", "interception_evaporation", "soil_evaporation", "outflow", "exchange", "correction")}
+    terms = {
+        k: []
+        for k in (
+            "rain", "interception_evaporation", "soil_evaporation", "outflow", "exchange", "correction",
+            *source_names, "overflow", "storage_above_capacity",
+        )
+    }
     store_terms = {name: [] for name in (*s.states, *(("kw",) if s.routing == "kw" else ()))}
     unit_area = []
     for u, mask in enumerate(masks):
@@ -186,6 +213,10 @@ def water_balance(result: xr.Dataset, basin: xr.Dataset | None = None) -> xr.Dat
         terms["soil_evaporation"].append(depth(es))
         terms["exchange"].append(depth(exchange))
         terms["correction"].append(depth(correction))
+        for name in source_names:
+            terms[name].append(depth(sources[name]))
+        terms["overflow"].append(depth(overflow) if overflow is not None else 0.0)
+        terms["storage_above_capacity"].append(float(above[mask].sum() / a * 1e3))
         if s.routing == "zero":
             out_m3 = runoff_volume[mask].sum()
         elif u < len(masks) - 1:
@@ -233,6 +264,24 @@ def water_balance(result: xr.Dataset, basin: xr.Dataset | None = None) -> xr.Dat
             "long_name": "water added (+) or removed (-) by a hybrid network's rain correction (gr4_ude); 0 otherwise",
         },
     )
+    for name in source_names:
+        data[name] = (dim, terms[name], {"units": "mm", "note": mm, "long_name": SOURCES[name]})
+    total_sources = np.sum([terms[n] for n in source_names], axis=0) if source_names else np.zeros(len(units))
+    data["sources"] = (
+        dim,
+        total_sources,
+        {"units": "mm", "note": mm, "long_name": "sum of the non-physical sources and sinks (source_*), + creates water"},
+    )
+    data["overflow"] = (
+        dim,
+        terms["overflow"],
+        {"units": "mm", "note": mm, "long_name": "part of the outflow: surplus spilled from full transfer stores"},
+    )
+    data["storage_above_capacity"] = (
+        dim,
+        terms["storage_above_capacity"],
+        {"units": "mm", "note": mm, "long_name": "part of storage_change: change of the water held above capacity"},
+    )
     data["evaporation"] = (
         dim,
         np.add(terms["interception_evaporation"], terms["soil_evaporation"]),
@@ -253,6 +302,7 @@ def water_balance(result: xr.Dataset, basin: xr.Dataset | None = None) -> xr.Dat
         - np.asarray(terms["outflow"])
         + np.asarray(terms["exchange"])
         + np.asarray(terms["correction"])
+        + total_sources
         - total_storage
     )
     data["residual"] = (
@@ -261,7 +311,9 @@ def water_balance(result: xr.Dataset, basin: xr.Dataset | None = None) -> xr.Dat
         {
             "units": "mm",
             "note": mm,
-            "long_name": "rain - evaporation - outflow + exchange + correction - storage_change",
+            "long_name": (
+                "unexplained: rain - evaporation - outflow + exchange + correction + sources - storage_change"
+            ),
         },
     )
     with np.errstate(divide="ignore", invalid="ignore"):

@@ -259,7 +259,7 @@ def simulate_arrays(
         out = {"qt": qt}
         if return_fluxes:
             # Solver diagnostics (gr4_ode's Newton iterations) travel with the fluxes.
-            kept = hydro.fluxes + hydro.diagnostics
+            kept = hydro.fluxes + hydro.sources + hydro.diagnostics
             out["fluxes"] = {**out_fluxes, **{k: fluxes[k] for k in kept}, "qt": qt}
         if return_states:
             out["states"] = {**h_snow, **h}
@@ -637,6 +637,8 @@ def _to_dataset(basin, s: Structure, plan, shape, out, return_discharge_field, p
         in_m3s = name in ("qt", "qim1j") or (name == "qup" and s.routing == "lag0")
         if name in structures.get_module(s.hydrology).diagnostics:
             attrs = {"units": "1", "long_name": f"solver diagnostic {name} of the step"}
+        elif name in structures.SOURCES:
+            attrs = {"units": "mm", "long_name": structures.SOURCES[name] + " (mm over the step, + creates water)"}
         elif name.startswith("correction_"):
             attrs = {"units": "1", "long_name": f"flux-correction network output ({name[11:]}), in (-1, 1)"}
         else:

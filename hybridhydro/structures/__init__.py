@@ -25,10 +25,14 @@ from functools import partial
 from ._gr import gr4_step, gr5_step, gr6_step, grc_step, grd_step, loieau_step
 from ._interception import CI_CANDIDATES, adjust_interception
 from ._mlp import check_weights, initial_weights, mlp
-from ._module import HydrologicalModule, SnowModule, StepContext, clean_forcing, missing_forcing
+from ._module import SOURCES, HydrologicalModule, SnowModule, StepContext, clean_forcing, missing_forcing
 from ._ode import (
     ODE_SOLVERS,
     NEWTON_MAX_ITERATIONS,
+    SAFEGUARDED_MAX_ITERATIONS,
+    conservative_implicit_euler,
+    production_root,
+    transfer_solvability,
     NEWTON_TOLERANCE,
     WELL_POSED_KEXC_OVER_CT,
     gr4_ode_step,
@@ -50,18 +54,22 @@ from ._tables import (
 )
 
 _GR_FLUXES = ("pn", "en", "pr", "perc", "ps", "es", "lexc", "prr", "prd", "qr", "qd", "qt")
+#: The algebraic structures' non-physical sources (:data:`SOURCES`): smash's imperviousness
+#: sink, transfer-store floor and steady outflow where precipitation is missing.
+_GR_SOURCES = ("source_impervious", "source_floor", "source_steady")
 
 HYDROLOGICAL_MODULES: dict[str, HydrologicalModule] = {
     module.name: module
     for module in (
-        HydrologicalModule("gr4", ("ci", "cp", "ct", "kexc"), ("hi", "hp", "ht"), _GR_FLUXES, gr4_step),
-        HydrologicalModule("gr5", ("ci", "cp", "ct", "kexc", "aexc"), ("hi", "hp", "ht"), _GR_FLUXES, gr5_step),
+        HydrologicalModule("gr4", ("ci", "cp", "ct", "kexc"), ("hi", "hp", "ht"), _GR_FLUXES, gr4_step, sources=_GR_SOURCES),
+        HydrologicalModule("gr5", ("ci", "cp", "ct", "kexc", "aexc"), ("hi", "hp", "ht"), _GR_FLUXES, gr5_step, sources=_GR_SOURCES),
         HydrologicalModule(
             "gr6",
             ("ci", "cp", "ct", "be", "kexc", "aexc"),
             ("hi", "hp", "ht", "he"),
             ("pn", "en", "pr", "perc", "ps", "es", "lexc", "prr", "prd", "pre", "qr", "qd", "qe", "qt"),
             gr6_step,
+            sources=_GR_SOURCES,
         ),
         HydrologicalModule(
             "grc",
@@ -69,9 +77,10 @@ HYDROLOGICAL_MODULES: dict[str, HydrologicalModule] = {
             ("hi", "hp", "ht", "hl"),
             ("pn", "en", "pr", "perc", "ps", "es", "lexc", "prr", "prd", "prl", "qr", "qd", "ql", "qt"),
             grc_step,
+            sources=_GR_SOURCES,
         ),
         HydrologicalModule(
-            "grd", ("cp", "ct"), ("hp", "ht"), ("ei", "pn", "en", "pr", "perc", "ps", "es", "prr", "qr", "qt"), grd_step
+            "grd", ("cp", "ct"), ("hp", "ht"), ("ei", "pn", "en", "pr", "perc", "ps", "es", "prr", "qr", "qt"), grd_step, sources=_GR_SOURCES
         ),
         HydrologicalModule(
             "loieau",
@@ -79,14 +88,16 @@ HYDROLOGICAL_MODULES: dict[str, HydrologicalModule] = {
             ("ha", "hc"),
             ("ei", "pn", "en", "pr", "perc", "ps", "es", "prr", "prd", "qr", "qd", "qt"),
             loieau_step,
+            sources=_GR_SOURCES,
         ),
         HydrologicalModule(
             "gr4_ode",
             ("ci", "cp", "ct", "kexc"),
             ("hi", "hp", "ht"),
-            ("pn", "en", "es", "lexc", "qt"),
+            ("pn", "en", "es", "lexc", "overflow", "qt"),
             gr4_ode_step,
-            diagnostics=("newton_iterations", "newton_residual"),
+            diagnostics=("newton_iterations", "newton_residual", "ode_root_exists", "ode_root_unique"),
+            sources=("source_impervious", "source_solver"),
         ),
     )
 }
@@ -105,6 +116,7 @@ def _hybrid(parent: HydrologicalModule, name: str, nn_inputs, nn_outputs) -> Hyd
         parent.fluxes + extra + tuple(f"correction_{o}" for o in nn_outputs),
         partial(parent.step, hybrid=tuple(nn_outputs)),
         diagnostics=parent.diagnostics,
+        sources=parent.sources,
         nn_inputs=nn_inputs,
         nn_outputs=nn_outputs,
         parent=parent.name,
@@ -163,6 +175,11 @@ __all__ = [
     "PARAMETER_DEFAULTS",
     "PARAMETER_UNITS",
     "SNOW_MODULES",
+    "SOURCES",
+    "SAFEGUARDED_MAX_ITERATIONS",
+    "conservative_implicit_euler",
+    "production_root",
+    "transfer_solvability",
     "STATE_BOUNDS",
     "STATE_DEFAULTS",
     "WELL_POSED_KEXC_OVER_CT",

@@ -51,16 +51,22 @@ _BETA_NO_PERCOLATION = 1000.0
 
 
 def _soil(pn, en, cp, hp, beta, ctx: StepContext, missing, fp=0.0, fe=0.0):
-    """Production store (PR) with the missing-forcing rule: level kept, nothing leaves."""
+    """Production store (PR) with the missing-forcing rule: level kept, nothing leaves.
+
+    Returns ``pr, perc, ps, es, hp_new, pn`` (pn after imperviousness) and the impervious
+    sink ``source_impervious`` (mm per step, ≤ 0)."""
+    pn_in = pn
     pr, perc, ps, es, hp_new, pn = production(pn, en, cp, hp, beta, fp, fe, imperviousness=ctx.imperviousness)
     zero = jnp.zeros_like(pr)
+    pn = jnp.where(missing, zero, pn)
     return (
         jnp.where(missing, zero, pr),
         jnp.where(missing, zero, perc),
         jnp.where(missing, zero, ps),
         jnp.where(missing, zero, es),
         jnp.where(missing, hp, hp_new),
-        jnp.where(missing, zero, pn),
+        pn,
+        pn - jnp.where(missing, zero, pn_in),  # the impervious fraction's share of pn: removed
     )
 
 
@@ -128,9 +134,10 @@ def _gr_front(theta, h, p, e, ctx: StepContext, beta, hybrid_inputs=None, struct
     else:
         f = corrections(ctx, [h[n] for n in hybrid_inputs] + [pn, en], missing, structure)
         fp, fe = f[0], f[1]
-    pr, perc, ps, es, hp, pn = _soil(pn, en, theta["cp"], h["hp"], beta, ctx, missing, fp, fe)
+    pr, perc, ps, es, hp, pn, impervious = _soil(pn, en, theta["cp"], h["hp"], beta, ctx, missing, fp, fe)
     # ei, pn and en are zero where missing already: the forcing fed to the store is zero there.
-    return missing, dict(pn=pn, en=en, pr=pr, perc=perc, ps=ps, es=es), dict(hi=hi, hp=hp), f
+    fx = dict(pn=pn, en=en, pr=pr, perc=perc, ps=ps, es=es, source_impervious=impervious)
+    return missing, fx, dict(hi=hi, hp=hp), f
 
 
 def _gr4_like(theta, h, p, e, ctx: StepContext, exchange, hybrid, structure: str):
@@ -141,9 +148,9 @@ def _gr4_like(theta, h, p, e, ctx: StepContext, exchange, hybrid, structure: str
     lexc = jnp.where(missing, 0.0, exchange(theta, h["ht"], fl))
     runoff = fx["pr"] + fx["perc"]
     prr, prd = _split(runoff, lexc, f[2])
-    qr, ht = power_store(prr, theta["ct"], h["ht"], 5.0, _rain_missing(p))
+    qr, ht, floor, steady = power_store(prr, theta["ct"], h["ht"], 5.0, _rain_missing(p))
     qd = jnp.maximum(0.0, prd + lexc)
-    fluxes = dict(**fx, lexc=lexc, prr=prr, prd=prd, qr=qr, qd=qd, qt=qr + qd)
+    fluxes = dict(**fx, lexc=lexc, prr=prr, prd=prd, qr=qr, qd=qd, qt=qr + qd, source_floor=floor, source_steady=steady)
     return {**h_new, "ht": ht}, with_corrections(fluxes, f, hybrid)
 
 
@@ -181,11 +188,12 @@ def gr6_step(theta, h, p, e, ctx: StepContext, hybrid: tuple[str, ...] = ()):
     prr = to_transfer + lexc
     pre = to_exponential + lexc
     prd = 0.1 * runoff if f[2] is None else (0.1 + 0.9 * f[2] ** 2) * runoff
-    qr, ht = power_store(prr, theta["ct"], h["ht"], 5.0, _rain_missing(p))
+    qr, ht, floor, steady = power_store(prr, theta["ct"], h["ht"], 5.0, _rain_missing(p))
     # Missing forcing: pre is 0 there, and the exponential store drains (smash does so too).
     qe, he = exponential_store(pre, theta["be"], h["he"])
     qd = jnp.maximum(0.0, prd + lexc)
     fluxes = dict(**fx, lexc=lexc, prr=prr, prd=prd, pre=pre, qr=qr, qd=qd, qe=qe, qt=qr + qe + qd)
+    fluxes.update(source_floor=floor, source_steady=steady)
     return {**h_new, "ht": ht, "he": he}, with_corrections(fluxes, f, hybrid)
 
 
@@ -206,10 +214,11 @@ def grc_step(theta, h, p, e, ctx: StepContext, hybrid: tuple[str, ...] = ()):
     else:
         to_fast, prl = _two_store_split(runoff, f[2], f[3])
         prr, prd = to_fast + lexc, (0.1 + 0.9 * f[2] ** 2) * runoff
-    qr, ht = power_store(prr, theta["ct"], h["ht"], 5.0, _rain_missing(p))
-    ql, hl = power_store(prl, theta["cl"], h["hl"], 5.0, _rain_missing(p))
+    qr, ht, floor_r, steady_r = power_store(prr, theta["ct"], h["ht"], 5.0, _rain_missing(p))
+    ql, hl, floor_l, steady_l = power_store(prl, theta["cl"], h["hl"], 5.0, _rain_missing(p))
     qd = jnp.maximum(0.0, prd + lexc)
     fluxes = dict(**fx, lexc=lexc, prr=prr, prd=prd, prl=prl, qr=qr, qd=qd, ql=ql, qt=qr + ql + qd)
+    fluxes.update(source_floor=floor_r + floor_l, source_steady=steady_r + steady_l)
     return {**h_new, "ht": ht, "hl": hl}, with_corrections(fluxes, f, hybrid)
 
 
@@ -222,8 +231,8 @@ def _front_without_store(theta, h, p, e, ctx: StepContext, capacity, level, beta
     else:
         f = corrections(ctx, [h[n] for n in hybrid_inputs] + [pn, en], missing, structure)
         fp, fe = f[0], f[1]
-    pr, perc, ps, es, h_prod, pn = _soil(pn, en, theta[capacity], h[level], beta, ctx, missing, fp, fe)
-    return dict(ei=ei, pn=pn, en=en, pr=pr, perc=perc, ps=ps, es=es), h_prod, f
+    pr, perc, ps, es, h_prod, pn, impervious = _soil(pn, en, theta[capacity], h[level], beta, ctx, missing, fp, fe)
+    return dict(ei=ei, pn=pn, en=en, pr=pr, perc=perc, ps=ps, es=es, source_impervious=impervious), h_prod, f
 
 
 def grd_step(theta, h, p, e, ctx: StepContext, hybrid: tuple[str, ...] = ()):
@@ -234,8 +243,9 @@ def grd_step(theta, h, p, e, ctx: StepContext, hybrid: tuple[str, ...] = ()):
     inputs = ("hp", "ht") if hybrid else None
     fx, hp, f = _front_without_store(theta, h, p, e, ctx, "cp", "hp", _BETA_NO_PERCOLATION, inputs, "grd_mlp")
     prr = fx["pr"] + fx["perc"]
-    qr, ht = power_store(prr, theta["ct"], h["ht"], 5.0, _rain_missing(p))
-    return {"hp": hp, "ht": ht}, with_corrections(dict(**fx, prr=prr, qr=qr, qt=qr), f, hybrid)
+    qr, ht, floor, steady = power_store(prr, theta["ct"], h["ht"], 5.0, _rain_missing(p))
+    fluxes = dict(**fx, prr=prr, qr=qr, qt=qr, source_floor=floor, source_steady=steady)
+    return {"hp": hp, "ht": ht}, with_corrections(fluxes, f, hybrid)
 
 
 def loieau_step(theta, h, p, e, ctx: StepContext, hybrid: tuple[str, ...] = ()):
@@ -249,8 +259,8 @@ def loieau_step(theta, h, p, e, ctx: StepContext, hybrid: tuple[str, ...] = ()):
     fx, ha, f = _front_without_store(theta, h, p, e, ctx, "ca", "ha", beta, inputs, "loieau_mlp")
     runoff = fx["pr"] + fx["perc"]
     prr, prd = _split(runoff, 0.0, f[2])
-    qr, hc = power_store(prr, theta["cc"], h["hc"], 4.0, _rain_missing(p))
+    qr, hc, floor, steady = power_store(prr, theta["cc"], h["hc"], 4.0, _rain_missing(p))
     qd = jnp.maximum(0.0, prd)
-    fluxes = dict(**fx, prr=prr, prd=prd, qr=qr, qd=qd)
+    fluxes = dict(**fx, prr=prr, prd=prd, qr=qr, qd=qd, source_floor=floor, source_steady=steady)
     fluxes["qt"] = theta["kb"] * (qr + qd)
     return {"ha": ha, "hc": hc}, with_corrections(fluxes, f, hybrid)

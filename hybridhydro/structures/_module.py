@@ -45,6 +45,11 @@ class HydrologicalModule:
     parent
         Hybrid structures only: the conceptual structure the network corrects (``gr4`` for
         ``gr4_mlp``); with zero weights the hybrid equals it exactly.
+    sources
+        The non-physical sources and sinks the step reports (keys of :data:`SOURCES`), each in
+        mm per step, positive where water is created. With them the water balance of every
+        step closes: the change of the stores equals rain − evaporation − outflow + exchange
+        + correction + the sum of these terms, to float32 round-off.
     """
 
     name: str
@@ -56,11 +61,39 @@ class HydrologicalModule:
     nn_inputs: tuple[str, ...] = ()
     nn_outputs: tuple[str, ...] = ()
     parent: str | None = None
+    sources: tuple[str, ...] = ()
 
     @property
     def hybrid(self) -> bool:
         """True for a structure with a flux-correction network (gr4_mlp, gr4_ude, ...)."""
         return bool(self.nn_outputs)
+
+
+#: The non-physical sources and sinks a step can report (mm per step, positive creates water),
+#: with what each one is. :func:`hybridhydro.water_balance` names every one of them beside the
+#: residual; none of them is ever used to excuse the residual.
+SOURCES: dict[str, str] = {
+    "source_impervious": (
+        "neutralised rain removed by the cell's impervious fraction (smash scales pn by 1 - imperviousness "
+        "and the rest goes nowhere): a sink"
+    ),
+    "source_floor": (
+        "water added by a transfer store's floor level (1e-6 of its capacity, smash's rule) where a negative "
+        "exchange would empty the store"
+    ),
+    "source_steady": (
+        "outflow a transfer store releases with no inflow where precipitation is missing (smash's steady-outflow "
+        "branch keeps the level)"
+    ),
+    "source_solver": (
+        "water created (+) or lost (-) by an implicit ODE step whose equation is not solved: Newton clipped "
+        "to the store's bounds, stopped unconverged, or the step has no root in the feasible set"
+    ),
+    "source_clip": (
+        "water created (+) or lost (-) by clipping an explicit ODE step's levels to [0, 1] (an unstable step: "
+        "take more sub-steps)"
+    ),
+}
 
 
 @dataclass(frozen=True)

@@ -125,6 +125,10 @@ def power_store(inflow, capacity, h, exponent, missing):
     -------
     q, h_new
         Outflow (mm per step) and new normalised level.
+    floor_source, steady_source
+        The water the rules above create (mm per step): what the floor level adds where the
+        inflow (a negative exchange) would take the level below it, and the steady outflow
+        released with no inflow where precipitation is missing. Zero elsewhere.
     """
     # Float exponents (pow), not integer powers: they give smash's float32 values bit for bit
     # on almost every cell.
@@ -134,10 +138,13 @@ def power_store(inflow, capacity, h, exponent, missing):
     hc = jnp.where(missing, h * capacity, 0.5 * capacity)
     steady = (jnp.maximum(hc, _STORE_FLOOR) ** -m - capacity**-m) ** (-1.0 / m) - hc
     inflow = jnp.where(missing, steady, inflow)
-    h_star = jnp.maximum(_STORE_FLOOR, h + inflow / capacity)
+    h_raw = h + inflow / capacity
+    h_star = jnp.maximum(_STORE_FLOOR, h_raw)
     h_new = ((h_star * capacity) ** -m + capacity**-m) ** (-1.0 / m) / capacity
     q = (h_star - h_new) * capacity
-    return q, h_new
+    floor_source = jnp.where(h_raw < _STORE_FLOOR, (_STORE_FLOOR - h_raw) * capacity, 0.0)
+    steady_source = jnp.where(missing, inflow, 0.0)
+    return q, h_new, floor_source, steady_source
 
 
 def exponential_store(inflow, be, he):
