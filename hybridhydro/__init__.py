@@ -14,7 +14,7 @@ The public API, by stage of the data flow (see README.md):
 * pipeline: :func:`load_params` (the notebook runner is ``python -m hybridhydro``)
 """
 
-from .balance import water_balance
+from .balance import BALANCE_TOLERANCE, balance_closure, closes, water_balance
 from .basin import check_basin
 from .calibration import calibrate, load_calibration
 from .cost import evaluate
@@ -45,5 +45,8 @@ __all__ = [
     "simulate",
     "synthetic_basin",
     "water_balance",
+    "balance_closure",
+    "closes",
+    "BALANCE_TOLERANCE",
     "write_basin",
 ]

@@ -452,48 +452,26 @@ def score(
 
 
 def balance_closure(simulation: xr.Dataset, basin: xr.Dataset, balance: xr.Dataset | None = None) -> dict:
-    """How well a run closes its water balance, and whether its implicit solver converged.
+    """:func:`hybridhydro.balance.balance_closure` of a run (its balance computed when not given).
 
-    Returns
-
-    * ``worst``: the largest |residual| / rain over the gauges' catchments and the domain;
-    * ``unconverged``: the share of cell-steps where Newton stopped after its 10 iterations
-      without converging (0 for explicit structures). A smash-style implicit step that did not
-      converge leaves its implicit equation unsolved, and so water unaccounted for;
-    * ``floor``: the share of cell-steps that end with a transfer store at smash's floor level
-      (1e-6 of its capacity): a negative exchange larger than the store holds is cut there,
-      which adds water (smash does the same); needs a run with ``return_states=True``, else NaN.
-
-    A residual is the solver's or the floor's, not the bookkeeping's, only when one of the two
-    shares is positive. Needs a run with ``return_fluxes=True`` and ``return_discharge_field=True``;
-    ``balance`` is its :func:`hybridhydro.water_balance` when already at hand.
+    Needs a run with ``return_fluxes=True`` and ``return_discharge_field=True`` (and
+    ``return_states=True`` for the above-capacity share).
     """
+    from .balance import balance_closure as _closure
     from .balance import water_balance
-    from .structures import NEWTON_MAX_ITERATIONS
-    from .structures._operators import _STORE_FLOOR
 
     if balance is None:
         balance = water_balance(simulation, basin)
-    worst = float(np.nanmax(np.abs(balance["relative_residual"].values)))
-    unconverged = 0.0
-    if "newton_iterations" in simulation:
-        it = simulation["newton_iterations"].values
-        unconverged = float(np.nanmean(it >= NEWTON_MAX_ITERATIONS))
-    floor = float("nan")
-    levels = [simulation[v] for v in ("ht", "hl", "hc") if v in simulation and "time" in simulation[v].dims]
-    if levels:
-        active = basin["active_cell"].values.astype(bool)
-        hits = np.zeros((simulation.sizes["time"], int(active.sum())), bool)
-        for level in levels:
-            hits |= level.transpose("time", "y", "x").values[:, active] <= 2.0 * _STORE_FLOOR
-        floor = float(hits.mean())
-    return {"worst": worst, "unconverged": unconverged, "floor": floor}
+    return _closure(balance, simulation)
 
 
-def closes(closure: dict, tolerance: float) -> bool:
-    """True when a run's balance closes to ``tolerance`` of the rain, or its residual is explained
-    by unconverged Newton steps or smash's transfer-store floor (:func:`balance_closure`)."""
-    return closure["worst"] < tolerance or closure["unconverged"] > 0 or closure["floor"] > 0
+def closes(closure: dict, tolerance: float | None = None) -> bool:
+    """:func:`hybridhydro.balance.closes`: the unexplained residual within ``tolerance`` of the rain
+    (default :data:`hybridhydro.balance.BALANCE_TOLERANCE`); nothing else excuses it."""
+    from .balance import BALANCE_TOLERANCE
+    from .balance import closes as _closes
+
+    return _closes(closure, BALANCE_TOLERANCE if tolerance is None else tolerance)
 
 
 def comparison_table(scores: pd.DataFrame, metric: str = "nse") -> pd.DataFrame:

@@ -183,11 +183,15 @@ def _solve_2x2(a11, a12, a21, a22, b1, b2):
 def _root(residual, solve, p):
     """``z, converged, iterations = solve(p)``, where ``residual(z, p) = 0`` on converged cells.
 
-    ``z`` stacks the unknowns on axis 0 (one 2x2 or 1x1 block per cell). Reverse mode applies the
-    implicit function theorem, dz/dp = −(∂R/∂z)⁻¹·∂R/∂p, on converged cells only; elsewhere the
-    returned point is not a root (clipped to a bound, or Newton wandered) and its cotangent is
-    zero. ``residual`` and ``solve`` are module-level functions of ``p`` alone (no closures), so
-    every differentiable input travels in ``p``.
+    ``z`` stacks the unknowns on axis 0 (one 2x2 or 1x1 block per cell); ``converged`` has the
+    shape of ``z``, one flag per unknown. Reverse mode applies the implicit function theorem,
+    dz/dp = −(∂R/∂z)⁻¹·∂R/∂p, where every unknown of the cell converged. Where only the first
+    did (2x2 blocks whose first equation does not involve the second unknown: the production
+    store of the semi-implicit step, while the transfer store sits clipped at its bound), the
+    second is held constant, as it is, and the first takes the theorem on its own equation.
+    Elsewhere the returned point is not a root and its cotangent is zero. ``residual`` and
+    ``solve`` are module-level functions of ``p`` alone (no closures), so every
+    differentiable input travels in ``p``.
     """
     return solve(p)
 
@@ -211,14 +215,18 @@ def _root_bwd(residual, solve, res, cotangents):
     z, converged, p = res
     gz = cotangents[0]
     cols = _jacobian_blocks(residual, z, p)
+    a = cols[0][0]
+    safe = jnp.where(a == 0.0, 1.0, a)
+    first_alone = jnp.where(a == 0.0, 0.0, gz[0] / safe)
     if z.shape[0] == 1:
-        a = cols[0][0]
-        safe = jnp.where(a == 0.0, 1.0, a)
-        lam = jnp.where(a == 0.0, 0.0, gz / safe)
+        lam = jnp.where(converged, first_alone[None], 0.0)
     else:  # Aᵀ·λ = g: the transpose of the block [[c0[0], c1[0]], [c0[1], c1[1]]]
         l1, l2 = _solve_2x2(cols[0][0], cols[0][1], cols[1][0], cols[1][1], gz[0], gz[1])
+        both = converged[0] & converged[1]
+        zero = jnp.zeros_like(l1)
+        l1 = jnp.where(both, l1, jnp.where(converged[0], first_alone, zero))
+        l2 = jnp.where(both, l2, zero)
         lam = jnp.stack([l1, l2])
-    lam = jnp.where(converged, lam, 0.0)
     _, vjp = jax.vjp(lambda q: residual(z, q), p)
     (gp,) = vjp(-lam)
     return (gp,)
@@ -245,11 +253,11 @@ def _smash_newton(p):
     args = (p["pn"], p["en"], p["cp"], p["ct"], p["kexc"])
 
     def cond(carry):
-        _, _, done, _, k = carry
+        done, k = carry[2], carry[-1]
         return (k < NEWTON_MAX_ITERATIONS) & ~jnp.all(done)
 
     def body(carry):
-        x, y, done, iterations, k = carry
+        x, y, done, x_done, iterations, k = carry
         r1, r2 = _residual(x, y, p["x0"], p["y0"], *args, f)
         a11, a12, a21, a22 = _newton_matrix(x, y, *args, f, g1, g2)
         if f is None:  # gr4_ode: a12 = 0, the production store does not see the transfer store
@@ -263,15 +271,19 @@ def _smash_newton(p):
         x_new = _clip(x + dx)
         y_new = _clip(y + dy)
         converged = jnp.sqrt((dx / x_new) ** 2 + (dy / y_new) ** 2) < NEWTON_TOLERANCE
+        # gr4_ode: x's update does not involve y, so x can converge while y sits clipped
+        x_converged = jnp.abs(dx / x_new) < NEWTON_TOLERANCE if f is None else converged
+        x_done = jnp.where(done, x_done, x_converged)
         x = jnp.where(done, x, x_new)
         y = jnp.where(done, y, y_new)
         iterations = iterations + jnp.where(done, 0, 1).astype(jnp.int32)
-        return x, y, done | converged, iterations, k + 1
+        return x, y, done | converged, x_done | converged, iterations, k + 1
 
     shape = p["x0"].shape
-    init = (p["x0"], p["y0"], jnp.zeros(shape, bool), jnp.zeros(shape, jnp.int32), 0)
-    x, y, done, iterations, _ = jax.lax.while_loop(cond, body, init)
-    return jnp.stack([x, y]), done, iterations
+    false = jnp.zeros(shape, bool)
+    init = (p["x0"], p["y0"], false, false, jnp.zeros(shape, jnp.int32), 0)
+    x, y, done, x_done, iterations, _ = jax.lax.while_loop(cond, body, init)
+    return jnp.stack([x, y]), jnp.stack([x_done | done, done]), iterations
 
 
 def _broadcast_inputs(x0, y0, pn, en, cp, ct, kexc):
@@ -415,7 +427,7 @@ def _safeguarded_transfer(p):
     y = jnp.clip(p["y0"], lo, hi)
     init = (y, lo, hi, ~p["solve"], jnp.zeros(shape, jnp.int32), 0)
     y, _, _, done, iterations, _ = jax.lax.while_loop(cond, body, init)
-    return y[None], done & p["solve"], iterations
+    return y[None], (done & p["solve"])[None], iterations
 
 
 def conservative_implicit_euler(x0, y0, pn, en, cp, ct, kexc, f=None):
@@ -466,23 +478,27 @@ def _exact_newton(p):
     """Newton with the exact Jacobian of the fully implicit residual, smash's clipping and test."""
 
     def cond(carry):
-        _, done, k, _ = carry
+        done, k = carry[1], carry[3]
         return (k < p["max_iterations"]) & ~jnp.all(done)
 
     def body(carry):
-        z, done, k, n = carry
+        z, done, x_done, k, n = carry
         r = _full_residual(z, p)
         cx, cy = _jacobian_blocks(_full_residual, z, p)
         dx, dy = _solve_2x2(cx[0], cy[0], cx[1], cy[1], -r[0], -r[1])
         z_new = _clip(z + jnp.stack([dx, dy]))
         converged = jnp.sqrt((dx / z_new[0]) ** 2 + (dy / z_new[1]) ** 2) < NEWTON_TOLERANCE
+        # without a network x's equation does not involve y (see _smash_newton)
+        x_converged = jnp.abs(dx / z_new[0]) < NEWTON_TOLERANCE if "nn" not in p else converged
+        x_done = jnp.where(done, x_done, x_converged)
         n = n + jnp.where(done, 0, 1).astype(jnp.int32)
-        return jnp.where(done, z, z_new), done | converged, k + 1, n
+        return jnp.where(done, z, z_new), done | converged, x_done | converged, k + 1, n
 
     shape = p["x0"].shape
-    init = (jnp.stack([p["x0"], p["y0"]]), jnp.zeros(shape, bool), 0, jnp.zeros(shape, jnp.int32))
-    z, done, _, n = jax.lax.while_loop(cond, body, init)
-    return z, done, n
+    false = jnp.zeros(shape, bool)
+    init = (jnp.stack([p["x0"], p["y0"]]), false, false, 0, jnp.zeros(shape, jnp.int32))
+    z, done, x_done, _, n = jax.lax.while_loop(cond, body, init)
+    return z, jnp.stack([x_done | done, done]), n
 
 
 def fully_implicit_euler(
