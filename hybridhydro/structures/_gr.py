@@ -55,18 +55,17 @@ def _soil(pn, en, cp, hp, beta, ctx: StepContext, missing, fp=0.0, fe=0.0):
 
     Returns ``pr, perc, ps, es, hp_new, pn`` (pn after imperviousness) and the impervious
     sink ``source_impervious`` (mm per step, ≤ 0)."""
-    pn_in = pn
-    pr, perc, ps, es, hp_new, pn = production(pn, en, cp, hp, beta, fp, fe, imperviousness=ctx.imperviousness)
+    pr, perc, ps, es, hp_new, pn_scaled = production(pn, en, cp, hp, beta, fp, fe, imperviousness=ctx.imperviousness)
     zero = jnp.zeros_like(pr)
-    pn = jnp.where(missing, zero, pn)
+    impervious = jnp.where(missing, zero, -ctx.imperviousness * pn)  # the impervious share of pn: removed
     return (
         jnp.where(missing, zero, pr),
         jnp.where(missing, zero, perc),
         jnp.where(missing, zero, ps),
         jnp.where(missing, zero, es),
         jnp.where(missing, hp, hp_new),
-        pn,
-        pn - jnp.where(missing, zero, pn_in),  # the impervious fraction's share of pn: removed
+        jnp.where(missing, zero, pn_scaled),
+        impervious,
     )
 
 
