@@ -39,7 +39,7 @@ calibration_routing = "lr"
 calibration_cost = ["nse"]
 calibration_metrics = ["nse", "kge"]
 calibration_optimizers = {}  # {mapping: {optimizer, maxiter, learning_rate}}
-forward_balance_tolerance = 1e-4
+forward_balance_tolerance = 1e-6
 figures_dpi = 120
 figures_format = "png"
 
@@ -168,7 +168,7 @@ for name, r in results.items():
         v = maps[name][p].values[active]
         assert np.all(np.isfinite(v)) and np.all((v >= lo) & (v <= hi)), f"{name}: {p} outside its bounds"
     assert np.isfinite(sims[name]["q"].values).all(), f"{name}: non-finite discharge"
-    closure = protocol.balance_closure(sims[name], basin)  # a residual only from Newton or the store floor
+    closure = protocol.balance_closure(sims[name], basin)  # the unexplained residual, named sources apart
     assert protocol.closes(closure, forward_balance_tolerance), f"{name}: {closure}"
     back = hh.load_calibration(models_dir / name).simulate(basin)["q"].values
     assert np.allclose(back, sims[name]["q"].values, equal_nan=True), f"{name}: the saved model does not rerun"

@@ -5,12 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hybridhydro.balance import water_balance
+from hybridhydro.balance import BALANCE_TOLERANCE, balance_closure, closes, water_balance
 from hybridhydro.simulate import simulate
 from hybridhydro.synthetic import synthetic_basin
 
-# Float32 core, float64 sums: the residual is round-off, ~1e-7 of the rain.
-TOLERANCE = 1e-4
+# Float32 core, float64 sums: the residual is round-off, ~1e-7 of the rain, every non-physical
+# source named (hybridhydro.balance.BALANCE_TOLERANCE is 1e-6).
+TOLERANCE = BALANCE_TOLERANCE
 
 # Parameters that make each structure's exchange move water (kexc = 0 by default); gr4 and grc
 # take kexc < 0 so the direct branch's floor max(0, prd + lexc) is exercised.
@@ -41,7 +42,9 @@ def _run(basin, structure, values=None):
 @pytest.mark.parametrize("routing", ["lag0", "lr"])
 @pytest.mark.parametrize("hydrology", list(EXCHANGE))
 def test_balance_closes(basin, hydrology, routing):
-    wb = water_balance(_run(basin, f"{hydrology}-{routing}", EXCHANGE[hydrology]), basin)
+    out = _run(basin, f"{hydrology}-{routing}", EXCHANGE[hydrology])
+    wb = water_balance(out, basin)
+    assert closes(balance_closure(wb, out)), balance_closure(wb, out)
     assert list(wb["unit"].values) == [*map(str, basin["gauge"].values), "domain"]
     assert np.all(wb["rain"] > 1.0)
     assert np.all(np.abs(wb["relative_residual"]) < TOLERANCE), wb["relative_residual"].values
@@ -85,6 +88,7 @@ def test_a_leak_shows_in_the_residual(basin):
     gauges = wb["relative_residual"].values[:-1]
     expected = -0.5 * wb["outflow"].values[:-1] / 1.5 / wb["rain"].values[:-1]
     np.testing.assert_allclose(gauges, expected, rtol=1e-3)
+    assert not closes(balance_closure(wb, out))
 
 
 def test_missing_fields_say_how_to_get_them(basin):

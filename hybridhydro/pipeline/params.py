@@ -119,7 +119,18 @@ class ForwardParams(_Section):
         ),
     )
     balance_tolerance: float = Field(
-        1e-4, gt=0, lt=1, description="largest |water-balance residual| / rain accepted over each catchment"
+        1e-6,
+        gt=0,
+        lt=1,
+        description=(
+            "largest unexplained water-balance residual accepted over each catchment, as a share of the water "
+            "turned over (the rain in a rain-driven run); named sources never count against it"
+        ),
+    )
+    storm_factor: float = Field(
+        10.0,
+        gt=1,
+        description="the storm scenario multiplies the basin's rain by this factor (accounting under heavy rain)",
     )
 
     @field_validator("structure", "ode_structure")
@@ -158,17 +169,32 @@ class HybridParams(_Section):
         0.1, ge=0, description="factor on the initial weights (smash's training guide: He-uniform times 0.1)"
     )
     seed: int = Field(0, description="seed of the initial weights")
-    solvers: list[Literal["newton", "implicit", "heun", "rk4"]] = Field(
-        ["newton", "implicit", "heun", "rk4"],
-        description="gr4_ude step schemes compared: newton (smash's), implicit (fully implicit), heun, rk4 (explicit)",
+    solvers: list[str] = Field(
+        ["newton", "conservative", "implicit", "heun", "rk4"],
+        min_length=1,
+        description=(
+            "gr4_ude step schemes compared: newton (smash's), conservative (always a feasible root, overflow to "
+            "runoff), implicit (fully implicit), heun, rk4 (explicit)"
+        ),
     )
     substeps: int = Field(4, ge=1, le=256, description="sub-steps per time step of the explicit schemes")
     reference_substeps: int = Field(
         64, ge=1, le=4096, description="sub-steps of the RK4 run that serves as the accurate reference"
     )
     balance_tolerance: float = Field(
-        1e-4, gt=0, lt=1, description="largest |residual| / rain accepted once the named correction term is counted"
+        1e-6,
+        gt=0,
+        lt=1,
+        description="largest unexplained |residual| accepted, as a share of the water turned over (named terms apart)",
     )
+    storm_factor: float = Field(10.0, gt=1, description="the storm scenario multiplies the basin's rain by this factor")
+
+    @field_validator("solvers")
+    @classmethod
+    def _known_solvers(cls, value):
+        from ..structures import ODE_SOLVERS  # the library's one list of solvers
+
+        return _known(value, ODE_SOLVERS, "ODE solver")
 
     @field_validator("structures")
     @classmethod
