@@ -289,3 +289,18 @@ def test_ift_gradient_is_not_applied_where_newton_did_not_converge(x64):
         ct = jnp.full(1, 100.0)
         assert float(jax.grad(y_of)(ct)[0]) == 0.0
         assert float(y_of(ct + 1e-3) - y_of(ct - 1e-3)) == 0.0
+
+
+@pytest.mark.parametrize("hidden", [(16,), (8, 6)])
+def test_network_derivatives_in_one_pass_equal_forward_mode(x64, hidden):
+    """gr4_ude's state derivatives of its network, carried through the layers in one pass, are
+    jax.jvp's along hp and along ht."""
+    from hybridhydro.structures._mlp import mlp, mlp_with_input_derivatives
+
+    w = {k: jnp.asarray(v) for k, v in initial_weights(4, 4, hidden, "he_uniform", seed=3).items()}
+    z = jnp.asarray(np.random.default_rng(0).uniform(0.0, 2.0, (50, 4)))
+    f, (g1, g2) = mlp_with_input_derivatives(w, z, (0, 1))
+    np.testing.assert_allclose(f, mlp(w, z), rtol=1e-14)
+    for j, g in ((0, g1), (1, g2)):
+        _, want = jax.jvp(lambda v: mlp(w, v), (z,), (jnp.zeros_like(z).at[:, j].set(1.0),))
+        np.testing.assert_allclose(g, want, rtol=1e-12, atol=1e-14)

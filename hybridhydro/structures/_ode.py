@@ -59,7 +59,7 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
-from ._mlp import mlp
+from ._mlp import mlp, mlp_with_input_derivatives
 from ._module import StepContext, clean_forcing
 from ._operators import interception
 
@@ -88,6 +88,21 @@ def ill_posed_cells(ct, kexc):
     return jnp.asarray(kexc) >= WELL_POSED_KEXC_OVER_CT * jnp.asarray(ct)
 
 
+def _p25(y):
+    """y^2.5 as y²·√y: XLA's float32 ``pow`` costs several times a square root, and these powers
+    dominate a step. Zero (with a zero derivative) at y ≤ 0, through a double where."""
+    pos = y > 0.0
+    safe = jnp.where(pos, y, 1.0)
+    return jnp.where(pos, safe * safe * jnp.sqrt(safe), 0.0)
+
+
+def _p35(y):
+    """y^3.5 as y³·√y (see :func:`_p25`)."""
+    pos = y > 0.0
+    safe = jnp.where(pos, y, 1.0)
+    return jnp.where(pos, safe * safe * safe * jnp.sqrt(safe), 0.0)
+
+
 def _clip(z):
     """smash's clipping of a Newton iterate: z ≤ 0 → 1e-6, z ≥ 1 → 1 − 1e-6."""
     return jnp.where(z <= 0.0, _LOW, jnp.where(z >= 1.0, _HIGH, z))
@@ -112,7 +127,7 @@ def ode_rates(x, y, pn, en, cp, ct, kexc, f=None):
         "evaporation": x * (2.0 - x) * en * (1.0 + f2),
         "runoff": pn * x**2 * (1.0 + f1),
         "outflow": 0.25 * (1.0 + f4) * ct * y**5,
-        "exchange": (1.0 + f3) * kexc * y**3.5,
+        "exchange": (1.0 + f3) * kexc * _p35(y),
     }
     dx = (rates["infiltration"] - rates["evaporation"]) / cp
     dy = (0.9 * rates["runoff"] - rates["outflow"] + rates["exchange"]) / ct
@@ -127,12 +142,12 @@ def _residual(x, y, x0, y0, pn, en, cp, ct, kexc, f=None):
     give gr4_ode's float values exactly.
     """
     fp = ((1.0 - x**2) * pn - x * (2.0 - x) * en) / cp
-    ft = (0.9 * pn * x**2 - 0.25 * ct * y**5 + kexc * y**3.5) / ct
+    ft = (0.9 * pn * x**2 - 0.25 * ct * y**5 + kexc * _p35(y)) / ct
     r1, r2 = x - x0 - fp, y - y0 - ft
     if f is not None:
         f1, f2, f3, f4 = f
         r1 = r1 - ((1.0 - x**2) * pn * f1 - x * (2.0 - x) * en * f2) / cp
-        r2 = r2 - (0.9 * f1 * pn * x**2 - 0.25 * f4 * ct * y**5 + f3 * kexc * y**3.5) / ct
+        r2 = r2 - (0.9 * f1 * pn * x**2 - 0.25 * f4 * ct * y**5 + f3 * kexc * _p35(y)) / ct
     return r1, r2
 
 
@@ -145,7 +160,7 @@ def _newton_matrix(x, y, pn, en, cp, ct, kexc, f=None, g1=None, g2=None):
     """
     a11 = 1.0 + 2.0 * (x * (pn - en) + en) / cp
     a21 = -1.8 * pn * x / ct
-    a22 = 1.0 - (3.5 * kexc * y**2.5 - 1.25 * ct * y**4) / ct
+    a22 = 1.0 - (3.5 * kexc * _p25(y) - 1.25 * ct * y**4) / ct
     if f is None:
         return a11, jnp.zeros_like(a11), a21, a22
     f1, f2, f3, f4 = f
@@ -154,11 +169,11 @@ def _newton_matrix(x, y, pn, en, cp, ct, kexc, f=None, g1=None, g2=None):
     ) / cp
     a12 = -(pn * g2[0] * (1.0 - x**2) - en * g2[1] * x * (2.0 - x)) / cp
     a21 = a21 - (
-        1.8 * pn * x * f1 + 0.9 * pn * x**2 * g1[0] - 0.25 * g1[3] * ct * y**5 + g1[2] * kexc * y**3.5
+        1.8 * pn * x * f1 + 0.9 * pn * x**2 * g1[0] - 0.25 * g1[3] * ct * y**5 + g1[2] * kexc * _p35(y)
     ) / ct
     a22 = a22 - (
-        3.5 * f3 * kexc * y**2.5
-        + g2[2] * kexc * y**3.5
+        3.5 * f3 * kexc * _p25(y)
+        + g2[2] * kexc * _p35(y)
         + 0.9 * g2[0] * pn * x**2
         - 1.25 * f4 * ct * y**4
         - 0.25 * g2[3] * ct * y**5
@@ -281,8 +296,13 @@ def _smash_newton(p):
 
     shape = p["x0"].shape
     false = jnp.zeros(shape, bool)
-    init = (p["x0"], p["y0"], false, false, jnp.zeros(shape, jnp.int32), 0)
-    x, y, done, x_done, iterations, _ = jax.lax.while_loop(cond, body, init)
+    carry = (p["x0"], p["y0"], false, false, jnp.zeros(shape, jnp.int32), 0)
+    # Most cells converge in one to three updates: the first two are written out, where XLA
+    # fuses them with the step around them; a loop takes the rest, exiting once every cell has
+    # converged. (A converged cell is frozen, so the values are those of smash's fixed loop.)
+    for _ in range(2):
+        carry = body(carry)
+    x, y, done, x_done, iterations, _ = jax.lax.while_loop(cond, body, carry)
     return jnp.stack([x, y]), jnp.stack([x_done | done, done]), iterations
 
 
@@ -338,7 +358,7 @@ def newton_implicit_euler(x0, y0, pn, en, cp, ct, kexc, corrections=None):
 
 def _transfer_g(y, a3k, a4):
     """G(y) = y + a4·y⁵/4 − a3k·y^3.5 and G'(y) (dimensionless)."""
-    return y + 0.25 * a4 * y**5 - a3k * y**3.5, 1.0 + 1.25 * a4 * y**4 - 3.5 * a3k * y**2.5
+    return y + 0.25 * a4 * y**5 - a3k * _p35(y), 1.0 + 1.25 * a4 * y**4 - 3.5 * a3k * _p25(y)
 
 
 def transfer_solvability(c, a3k, a4, bisections: int = 40):
@@ -597,18 +617,13 @@ def explicit_step(x0, y0, pn, en, cp, ct, kexc, corrections_at=None, scheme="rk4
 
 def ude_corrections(ctx: StepContext, hp, ht, pn, en, missing):
     """gr4_ude's network outputs f and their derivatives g1 = ∂f/∂hp, g2 = ∂f/∂ht at the start
-    of the step (two forward-mode passes: ``jax.jvp`` along hp and along ht, which is
-    ``jax.jacfwd`` restricted to the two state inputs). Each a 4-tuple of ``(nac,)`` arrays,
+    of the step (one forward pass carrying the tangents along hp and along ht:
+    :func:`~._mlp.mlp_with_input_derivatives`, ``jax.jacfwd`` restricted to the two state inputs). Each a 4-tuple of ``(nac,)`` arrays,
     zero where the forcing is missing. ``pn`` is taken before imperviousness, as in smash."""
     if ctx.nn_parameters is None:
         raise ValueError("gr4_ude is a hybrid structure: give the weights of its network (nn_parameters)")
     z = jnp.stack(jnp.broadcast_arrays(hp, ht, pn, en), axis=-1)
-
-    def net(z):
-        return mlp(ctx.nn_parameters, z)
-
-    f, g1 = jax.jvp(net, (z,), (jnp.zeros_like(z).at[..., 0].set(1.0),))
-    _, g2 = jax.jvp(net, (z,), (jnp.zeros_like(z).at[..., 1].set(1.0),))
+    f, (g1, g2) = mlp_with_input_derivatives(ctx.nn_parameters, z, (0, 1))
     keep = ~missing[..., None]
     f, g1, g2 = (jnp.where(keep, a, 0.0) for a in (f, g1, g2))
     split = lambda a: tuple(a[..., k] for k in range(4))  # noqa: E731
