@@ -7,6 +7,8 @@ import io
 import os
 import platform
 import re
+import statistics
+import time
 import warnings
 from pathlib import Path
 
@@ -24,6 +26,26 @@ def quiet(fn):
             return fn()
 
     return run
+
+
+def block(out):
+    """``jax.block_until_ready(out)``: a timed JAX call ends when its results exist."""
+    import jax
+
+    return jax.block_until_ready(out)
+
+
+def timed(fn, repeat: int) -> tuple[float, float, object]:
+    """(first-call seconds, median of ``repeat`` later calls, last result)."""
+    t0 = time.perf_counter()
+    out = fn()
+    first = time.perf_counter() - t0
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t0)
+    return first, statistics.median(times), out
 
 
 def machine() -> str:

@@ -27,43 +27,19 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import time
 from datetime import datetime, timezone
 
 from _common import HERE, load, machine, publish, quiet
+from _common import block as _block
+from _common import timed as _timed
 
 import numpy as np
 
 SECTION = "## Forward and gradient (gr4-lr)"
 STRUCTURE = "gr4-lr"
 GRAD_PARAMS = ("cp", "ct", "kexc", "llr")
-
-
-
-
-def _block(out):
-    import jax
-
-    return jax.block_until_ready(out)
-
-
-def _timed(fn, repeat: int) -> tuple[float, float, object]:
-    """(first-call seconds, median of ``repeat`` later calls, last result)."""
-    t0 = time.perf_counter()
-    out = fn()
-    first = time.perf_counter() - t0
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t0)
-    return first, statistics.median(times), out
-
-
-
-
 
 
 
