@@ -524,8 +524,9 @@ def calibrate(
         Where the validation cost is measured (the same run): defaults the calibration's.
         Needed for early stopping on validation; set either to enable it.
     early_stopping
-        Stop after this many iterations without improving the validation cost (the training
-        cost without a validation) and return the best controls; 0: off.
+        Stop once the iteration minus the best one exceeds this number (smash's rule), the best
+        being that of the validation cost (the training cost without a validation), and return
+        the best controls; 0: off.
     cost_options
         Extra options of :func:`hybridhydro.cost.observation_cost` (weights, transforms, warm-up).
     descriptor_transform, hidden, network, seed

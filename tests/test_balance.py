@@ -125,3 +125,18 @@ def test_snow_pack_is_a_store(basin):
     assert np.all(wb["storage_change_hs"] > 0.0)  # cold start: some snow is still on the ground
     assert np.all(wb["rain"] > water_balance(_run(basin, "ssn-gr4-lr"), basin)["rain"])  # snowfall counted
     assert np.all(np.abs(wb["relative_residual"]) < TOLERANCE)
+
+
+def test_missing_pet_takes_in_no_rain(basin):
+    """A cell-step whose PET is missing receives nothing (smash's rule): the balance must not count
+    its rain, or the run would not close."""
+    gappy = basin.copy()
+    pet = gappy["pet"].values.copy()
+    pet[5:20, :, :5] = np.nan  # rain falls on these cell-steps, PET is missing
+    gappy["pet"] = (gappy["pet"].dims, pet)
+    assert float(np.nansum(gappy["prcp"].values[5:20, :, :5])) > 1.0
+    out = _run(gappy, "gr4-lr", EXCHANGE["gr4"])
+    wb = water_balance(out, gappy)
+    assert closes(balance_closure(wb, out)), balance_closure(wb, out)
+    full = water_balance(_run(basin, "gr4-lr", EXCHANGE["gr4"]), basin)
+    assert np.all(wb["rain"].values < full["rain"].values)

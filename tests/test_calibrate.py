@@ -213,3 +213,22 @@ def test_smash_update_rules_are_spec_10_4():
                 acc = acc + g * g
                 expected -= lr * g / np.sqrt(acc + eps)
         np.testing.assert_allclose(np.asarray(w), expected, rtol=1e-5, atol=1e-8, err_msg=rule)
+
+
+def test_early_stopping_watches_the_validation_cost_and_counts_its_patience():
+    """The monitored cost is the validation cost when there is one; training stops when the
+    iteration minus the best one exceeds ``early_stopping`` (smash's rule), not one sooner."""
+    from hybridhydro.calibration import _Runner
+
+    runner = object.__new__(_Runner)
+    runner.validating, runner.early_stopping, runner.rows = True, 3, []
+    # training keeps improving; validation is best at iteration 2, then worsens
+    validation = [1.0, 0.8, 0.5, 0.6, 0.7, 0.8, 0.9]
+    stops = []
+    for it, jv in enumerate(validation):
+        runner.rows.append({"iteration": it, "cost": 1.0 - 0.1 * it, "validation_cost": jv})
+        stops.append(runner.stop_early())
+    assert runner.monitor() == (2, 0.5)
+    assert stops == [False, False, False, False, False, False, True]  # 5 - 2 = 3: not yet; 6 - 2 > 3
+    runner.validating = False  # without validation the training cost is watched: never stops here
+    assert runner.monitor() == (6, pytest.approx(0.4)) and not runner.stop_early()

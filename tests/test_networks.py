@@ -155,3 +155,26 @@ def test_cnn_sees_neighbours(basin):
         moved = type(m)(**{**m.__dict__, "grid": grid, "descriptors": desc})
         changed = np.asarray(moved(m.initial())["cp"])[0] != base[0]
         assert changed == expect, kind
+
+
+@pytest.mark.parametrize("kind", ["ann", "cnn"])
+def test_regionalisation_outputs_span_each_parameters_bounds(kind):
+    """The tanh output is scaled onto [low, high] of each parameter: 0 gives the middle, ±1 the
+    bounds. (A span written high + low would pin kexc, bounds (-50, 50), at -50 and still stay
+    inside its bounds: staying in bounds is not enough.)"""
+    bounds = [(1.0, 1000.0), (-50.0, 50.0), (5.0, 10.0)]
+    rng = np.random.default_rng(0)
+    if kind == "ann":
+        net = networks.DescriptorMLP(2, bounds, hidden=(6,), seed=1)
+        head = net.layers[-1]
+        inputs = jnp.asarray(rng.normal(size=(7, 2)), jnp.float32)
+    else:
+        net = networks.DescriptorCNN(2, bounds, seed=1)
+        head = net.head
+        inputs = jnp.asarray(rng.normal(size=(5, 6, 2)), jnp.float32)
+    head.kernel.value = jnp.zeros_like(head.kernel.value)
+    low, high = np.array(bounds, np.float32).T
+    for bias, want in ((0.0, 0.5 * (low + high)), (30.0, high), (-30.0, low)):
+        head.bias.value = jnp.full_like(head.bias.value, bias)
+        out = np.asarray(net(inputs)).reshape(-1, 3)
+        np.testing.assert_allclose(out, np.broadcast_to(want, out.shape), rtol=1e-5, atol=1e-4)

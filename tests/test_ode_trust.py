@@ -239,7 +239,7 @@ def test_gradients_match_finite_differences_at_converged_and_overflowing_steps(x
     # no root of either equation (the inexact Jacobian couples them): its gradient is masked
     # there (checked below), and the finite differences are taken on the converged cell.
     masked = hybrid and solver != "conservative"
-    loss = _one_step(solver, hybrid, (1.0, 0.0) if masked else (1.0, 0.7))
+    loss = jax.jit(_one_step(solver, hybrid, (1.0, 0.0) if masked else (1.0, 0.7)))
     _, fx = loss(theta, h0, w)
     assert int(fx["ode_root_exists"][0]) == 1 and int(fx["ode_root_exists"][1]) == 0
     if solver == "conservative":
