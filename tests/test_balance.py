@@ -132,11 +132,13 @@ def test_missing_pet_takes_in_no_rain(basin):
     its rain, or the run would not close."""
     gappy = basin.copy()
     pet = gappy["pet"].values.copy()
-    pet[5:20, :, :5] = np.nan  # rain falls on these cell-steps, PET is missing
+    rainy = gappy["prcp"].values > 0.0
+    rainy[:, :, 5:] = False
+    pet[rainy] = np.nan  # rain falls on these cell-steps, PET is missing
     gappy["pet"] = (gappy["pet"].dims, pet)
-    assert float(np.nansum(gappy["prcp"].values[5:20, :, :5])) > 1.0
+    assert float(np.nansum(gappy["prcp"].values[rainy])) > 1.0
     out = _run(gappy, "gr4-lr", EXCHANGE["gr4"])
     wb = water_balance(out, gappy)
     assert closes(balance_closure(wb, out)), balance_closure(wb, out)
     full = water_balance(_run(basin, "gr4-lr", EXCHANGE["gr4"]), basin)
-    assert np.all(wb["rain"].values < full["rain"].values)
+    assert float(wb["rain"].sel(unit="domain")) < float(full["rain"].sel(unit="domain")) - 1.0
