@@ -439,7 +439,7 @@ if "conservative" in storm_rows:
 for name, r in trained.items():
     h = r.history
     assert np.isfinite(h["cost"]).all(), f"{name}: a non-finite training cost"
-    assert h["cost"].min() <= h["cost"].iloc[0] + 1e-6, f"{name}: joint training raised the cost"
+    assert h["cost"].min() < h["cost"].iloc[0], f"{name}: joint training never lowered the cost below its first value"
     closure = trained_closures[name]
     # nothing excuses an unexplained residual: solver losses and store rules are named terms
     assert protocol.closes(closure, hybrid_balance_tolerance), f"{name}: {closure}"
