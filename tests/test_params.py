@@ -228,3 +228,21 @@ def test_synthetic_section_mirrors_synthetic_basin():
     assert list(SyntheticBasinParams.model_fields) == list(signature.parameters)
     for name, parameter in signature.parameters.items():
         assert SyntheticBasinParams.model_fields[name].default == parameter.default, name
+
+
+def test_name_lists_come_from_the_library(folder):
+    """The schema accepts exactly the library's optimisers and ODE solvers (one source each): a
+    name the library gains is accepted, one it lacks is refused with the choices listed."""
+    from hybridhydro.calibration import OPTIMIZERS
+    from hybridhydro.pipeline.params import HybridParams, OptimizerSettings
+    from hybridhydro.structures import ODE_SOLVERS
+
+    for name in OPTIMIZERS:
+        assert OptimizerSettings(optimizer=name).optimizer == name
+    assert HybridParams(solvers=list(ODE_SOLVERS)).solvers == list(ODE_SOLVERS)
+    case = write(folder / "c.yaml", {"hybrid": {"solvers": ["newton", "euler"]}})
+    with pytest.raises(ParamsError, match=r"unknown ODE solver \['euler'\].*conservative"):
+        load_params(case)
+    case = write(folder / "d.yaml", {"calibration": {"optimizers": {"distributed": {"optimizer": "bfgs"}}}})
+    with pytest.raises(ParamsError, match=r"unknown optimizer \['bfgs'\].*adam_smash"):
+        load_params(case)

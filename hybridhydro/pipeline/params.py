@@ -217,11 +217,18 @@ class HybridParams(_Section):
 class OptimizerSettings(_Section):
     """How the models of one mapping are calibrated (any key left out keeps smash's default)."""
 
-    optimizer: Literal["lbfgsb", "adam", "sgd", "adagrad", "rmsprop", "adam_smash", "adagrad_smash", "sbs"] | None = Field(
+    optimizer: str | None = Field(
         None, description="optimiser (null: smash's for the mapping: sbs uniform, lbfgsb distributed, adam ann/cnn)"
     )
     maxiter: int | None = Field(None, ge=0, description="iterations (sbs: outer iterations); null: smash's default for the optimiser")
     learning_rate: float | None = Field(None, gt=0, description="adaptive optimisers' learning rate; null: smash's")
+
+    @field_validator("optimizer")
+    @classmethod
+    def _known_optimizer(cls, value):
+        from ..calibration import OPTIMIZERS  # the library's one list of optimisers
+
+        return value if value is None else _known([value], OPTIMIZERS, "optimizer")[0]
 
 
 def _known(names, table, what: str, where: str = ""):
