@@ -8,6 +8,7 @@ taken away), so that a check which cannot fail would show here.
 from __future__ import annotations
 
 import dataclasses
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -236,8 +237,9 @@ def test_gradients_match_finite_differences_at_converged_and_overflowing_steps(x
     # Where the returned point is a root of its equations (every cell of the conservative
     # solver; gr4_ode's production store, and its transfer store held at the clip), the
     # gradient is the finite-difference one. gr4_ude's Newton at the overflowing step returns
-    # no root of either equation (the inexact Jacobian couples them): its gradient is masked
-    # there (checked below), and the finite differences are taken on the converged cell.
+    # no root of either equation (the inexact Jacobian couples them): its gradient there is the
+    # safeguarded solve's (the fully implicit solver's is masked; checked below), and the finite
+    # differences are taken on the converged cell.
     masked = hybrid and solver != "conservative"
     loss = jax.jit(_one_step(solver, hybrid, (1.0, 0.0) if masked else (1.0, 0.7)))
     _, fx = loss(theta, h0, w)
@@ -270,16 +272,22 @@ def test_gradients_match_finite_differences_at_converged_and_overflowing_steps(x
     check(h0, 1, 1e-7)
     if hybrid:
         check(w, 2, 1e-6, directions=4)
-    if masked:  # the overflowing cell's levels carry no implicit-function gradient
-        def levels(theta, h0, w):
-            ctx = StepContext(dt=3600.0, nn_parameters=w, ode_solver=solver)
+    if masked:  # the overflowing cell returns no root: no implicit-function gradient there
+        def levels(theta, h0, w, which=solver):
+            ctx = StepContext(dt=3600.0, nn_parameters=w, ode_solver=which)
             module = get_module("gr4_ude")
             h, _ = module.step(theta, {"hi": jnp.zeros(2), **h0}, jnp.asarray(_CELLS["p"]), jnp.asarray([0.05, 0.0]), ctx)
             return h["hp"][1] + h["ht"][1]
 
         g_theta, g_w = jax.jit(jax.grad(levels, argnums=(0, 2)))(theta, h0, w)
-        assert float(g_theta["cp"][1]) == 0.0 and float(g_theta["ct"][1]) == 0.0
-        assert all(float(jnp.abs(v).max()) == 0.0 for v in jax.tree_util.tree_leaves(g_w))
+        if solver == "newton":  # smash's Newton takes it through the safeguarded solve of its equations
+            want = jax.jit(jax.grad(partial(levels, which="conservative"), argnums=(0, 2)))(theta, h0, w)
+            for got, ref in zip(jax.tree_util.tree_leaves((g_theta, g_w)), jax.tree_util.tree_leaves(want)):
+                np.testing.assert_allclose(np.asarray(got), np.asarray(ref), rtol=1e-9, atol=1e-12)
+            assert float(jnp.abs(g_theta["cp"][1])) > 0.0
+        else:  # the fully implicit solver masks it
+            assert float(g_theta["cp"][1]) == 0.0 and float(g_theta["ct"][1]) == 0.0
+            assert all(float(jnp.abs(v).max()) == 0.0 for v in jax.tree_util.tree_leaves(g_w))
 
 
 def test_ift_gradient_is_not_applied_where_newton_did_not_converge(x64):

@@ -15,9 +15,10 @@ With x = hp and y = ht (normalised levels) and time in steps:
   iterate to [1e-6, 1 − 1e-6], convergence when ‖(δx/x, δy/y)‖ < 1e-6, at most 10 updates.
   The loop exits as soon as every cell has converged (a converged cell is frozen, so the
   values equal those of smash's fixed 10-iteration loop). Gradients: the implicit function
-  theorem at the converged root (one 2×2 solve per cell), and zero on cells that did not
-  converge (clipped to a bound, or wandering), where the returned level does not move with
-  the parameters.
+  theorem at the converged root (one 2×2 solve per cell); on cells that did not converge
+  (clipped to a bound, wandering on a stiff store, or without a root) Newton's last iterate
+  is an artefact, and the gradient is taken through the safeguarded solve of the same
+  equations (the ``"conservative"`` solution) instead.
 * ``"conservative"`` (beyond smash): the same semi-implicit equations, solved so that the step
   always returns a root in the feasible set. The production equation is a quadratic in x with
   exactly one root in [0, 1] (solved in closed form); the transfer equation is solved by
@@ -228,7 +229,11 @@ def _jacobian_blocks(residual, z, p):
 
 def _root_bwd(residual, solve, res, cotangents):
     z, converged, p = res
-    gz = cotangents[0]
+    return (_ift_cotangent(residual, z, converged, p, cotangents[0]),)
+
+
+def _ift_cotangent(residual, z, converged, p, gz):
+    """The cotangent of ``p`` by the implicit function theorem at ``z`` (see :func:`_root`)."""
     cols = _jacobian_blocks(residual, z, p)
     a = cols[0][0]
     safe = jnp.where(a == 0.0, 1.0, a)
@@ -244,7 +249,7 @@ def _root_bwd(residual, solve, res, cotangents):
         lam = jnp.stack([l1, l2])
     _, vjp = jax.vjp(lambda q: residual(z, q), p)
     (gp,) = vjp(-lam)
-    return (gp,)
+    return gp
 
 
 _root.defvjp(_root_fwd, _root_bwd)
@@ -348,9 +353,52 @@ def newton_implicit_euler(x0, y0, pn, en, cp, ct, kexc, corrections=None):
         f, g1, g2 = corrections
         p.update(f=tuple(f), g1=tuple(g1), g2=tuple(jax.lax.stop_gradient(g2)))
         p["g1"] = tuple(jax.lax.stop_gradient(g1))  # they shape the iterates, not the root
-    z, _, iterations = _root(_semi_residual, _smash_newton, p)
+    z, _, iterations = _newton_root(p)
     r = jax.lax.stop_gradient(_semi_residual(z, p))
     return z[0], z[1], iterations, jnp.sqrt(r[0] ** 2 + r[1] ** 2)
+
+
+@jax.custom_vjp
+def _newton_root(p):
+    """smash's Newton (:func:`_smash_newton`) with gradients that are true where it is not a root.
+
+    Where a cell converged, the implicit function theorem at its root (:func:`_ift_cotangent`).
+    Where it did not (clipped to a bound, wandering on a stiff store such as cp near 0, or no
+    root at all), Newton's last iterate is an artefact of the iteration: the gradient is taken
+    through the safeguarded solve of the same equations instead (:func:`_conservative_levels`:
+    the exact production root, the transfer root or the full store), the solution Newton was
+    after. Computed only when some cell needs it.
+    """
+    return _smash_newton(p)
+
+
+def _newton_root_fwd(p):
+    z, converged, iterations = _smash_newton(p)
+    return (z, converged, iterations), (z, converged, p)
+
+
+def _newton_root_bwd(res, cotangents):
+    z, converged, p = res
+    gz = cotangents[0]
+    solved = converged[0] & converged[1]
+    gp = _ift_cotangent(_semi_residual, z, jnp.stack([solved, solved]), p, jnp.where(solved, gz, 0.0))
+
+    def through_safeguarded(gp):
+        _, vjp = jax.vjp(_conservative_levels, p)
+        (g_safe,) = vjp(jnp.where(solved, 0.0, gz))
+        return jax.tree_util.tree_map(jnp.add, gp, g_safe)
+
+    gp = jax.lax.cond(jnp.all(solved), lambda gp: gp, through_safeguarded, gp)
+    return (gp,)
+
+
+_newton_root.defvjp(_newton_root_fwd, _newton_root_bwd)
+
+
+def _conservative_levels(p):
+    """The levels (x, y) of :func:`conservative_implicit_euler` for Newton's inputs ``p``."""
+    x, y, *_ = conservative_implicit_euler(p["x0"], p["y0"], p["pn"], p["en"], p["cp"], p["ct"], p["kexc"], p.get("f"))
+    return jnp.stack([x, y])
 
 
 # ------------------------------------------------- solvability, and the conservative solver
