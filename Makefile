@@ -9,7 +9,7 @@ NBVAL_DIR := build/nbval/ci
 export MPLBACKEND := Agg
 export PYTHONHASHSEED := 0
 
-.PHONY: demo test test-fast test-notebooks test-slow bench venv clean
+.PHONY: demo test test-fast test-notebooks test-slow bench mutants venv clean
 
 venv: $(VENV)/.installed
 
@@ -44,6 +44,10 @@ test-slow: venv
 ## make bench: speed against hydro-smash on this machine, written to benchmarks/results.md
 bench: venv
 	$(PY) benchmarks/run_all.py
+
+## make mutants: hand-made bugs, each run against the tests that should catch it (~30 min, not in make test; docs/mutation.md)
+mutants: venv
+	$(PY) tools/mutants.py
 
 clean:
 	rm -rf build .pytest_cache .hypothesis
