@@ -45,7 +45,7 @@ test-slow: venv
 bench: venv
 	$(PY) benchmarks/run_all.py
 
-## make mutants: hand-made bugs, each run against the tests that should catch it (~30 min, not in make test; docs/mutation.md)
+## make mutants: hand-made bugs, each run against the tests that should catch it (~15 min, not in make test; docs/mutation.md)
 mutants: venv
 	$(PY) tools/mutants.py
 

@@ -18,7 +18,7 @@ there cannot judge a mutant, and the mutants that rely on it are reported as "BR
 prints a table (id, module, description, caught / SURVIVED, seconds, the first failing test) and
 the share caught, and writes it to ``docs/mutation.md`` (full runs only; ``--only`` runs print).
 
-It is slow (about half an hour for the whole set on two cores) and is not part of ``make test``:
+It is slow (about a quarter of an hour for the whole set on two cores) and is not part of ``make test``:
 run it with ``make mutants`` or ``python tools/mutants.py [--only ID,ID] [--list] [--jobs N]``.
 """
 
@@ -76,7 +76,8 @@ MUTANTS: list[Mutant] = [
         "closure check 100x too lenient",
         ("tests/test_balance.py::test_a_leak_shows_in_the_residual",
          "tests/test_ode_trust.py::test_smash_rules_that_create_water_are_named",
-         "tests/test_ode_trust.py::test_named_solver_losses_never_excuse_a_residual"),
+         "tests/test_ode_trust.py::test_named_solver_losses_never_excuse_a_residual",
+         "tests/test_mutants.py::test_a_hidden_loss_ten_times_the_tolerance_fails_the_closure_check"),
     ),
     M(
         "balance-gr6-exchange", "hybridhydro/balance.py",
@@ -137,7 +138,8 @@ MUTANTS: list[Mutant] = [
         'days = np.asarray(times, dtype="datetime64[ns]").astype("datetime64[D]")',
         'days = (np.asarray(times, dtype="datetime64[ns]") - np.timedelta64(1, "s")).astype("datetime64[D]")',
         "automatic ci groups steps by their start, not their end (midnight step in the wrong day)",
-        ("tests/test_structures.py::test_adjust_interception_matches_loop_and_groups_by_step_end",),
+        ("tests/test_structures.py::test_adjust_interception_matches_loop_and_groups_by_step_end",
+         "tests/test_mutants.py::test_automatic_interception_groups_steps_by_the_day_of_their_end"),
     ),
     # ------------------------------------------------------------------ structures/_snow.py
     M(
@@ -242,7 +244,8 @@ MUTANTS: list[Mutant] = [
         'qt = fluxes["qt"] * 1e-3 * cell_area / 3600.0',
         "runoff mm -> m3/s with an hourly step hard-coded (right at dt = 3600 s only)",
         ("tests/test_balance.py::test_balance_closes[gr4-lag0]",
-         "tests/test_simulate.py::test_result_dataset"),
+         "tests/test_simulate.py::test_result_dataset",
+         "tests/test_mutants.py::test_a_daily_run_closes_its_water_balance"),
     ),
     M(
         "simulate-feasible-closed", "hybridhydro/simulate.py",
@@ -293,7 +296,8 @@ MUTANTS: list[Mutant] = [
         '"Elt": float(np.argmax(qv) - np.argmax(pv)),',
         '"Elt": float(np.argmax(pv) - np.argmax(qv)),',
         "event lag time computed rain peak minus flow peak (sign reversed)",
-        ("tests/test_signatures.py::test_numpy_and_jax_agree",),
+        ("tests/test_signatures.py::test_numpy_and_jax_agree",
+         "tests/test_signatures.py::test_signatures_vs_smash"),
     ),
     # ------------------------------------------------------------------ calibration.py
     M(
@@ -323,15 +327,16 @@ MUTANTS: list[Mutant] = [
         "mask &= times > start",
         "mask &= times >= start",
         "calibration period (start, end] read as [start, end]: the step ending at start is costed",
-        ("tests/test_calibrate.py",),
+        ("tests/test_calibrate.py::test_bad_input_is_explained",
+         "tests/test_mutants.py::test_a_period_is_open_at_its_start_and_closed_at_its_end"),
     ),
     M(
         "calib-dws-gauge", "hybridhydro/calibration.py",
         "return np.array([int(np.nanargmax(area))])",
         "return np.array([int(np.nanargmin(area))])",
         "'dws' picks the smallest catchment instead of the most downstream gauge",
-        ("tests/test_calibrate.py::test_lbfgsb_recovers_the_parameters",
-         "tests/test_calibrate.py::test_bad_input_is_explained"),
+        ("tests/test_calibrate.py::test_bad_input_is_explained",
+         "tests/test_mutants.py::test_dws_calibrates_on_the_most_downstream_gauge"),
     ),
     # ------------------------------------------------------------------ mapping.py
     M(
@@ -417,7 +422,8 @@ MUTANTS: list[Mutant] = [
         "data = _for_storage(ds.load(), fmt)",
         "data = ds.load()",
         "write_basin no longer records the width of string variables",
-        ("tests/test_io.py::test_round_trip_without_gauges",),
+        ("tests/test_io.py::test_round_trip_without_gauges",
+         "tests/test_mutants.py::test_a_basin_with_no_gauge_left_keeps_the_width_of_its_gauge_codes"),
     ),
     M(
         "io-raster-offset-truncated", "hybridhydro/io/_rasters.py",
@@ -440,7 +446,8 @@ MUTANTS: list[Mutant] = [
         "return q_mm * 1e-3 * area_m2 / dt",
         "return q_mm * area_m2 / dt",
         "synthetic qobs mm -> m3/s without the 1e-3 (1000x too large)",
-        ("tests/test_synthetic.py",),
+        ("tests/test_synthetic.py::test_forcing_and_discharge_are_physical",
+         "tests/test_mutants.py::test_synthetic_discharge_carries_a_plausible_share_of_the_rain"),
     ),
     # ------------------------------------------------------------------ basin.py
     M(
@@ -448,7 +455,8 @@ MUTANTS: list[Mutant] = [
         "if codes.size and (codes.min() < 1 or codes.max() > 8):",
         "if codes.size and (codes.min() < 0 or codes.max() > 8):",
         "check_basin accepts an active cell with no flow direction (code 0)",
-        ("tests/test_synthetic.py", "tests/test_io.py::test_write_read_round_trip"),
+        ("tests/test_synthetic.py::test_follows_the_basin_schema",
+         "tests/test_mutants.py::test_check_basin_refuses_an_active_cell_without_a_direction"),
     ),
 ]
 del M
@@ -541,6 +549,14 @@ _RUNNING: set[subprocess.Popen] = set()
 _LOCK = threading.Lock()
 
 
+def _kill(proc: subprocess.Popen) -> None:
+    """End a pytest this script started, and its children (its own process group)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
 def run_pytest(copy: Path, env: dict, selection, timeout: float, extra=()) -> tuple[int | None, str, float]:
     """Run pytest in ``copy``; returns (exit code or None on timeout, output, seconds)."""
     shutil.rmtree(copy / ".hypothesis", ignore_errors=True)  # no example replayed from another mutant
@@ -555,9 +571,13 @@ def run_pytest(copy: Path, env: dict, selection, timeout: float, extra=()) -> tu
         out, _ = proc.communicate(timeout=timeout)
         code = proc.returncode
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
+        _kill(proc)
         out, _ = proc.communicate()
         code = None
+    except BaseException:  # Ctrl-C: the child runs in its own session, end it here
+        _kill(proc)
+        proc.wait()
+        raise
     finally:
         with _LOCK:
             _RUNNING.discard(proc)
@@ -565,11 +585,8 @@ def run_pytest(copy: Path, env: dict, selection, timeout: float, extra=()) -> tu
 
 
 def _first_failure(output: str) -> str:
-    for pattern in (r"^FAILED (\S+)", r"^ERROR (\S+)"):
-        found = re.search(pattern, output, re.M)
-        if found:
-            return found.group(1)
-    return ""
+    found = re.search(r"^(?:FAILED|ERROR) (.+?)(?: - .*)?$", output, re.M)
+    return found.group(1).strip() if found else ""
 
 
 # ----------------------------------------------------------------------------------- runs
@@ -603,7 +620,7 @@ def baseline(copy: Path, env: dict, mutants: list[Mutant], timeout: float) -> di
     print(f"baseline: exit {code} in {seconds:.0f} s", flush=True)
     if code == 0:
         return {}
-    failing = re.findall(r"^(?:FAILED|ERROR) (\S+)", out, re.M)
+    failing = [f.strip() for f in re.findall(r"^(?:FAILED|ERROR) (.+?)(?: - .*)?$", out, re.M)]
     broken = {}
     for m in mutants:
         bad = [f for f in failing if any(_covers(t, f) or _covers(f, t) for t in m.tests)]
@@ -699,9 +716,10 @@ def write_doc(outcomes: list[Outcome], total_s: float, command: str) -> None:
         "hybridhydro` resolves to the copy, runs `pytest -x -m \"not slow\"` on the mutant's tests "
         f"there (timeout {TIMEOUT_S} s, counted as caught), and restores the file. The selected tests "
         "first run once unmutated: a mutant whose tests fail there is reported as BROKEN, not scored. "
-        "A SURVIVED mutant is a bug the suite would let through: a missing check. The script takes "
-        "about half an hour, so it is **not part of `make test`**; run it with `make mutants` "
-        "(`--only ID[,ID]` runs a few, `--list` lists them, `--jobs N` runs N at once).",
+        "A SURVIVED mutant is a bug the suite would let through: a missing check "
+        "(`tests/test_mutants.py` holds the checks added for the mutants the suite first let through). "
+        "The script takes a quarter of an hour, so it is **not part of `make test`**; run it with "
+        "`make mutants` (`--only ID[,ID]` runs a few, `--list` lists them, `--jobs N` runs N at once).",
         "",
         f"**Score: {score_line(outcomes)}.**",
         "",
@@ -783,15 +801,18 @@ def main(argv=None) -> int:
             print(f"  {o.mutant.id:30s} {o.status:26s} {o.seconds:5.0f} s  {o.detail}", flush=True)
             return o
 
-        with ThreadPoolExecutor(max_workers=len(copies)) as pool:
-            outcomes = list(pool.map(one, mutants))
+        if len(copies) == 1:
+            outcomes = [one(m) for m in mutants]
+        else:
+            pool = ThreadPoolExecutor(max_workers=len(copies))
+            try:
+                outcomes = list(pool.map(one, mutants))
+            finally:
+                pool.shutdown(wait=False, cancel_futures=True)
     except KeyboardInterrupt:
         with _LOCK:
             for proc in list(_RUNNING):
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+                _kill(proc)
         print("interrupted; the repository was not touched", file=sys.stderr)
         return 130
     finally:
@@ -806,7 +827,8 @@ def main(argv=None) -> int:
     print(f"{score_line(outcomes)}; {total / 60:.1f} min in all")
     write = args.doc == "yes" or (args.doc == "auto" and not args.only)
     if write:
-        command = "make mutants" if not argv and not args.only else "python tools/mutants.py " + " ".join(argv or sys.argv[1:])
+        given = list(sys.argv[1:] if argv is None else argv)
+        command = "make mutants" if not given else "python tools/mutants.py " + " ".join(given)
         write_doc(outcomes, total, command)
         print(f"written to {DOC.relative_to(ROOT)}")
     return 0 if all(o.caught for o in outcomes if o.counted) else 1
