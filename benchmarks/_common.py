@@ -67,6 +67,27 @@ def load() -> str:
         return "n/a"
 
 
+def process_notes(load_before: str) -> list[str]:
+    """The notes every benchmark ends with: the process's peak memory, and a warning when the
+    machine was shared (a load average above its CPU count before or after the run)."""
+    notes = []
+    try:
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+        notes.append(f"Peak resident memory of the benchmark process: {peak:.2f} GiB.")
+    except ImportError:
+        pass
+    loads = [float(x.split()[0]) for x in (load_before, load()) if x != "n/a"]
+    busy = max(loads, default=0.0)
+    if busy > (os.cpu_count() or 1):
+        notes.append(
+            f"The machine was shared (load average {busy:.1f} on {os.cpu_count()} CPUs): repeated runs here "
+            "have moved individual medians by up to ~1.8x; read the ratios as +/- that."
+        )
+    return notes
+
+
 def update_results(title: str, section: str, path: Path = RESULTS) -> None:
     """Replace (or append) the section headed ``title`` in ``path``, keeping the other sections."""
     text = path.read_text() if path.exists() else _HEADER

@@ -26,12 +26,11 @@ Usage: ``.venv/bin/python benchmarks/bench_forward.py [--repeat N] [--skip-franc
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from datetime import datetime, timezone
 
-from _common import HERE, load, machine, publish, quiet
+from _common import HERE, load, machine, process_notes, publish, quiet
 from _common import block as _block
 from _common import timed as _timed
 
@@ -183,20 +182,7 @@ def main(argv=None) -> int:
         france = _forward("France", ds_f, setup_f, mesh_f, args.france_repeat, rows, notes)
         del ds_f
 
-    try:
-        import resource
-
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-        notes.append(f"Peak resident memory of the benchmark process: {peak:.2f} GiB.")
-    except ImportError:
-        pass
-
-    busy = max(float(x) for x in (load_before.split()[0], load().split()[0]) if x != "n/a") if load_before != "n/a" else 0.0
-    if busy > (os.cpu_count() or 1):
-        notes.append(
-            f"The machine was shared (load average {busy:.1f} on {os.cpu_count()} CPUs): repeated runs here "
-            "have moved individual medians by up to ~1.8x; read the ratios as +/- that."
-        )
+    notes += process_notes(load_before)
 
     table = ["| what | smash s | hybridhydro s | ratio smash/ours | compile s |", "|---|---:|---:|---:|---:|"]
     table += [f"| {what} | {s:.4f} | {o:.4f} | {s / o:.2f} | {c:.2f} |" for what, s, o, c in rows]

@@ -35,13 +35,12 @@ Usage: ``.venv/bin/python benchmarks/bench_hybrid.py [--repeat N] [--structures 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 import traceback
 from datetime import datetime, timezone
 
-from _common import HERE, load, machine, publish, quiet
+from _common import HERE, load, machine, process_notes, publish, quiet
 from _common import block as _block
 from _common import timed as _timed
 
@@ -400,19 +399,7 @@ def main(argv=None) -> int:
         "is one forward and one adjoint sweep on both sides. Ours: `ode_solver='newton'` (smash's scheme) "
         "in the first table; `remat_steps=True` (default), no chunked checkpointing."
     )
-    try:
-        import resource
-
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-        notes.append(f"Peak resident memory of the benchmark process: {peak:.2f} GiB.")
-    except ImportError:
-        pass
-    busy = max(float(x) for x in (load_before.split()[0], load().split()[0]) if x != "n/a") if load_before != "n/a" else 0.0
-    if busy > (os.cpu_count() or 1):
-        notes.append(
-            f"The machine was shared (load average {busy:.1f} on {os.cpu_count()} CPUs): read the ratios as "
-            "+/- up to ~1.8x (what repeated runs of the other benchmarks here have shown under load)."
-        )
+    notes += process_notes(load_before)
 
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     header = (

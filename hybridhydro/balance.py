@@ -39,7 +39,8 @@ cell for the ``domain`` unit), in mm over the unit's area::
 
 The ``residual`` is what none of the terms explains: it is round-off for a correct run
 (well below 1e-6 of the rain in float32) and anything larger is a bookkeeping error, never a
-named term in disguise. :func:`closure_check` tells whether it is within tolerance.
+named term in disguise. :func:`balance_closure` measures it and :func:`closes` tells whether
+it is within tolerance.
 
 Beside the budget, two terms that are parts of the ones above, shown because a reader will ask:
 ``overflow`` (part of ``outflow``: water the conservative ODE solver spills from a full
@@ -56,10 +57,11 @@ import xarray as xr
 from .mesh import Mesh, upstream_masks
 from .routing import routing_plan
 from .simulate import parse_structure
-from .structures import SOURCES
+from .structures import SOURCES, get_module
 
-#: Default tolerance of :func:`closes`: the unexplained residual, as a share of the rain. The
-#: float32 core leaves ~1e-7 of the rain (measured on every structure, up to 1000 mm/h storms).
+#: Default tolerance of :func:`closes`: the unexplained residual, as a share of the water turned
+#: over (the rain in a rain-driven run). The float32 core leaves ~1e-7 (measured on every
+#: structure, up to 1000 mm/h storms).
 BALANCE_TOLERANCE = 1e-6
 
 #: State -> the parameter holding its capacity (mm); states missing here are in mm already.
@@ -87,8 +89,6 @@ def _exchange(hydrology: str, flux) -> np.ndarray:
     """Exchange (mm per step, (time, nac)) as each structure applies it; positive gains water.
 
     A hybrid structure applies its (corrected) exchange as its parent does."""
-    from .structures import get_module
-
     hydrology = get_module(hydrology).parent or hydrology
     if hydrology in ("gr4", "gr5", "grc"):
         return flux("lexc") + flux("qd") - flux("prd")
@@ -151,8 +151,6 @@ def water_balance(result: xr.Dataset, basin: xr.Dataset | None = None) -> xr.Dat
         return np.nan_to_num(_cells(_field(name, result, basin, f"internal flux of {s.hydrology}"), plan))
 
     hydro_fluxes = s.fluxes
-    from .structures import get_module
-
     source_names = get_module(s.hydrology).sources
     sources = {name: flux(name) for name in source_names}
     overflow = flux("overflow") if "overflow" in hydro_fluxes else None
@@ -373,11 +371,11 @@ def balance_closure(balance: xr.Dataset, simulation: xr.Dataset | None = None) -
         limit = SAFEGUARDED_MAX_ITERATIONS if solver == "conservative" else NEWTON_MAX_ITERATIONS
         it = simulation["newton_iterations"].values
         solved = np.isfinite(it) & (it > 0)
-        if solved.any() and solver != "conservative":
-            # at the limit and still moving: the residual at the returned point says which
-            out["unconverged"] = float(np.mean((it[solved] >= limit) & (simulation["newton_residual"].values[solved] > 1e-5)))
-        elif solved.any():
-            out["unconverged"] = float(np.mean(it[solved] >= limit))
+        if solved.any():
+            at_limit = it[solved] >= limit
+            if solver != "conservative":  # at the limit and still moving: the residual says which
+                at_limit &= simulation["newton_residual"].values[solved] > 1e-5
+            out["unconverged"] = float(np.mean(at_limit))
     for name, key in (("ode_root_exists", "no_root"), ("ode_root_unique", "several_roots")):
         if name in simulation:
             v = simulation[name].values
@@ -397,7 +395,7 @@ def balance_closure(balance: xr.Dataset, simulation: xr.Dataset | None = None) -
 
 def closes(closure: dict, tolerance: float = BALANCE_TOLERANCE) -> bool:
     """True when the unexplained residual of :func:`balance_closure` is within ``tolerance`` of the
-    rain. Named sources, unconverged steps or missing roots never excuse a residual: a run that
+    water turned over. Named sources, unconverged steps or missing roots never excuse a residual: a run that
     loses water without naming it fails, and so does a run whose share is undefined (NaN)."""
     worst = closure["worst"]
     return bool(np.isfinite(worst) and worst <= tolerance)

@@ -40,6 +40,7 @@ import pandas as pd
 import xarray as xr
 
 from . import structures
+from .balance import closes  # noqa: F401  (the closure check, also offered here beside balance_closure)
 from .calibration import MAPPINGS, CalibrationResult, calibrate, load_calibration
 from .cost import METRICS, evaluate
 
@@ -463,15 +464,6 @@ def balance_closure(simulation: xr.Dataset, basin: xr.Dataset, balance: xr.Datas
     if balance is None:
         balance = water_balance(simulation, basin)
     return _closure(balance, simulation)
-
-
-def closes(closure: dict, tolerance: float | None = None) -> bool:
-    """:func:`hybridhydro.balance.closes`: the unexplained residual within ``tolerance`` of the rain
-    (default :data:`hybridhydro.balance.BALANCE_TOLERANCE`); nothing else excuses it."""
-    from .balance import BALANCE_TOLERANCE
-    from .balance import closes as _closes
-
-    return _closes(closure, BALANCE_TOLERANCE if tolerance is None else tolerance)
 
 
 def comparison_table(scores: pd.DataFrame, metric: str = "nse") -> pd.DataFrame:
