@@ -1,52 +1,85 @@
 """hybridhydro: spatially distributed hybrid physics-AI hydrological modelling in JAX.
 
-The public API, by stage of the data flow (see README.md):
+The public API, by stage of the data flow (docs/architecture.md draws it):
 
 * basin: :func:`read_smash_dataset`, :func:`read_basin`, :func:`write_basin`,
   :func:`synthetic_basin`, :func:`check_basin`
 * mesh: :func:`build_mesh`, :class:`Mesh` (more in :mod:`hybridhydro.mesh`)
-* model: :func:`simulate`, :func:`network_weights` (structures in
-  :mod:`hybridhydro.structures`), :func:`water_balance`
+* structure: :func:`parse_structure` (the one parser of ``"<snow>-<hydrology>-<routing>"``),
+  :class:`Structure`, :func:`calibrated_parameters`, :func:`get_module` (a module's names),
+  the tables :data:`PARAMETER_BOUNDS`, :data:`PARAMETER_UNITS`, :data:`SOURCES`,
+  :data:`ODE_SOLVERS`, and :func:`ill_posed_cells`
+* run: :func:`prepare_run` (basin + structure -> :class:`RunInputs`, validated once) and
+  :func:`run` (the pure, jittable, differentiable run); :func:`simulate` (both, with an
+  xarray result), :func:`network_weights`, :func:`water_balance`, :func:`balance_closure`,
+  :func:`closes`
 * hybrid: :class:`FluxCorrectionNet` (and the regionalisation networks in
-  :mod:`hybridhydro.networks`), :func:`make_mapping` (descriptors -> parameter maps)
-* calibration: :func:`calibrate` (controls -> parameter maps -> simulation -> cost,
-  minimised; :func:`load_calibration` reads a saved one), :func:`evaluate` (metrics per gauge of any simulation)
+  :mod:`hybridhydro.networks`), :func:`make_mapping` (descriptors -> parameter maps),
+  :func:`transform_descriptors`
+* calibration: :func:`calibrate` (controls -> parameter maps -> run -> cost, minimised;
+  :func:`load_calibration` reads a saved one), :func:`evaluate` (metrics per gauge of any
+  simulation); periods read ``(start, end]`` everywhere (:mod:`hybridhydro.periods`)
 * pipeline: :func:`load_params` (the notebook runner is ``python -m hybridhydro``)
+
+Public modules besides the top level (:data:`PUBLIC_MODULES`): :mod:`~hybridhydro.protocol`
+(the paper's experiment), :mod:`~hybridhydro.report` (tables and figures the notebooks show),
+:mod:`~hybridhydro.plotting` and :mod:`~hybridhydro.periods`. The notebooks use nothing else.
 """
 
+from . import periods, plotting, protocol, report  # noqa: F401  (public modules)
 from .balance import BALANCE_TOLERANCE, balance_closure, closes, water_balance
 from .basin import check_basin
 from .calibration import calibrate, load_calibration
 from .cost import evaluate
 from .io import read_basin, read_smash_dataset, write_basin
-from .mapping import make_mapping
+from .mapping import make_mapping, transform_descriptors
 from .mesh import Mesh, build_mesh
 from .networks import FluxCorrectionNet
 from .pipeline import load_params
+from .model import RunInputs, prepare_run, run
 from .simulate import network_weights, simulate
+from .structure_name import Structure, calibrated_parameters, parse_structure
+from .structures import ODE_SOLVERS, PARAMETER_BOUNDS, PARAMETER_UNITS, SOURCES, get_module, ill_posed_cells
 from .synthetic import synthetic_basin
 
 __version__ = "0.1.0"
 
+#: The modules the documentation names as public, besides the package's top level.
+PUBLIC_MODULES = ("periods", "plotting", "protocol", "report")
+
 __all__ = [
+    "BALANCE_TOLERANCE",
     "FluxCorrectionNet",
     "Mesh",
+    "ODE_SOLVERS",
+    "PARAMETER_BOUNDS",
+    "PARAMETER_UNITS",
+    "PUBLIC_MODULES",
+    "RunInputs",
+    "SOURCES",
+    "Structure",
     "__version__",
+    "balance_closure",
     "build_mesh",
     "calibrate",
+    "calibrated_parameters",
     "check_basin",
+    "closes",
     "evaluate",
+    "get_module",
+    "ill_posed_cells",
     "load_calibration",
     "load_params",
     "make_mapping",
     "network_weights",
+    "parse_structure",
+    "prepare_run",
     "read_basin",
     "read_smash_dataset",
+    "run",
     "simulate",
     "synthetic_basin",
+    "transform_descriptors",
     "water_balance",
-    "balance_closure",
-    "closes",
-    "BALANCE_TOLERANCE",
     "write_basin",
 ]

@@ -54,9 +54,9 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-from .mesh import Mesh, upstream_masks
-from .routing import routing_plan
-from .simulate import parse_structure
+from .mesh import upstream_masks
+from .model import prepare_run
+from .structure_name import parse_structure
 from .structures import SOURCES, get_module
 
 #: Default tolerance of :func:`closes`: the unexplained residual, as a share of the water turned
@@ -83,6 +83,14 @@ def _cells(da: xr.DataArray, plan) -> np.ndarray:
     """A (y, x) or (time, y, x) DataArray on the active cells, float64: (nac,) or (time, nac)."""
     dims = ("time", "y", "x") if "time" in da.dims else ("y", "x")
     return plan.to_cells(da.transpose(*dims).values).astype(np.float64)
+
+
+def _window(result: xr.Dataset, dt: float):
+    """The ``(start, end]`` period of a result's time steps (None: it has no time axis)."""
+    if "time" not in result.coords or result.sizes.get("time", 0) == 0:
+        return None
+    times = result["time"].values
+    return (times[0] - np.timedelta64(int(round(dt)), "s"), times[-1])
 
 
 def _exchange(hydrology: str, flux) -> np.ndarray:
@@ -132,17 +140,24 @@ def water_balance(result: xr.Dataset, basin: xr.Dataset | None = None) -> xr.Dat
     dt = float(result.attrs["dt"])
     mesh_ds = basin if basin is not None else result
     _field("flwdir", result, basin, "the mesh")
-    mesh = Mesh.from_dataset(mesh_ds)
-    plan = routing_plan(mesh)
+    # The run's own preparation (hybridhydro.prepare_run) gives the plan and the forcing the run
+    # read, over the result's window, with the parameters and initial states it used.
+    inputs = prepare_run(
+        mesh_ds, s.name,
+        {n: _field(n, result, basin, "parameter used by the run") for n in s.parameters},
+        {n: _field(f"{n}_initial", result, basin, "initial state") for n in s.states},
+        period=_window(result, dt),
+    )
+    plan, mesh = inputs.labels.plan, inputs.labels.mesh
     area = plan.cell_area.astype(np.float64)  # (nac,) m2
 
-    prcp = _cells(_field("prcp", result, basin, "precipitation forcing"), plan)
-    pet = _cells(_field("pet", result, basin, "PET forcing"), plan)
+    prcp = np.asarray(inputs.forcing["prcp"], np.float64)  # (time, nac) mm per step, NaN where missing
+    pet = np.asarray(inputs.forcing["pet"], np.float64)
     valid = (prcp >= 0.0) & (pet >= 0.0)  # NaN compares False
     rain = np.where(valid, prcp, 0.0)
-    if s.snow == "ssn" and "snow" in mesh_ds and "temp" in mesh_ds:
-        snow = _cells(mesh_ds["snow"], plan)
-        temp = _cells(mesh_ds["temp"], plan)
+    if s.snow == "ssn" and "snow" in inputs.forcing and "temp" in inputs.forcing:
+        snow = np.asarray(inputs.forcing["snow"], np.float64)
+        temp = np.asarray(inputs.forcing["temp"], np.float64)
         rain = rain + np.where((snow >= 0.0) & np.isfinite(temp), snow, 0.0)
 
     def flux(name: str) -> np.ndarray:

@@ -37,7 +37,7 @@ import xarray as xr
 
 from . import networks
 from .mesh import Mesh
-from .routing import RoutingPlan, routing_plan
+from .mesh import RoutingPlan, routing_plan
 from .structures import PARAMETER_BOUNDS, STATE_BOUNDS
 
 MAPPINGS = ("uniform", "distributed", "multi-linear", "multi-power", "ann", "cnn")

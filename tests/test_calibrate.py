@@ -156,11 +156,11 @@ def test_every_optimizer_is_listed():
 
 
 def test_ctrl_c_keeps_a_checkpoint_that_resumes_to_the_same_result(basin, tmp_path, monkeypatch):
-    from hybridhydro import calibration as module
+    from hybridhydro.calibration import optimizers as module
 
     kwargs = dict(gauges="all", progress=False, parameters=("cp", "ct"))
     whole = calibrate(basin, "gr4-lr", "uniform", "adam", 5, **kwargs)
-    record, calls = module._Adaptive.record, {"n": 0}
+    record, calls = module.Adaptive.record, {"n": 0}
 
     def interrupted(self, *args, **kw):  # Ctrl-C arrives during the 4th iteration
         calls["n"] += 1
@@ -168,10 +168,10 @@ def test_ctrl_c_keeps_a_checkpoint_that_resumes_to_the_same_result(basin, tmp_pa
             raise KeyboardInterrupt
         return record(self, *args, **kw)
 
-    monkeypatch.setattr(module._Adaptive, "record", interrupted)
+    monkeypatch.setattr(module.Adaptive, "record", interrupted)
     with pytest.raises(KeyboardInterrupt, match="checkpoint saved to .*call calibrate\\(\\) again"):
         calibrate(basin, "gr4-lr", "uniform", "adam", 5, checkpoint=tmp_path / "ck", checkpoint_every=100, **kwargs)
-    monkeypatch.setattr(module._Adaptive, "record", record)
+    monkeypatch.setattr(module.Adaptive, "record", record)
     resumed = calibrate(basin, "gr4-lr", "uniform", "adam", 5, checkpoint=tmp_path / "ck", **kwargs)
     np.testing.assert_array_equal(resumed.parameters["cp"], whole.parameters["cp"])
     assert list(resumed.history.index) == list(whole.history.index)
@@ -218,9 +218,9 @@ def test_smash_update_rules_are_spec_10_4():
 def test_early_stopping_watches_the_validation_cost_and_counts_its_patience():
     """The monitored cost is the validation cost when there is one; training stops when the
     iteration minus the best one exceeds ``early_stopping`` (smash's rule), not one sooner."""
-    from hybridhydro.calibration import _Runner
+    from hybridhydro.calibration.optimizers import Runner
 
-    runner = object.__new__(_Runner)
+    runner = object.__new__(Runner)
     runner.validating, runner.early_stopping, runner.rows = True, 3, []
     # training keeps improving; validation is best at iteration 2, then worsens
     validation = [1.0, 0.8, 0.5, 0.6, 0.7, 0.8, 0.9]

@@ -328,7 +328,7 @@ def test_evaluate_synthetic(synthetic_run):
         ref = [ref_score(name, qobs[g], res["q"].values[g]) for g in range(qobs.shape[0])]
         np.testing.assert_allclose(table[name].values, ref, rtol=1e-4, atol=1e-6, err_msg=name)
     t = res["time"].values
-    part = cost.evaluate(res, basin, "nse", start=t[24], end=t[-1])
+    part = cost.evaluate(res, basin, "nse", period=(t[23], t[-1]))
     ref = [ref_score("nse", qobs[g, 24:], res["q"].values[g, 24:]) for g in range(2)]
     np.testing.assert_allclose(part["nse"].values, ref, rtol=1e-4)
     assert part.attrs["start"] == str(t[24])
@@ -338,8 +338,11 @@ def test_evaluate_errors(synthetic_run):
     basin, res = synthetic_run
     with pytest.raises(ValueError, match="unknown metric 'nes'"):
         cost.evaluate(res, basin, ["nse", "nes"])
-    with pytest.raises(ValueError, match="no time step"):
-        cost.evaluate(res, basin, start="2030-01-01")
+    with pytest.raises(ValueError, match="outside the basin.s data"):
+        cost.evaluate(res, basin, period=("2030-01-01", None))
+    t = res["time"].values
+    with pytest.raises(ValueError, match="holds no time step"):  # (t0, t0 + 1 min] holds no label
+        cost.evaluate(res, basin, period=(t[3], t[3] + np.timedelta64(1, "m")))
     qobs = basin["qobs"].values.copy()
     qobs[1] = np.nan
     with pytest.warns(UserWarning, match="SYN001"):
@@ -383,7 +386,7 @@ def test_evaluation_matches_smash(cance):
     k0 = int(np.flatnonzero(res["time"].values == np.datetime64("2014-10-01T01:00"))[0])
     k1 = int(np.flatnonzero(res["time"].values == np.datetime64("2014-11-01T00:00"))[0])
     assert np.all(model.response.q[:, k0 : k1 + 1] > 1.2e-38)
-    table = cost.evaluate(res, basin, NAMES, start="2014-10-01T01:00", end="2014-11-01T00:00")
+    table = cost.evaluate(res, basin, NAMES, period=("2014-10-01T00:00", "2014-11-01T00:00"))
     qo = model.response_data.q[:, k0 : k1 + 1].T
     qs = model.response.q[:, k0 : k1 + 1].T
     for i, name in enumerate(NAMES):

@@ -28,7 +28,8 @@ import zlib
 import numpy as np
 import pytest
 
-from hybridhydro.simulate import parse_structure, simulate
+from hybridhydro.simulate import simulate
+from hybridhydro.structure_name import parse_structure
 from hybridhydro.structures import PARAMETER_BOUNDS, STATE_BOUNDS
 
 smash = pytest.importorskip("smash")

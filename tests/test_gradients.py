@@ -28,8 +28,9 @@ import numpy as np
 import pytest
 
 import hybridhydro
-from hybridhydro.routing import routing_plan
-from hybridhydro.simulate import parse_structure, simulate_arrays
+from hybridhydro.mesh import routing_plan
+from hybridhydro.model import simulate_arrays
+from hybridhydro.structure_name import parse_structure
 
 DT = 3600.0
 ROUTING_FIELDS = ("llr", "akw", "bkw", "hlr")  # act on the inflow from upstream cells

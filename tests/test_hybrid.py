@@ -11,8 +11,9 @@ from jax.flatten_util import ravel_pytree
 
 import hybridhydro as hh
 from hybridhydro.mapping import make_mapping
-from hybridhydro.routing import routing_plan
-from hybridhydro.simulate import automatic_interception, parse_structure, simulate_arrays
+from hybridhydro.mesh import routing_plan
+from hybridhydro.model import automatic_interception, simulate_arrays
+from hybridhydro.structure_name import parse_structure
 from hybridhydro.structures import HYBRID_MODULES
 
 RUN = dict(return_fluxes=True, return_states=True, return_discharge_field=True)

@@ -12,7 +12,7 @@ import pytest
 
 import hybridhydro as hh
 from hybridhydro.balance import BALANCE_TOLERANCE, balance_closure, closes, water_balance
-from hybridhydro.calibration import _period_steps, _select_gauges
+from hybridhydro.periods import period_mask, select_gauges
 from hybridhydro.structures import adjust_interception
 from hybridhydro.synthetic import synthetic_basin
 
@@ -73,7 +73,7 @@ def test_a_period_is_open_at_its_start_and_closed_at_its_end(basin):
     """Catches ``calib-period-start`` (the period read as [start, end]): a period ``(start, end]``
     of step labels holds the steps ending after ``start`` up to ``end`` included."""
     times = pd.DatetimeIndex(basin["time"].values)
-    mask = _period_steps(basin, (str(times[2]), str(times[5])), "period")
+    mask = period_mask(basin["time"].values, (str(times[2]), str(times[5])), "period")
     assert np.flatnonzero(mask).tolist() == [3, 4, 5]
 
 
@@ -82,8 +82,8 @@ def test_dws_calibrates_on_the_most_downstream_gauge(basin):
     largest area (the outlet), not the smallest."""
     area = basin["area_dln"].values
     assert area[0] > area[1:].max()  # gauge 0 is the synthetic basin's outlet
-    np.testing.assert_array_equal(_select_gauges(basin, "dws"), [0])
-    np.testing.assert_array_equal(_select_gauges(basin, None), [0])
+    np.testing.assert_array_equal(select_gauges(basin, "dws"), [0])
+    np.testing.assert_array_equal(select_gauges(basin, None), [0])
 
 
 def test_synthetic_discharge_carries_a_plausible_share_of_the_rain(basin):

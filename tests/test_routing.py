@@ -10,15 +10,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hybridhydro.mesh import Mesh
+from hybridhydro.mesh import Mesh, build_routing_plan, routing_plan
 from hybridhydro.routing import (
     ROUTING_PARAMETERS,
-    build_routing_plan,
-    device_plan,
     initial_routing_state,
     route_series,
     route_step,
-    routing_plan,
 )
 
 DT = 3600.0
@@ -181,7 +178,7 @@ def test_plan_levels_are_a_topological_order_matching_flwpar(basin_mesh):
 
 
 def test_levels_are_grouped_into_segments_of_similar_width():
-    from hybridhydro.routing import _segment_levels
+    from hybridhydro.mesh._plan import _segment_levels
 
     widths = [1000, 500, 300, 200, 100, 50, 30, 20, 10, 5, 3, 2, 1, 1, 6]
     groups = _segment_levels(widths)
@@ -204,27 +201,23 @@ def test_plan_errors_name_the_cell():
         route_step("lag1", plan, {}, jnp.zeros(2), {}, DT)
 
 
-def test_plan_is_cached_per_mesh_content(basin_mesh):
+def test_plan_is_read_only_and_routes_the_same_on_the_device(basin_mesh):
     import dataclasses
 
     plan = routing_plan(basin_mesh)
-    # a mesh rebuilt with the same arrays (new objects) gets the same plan object back
-    copy = dataclasses.replace(basin_mesh, flwdir=basin_mesh.flwdir.copy(), dx=basin_mesh.dx.copy())
-    assert routing_plan(copy) is plan
-    assert not plan.rows.flags.writeable  # shared between calls: read-only
+    assert not plan.rows.flags.writeable  # a plan may be shared by many runs: read-only
     fresh = build_routing_plan(basin_mesh)
     for a, b in zip(jax.tree_util.tree_leaves(plan), jax.tree_util.tree_leaves(fresh)):
         np.testing.assert_array_equal(a, b)
     # another cell size is another plan
     other = routing_plan(dataclasses.replace(basin_mesh, dx=basin_mesh.dx * 2))
-    assert other is not plan and not np.array_equal(other.dx, plan.dx)
-    # the device copy is made once per cached plan and routes identically
-    assert device_plan(plan) is device_plan(plan)
+    assert not np.array_equal(other.dx, plan.dx)
+    # the plan copied to the device routes identically
     qt = jnp.asarray(_runoff(12, plan.nac))
     params = {"llr": jnp.asarray(_random_params(plan.nac)["llr"])}
     state = initial_routing_state("lr", plan.nac)
     a, _ = jax.jit(lambda p: route_series("lr", p, params, qt, state, DT))(plan)
-    b, _ = jax.jit(lambda p: route_series("lr", p, params, qt, state, DT))(device_plan(plan))
+    b, _ = jax.jit(lambda p: route_series("lr", p, params, qt, state, DT))(jax.device_put(plan))
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 

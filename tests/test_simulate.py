@@ -10,8 +10,11 @@ import pytest
 import xarray as xr
 
 from hybridhydro.mesh import Mesh
-from hybridhydro.routing import routing_plan
-from hybridhydro.simulate import parse_structure, simulate, simulate_arrays
+import hybridhydro as hh
+from hybridhydro.mesh import routing_plan
+from hybridhydro.model import simulate_arrays
+from hybridhydro.simulate import simulate
+from hybridhydro.structure_name import parse_structure
 from hybridhydro.structures import STATE_DEFAULTS, parameter_default
 
 
@@ -137,7 +140,7 @@ def test_missing_forcing_keeps_discharge_finite(basin):
 
 
 def test_checkpoint_every_must_be_positive(basin):
-    with pytest.raises(ValueError, match="checkpoint_every must be a positive number of steps, got 0"):
+    with pytest.raises(ValueError, match="checkpoint_every must be a positive whole number of steps or None, got 0"):
         simulate(basin, "gr4-lr", {"ci": 1.0}, checkpoint_every=0)
 
 
@@ -281,8 +284,8 @@ def test_step_rematerialisation_keeps_the_forward_and_the_gradient(basin):
         np.testing.assert_allclose(np.asarray(grads[0][name]), np.asarray(grads[1][name]), rtol=1e-4, atol=1e-6 * scale)
 
 
-def test_interception_fit_is_blocked_and_cached_without_changing_ci(basin):
-    from hybridhydro.simulate import _fitted_interception, automatic_interception
+def test_interception_fit_is_blocked_and_fitted_once_per_prepared_run(basin):
+    from hybridhydro.model import automatic_interception
     from hybridhydro.structures._interception import CI_CANDIDATES, _adjust, day_index
 
     plan = routing_plan(Mesh.from_dataset(basin))
@@ -296,11 +299,15 @@ def test_interception_fit_is_blocked_and_cached_without_changing_ci(basin):
     for block in (7, 100):
         np.testing.assert_array_equal(np.asarray(_adjust(*args, block=block)), whole)
     assert set(np.unique(whole)) <= set(CI_CANDIDATES)
-    # the cached fit is the fit, and is reused for the same forcing only
-    first = _fitted_interception(p, e, times, dt)
-    np.testing.assert_array_equal(first, automatic_interception(p, e, times, dt))
-    assert _fitted_interception(p.copy(), e.copy(), times, dt) is first
-    assert _fitted_interception(p * 2, e, times, dt) is not first
+    # prepare_run fits ci to the basin's whole forcing, whatever the run window
+    fit = automatic_interception(p, e, times, dt)
+    inputs = hh.prepare_run(basin, "gr4-lr")
+    np.testing.assert_array_equal(np.asarray(inputs.parameters["ci"]), fit)
+    window = hh.prepare_run(basin, "gr4-lr", period=(times[10], None))
+    np.testing.assert_array_equal(np.asarray(window.parameters["ci"]), fit)
+    assert window.ntime == inputs.ntime - 11
+    # a ci the user gives is kept
+    np.testing.assert_array_equal(np.asarray(hh.prepare_run(basin, "gr4-lr", {"ci": 2.0}).parameters["ci"]), 2.0)
 
 
 # ------------------------------------------------------------------------------ smash oracle

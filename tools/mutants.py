@@ -237,9 +237,9 @@ MUTANTS: list[Mutant] = [
         ("tests/test_mesh.py::test_real_catchments_match_generate_mesh",
          "tests/test_mesh.py::test_random_grids_match_generate_mesh"),
     ),
-    # ------------------------------------------------------------------ simulate.py
+    # ------------------------------------------------------------------ model.py
     M(
-        "simulate-qt-hourly", "hybridhydro/simulate.py",
+        "model-qt-hourly", "hybridhydro/model.py",
         'qt = fluxes["qt"] * 1e-3 * cell_area / dt',
         'qt = fluxes["qt"] * 1e-3 * cell_area / 3600.0',
         "runoff mm -> m3/s with an hourly step hard-coded (right at dt = 3600 s only)",
@@ -248,36 +248,36 @@ MUTANTS: list[Mutant] = [
          "tests/test_mutants.py::test_a_daily_run_closes_its_water_balance"),
     ),
     M(
-        "simulate-feasible-closed", "hybridhydro/simulate.py",
+        "model-feasible-closed", "hybridhydro/model.py",
         "bad = np.flatnonzero(~((cells > lo) & (cells < hi)))  # NaN fails too",
         "bad = np.flatnonzero(~((cells >= lo) & (cells <= hi)))  # NaN fails too",
         "feasible domain checked as a closed interval (cp = 0 accepted)",
         ("tests/test_simulate.py::test_values_outside_the_feasible_domain_name_the_cell",),
     ),
-    # ------------------------------------------------------------------ cost.py
+    # ------------------------------------------------------------------ cost/
     M(
-        "cost-kge-bias-term", "hybridhydro/cost.py",
+        "cost-kge-bias-term", "hybridhydro/cost/metrics.py",
         "1.0 - _sqrt((r - 1.0) ** 2 + (alpha - 1.0) ** 2 + (beta - 1.0) ** 2)",
         "1.0 - _sqrt((r - 1.0) ** 2 + (alpha - 1.0) ** 2)",
         "KGE drops its bias term (beta - 1)^2",
         ("tests/test_cost.py::test_metric_matches_numpy_reference_with_gaps[kge]",),
     ),
     M(
-        "cost-warmup-off-by-one", "hybridhydro/cost.py",
+        "cost-warmup-off-by-one", "hybridhydro/cost/components.py",
         "qs2, qo2, valid = qs2[warmup_steps:], qo2[warmup_steps:], valid[warmup_steps:]",
         "qs2, qo2, valid = qs2[warmup_steps + 1:], qo2[warmup_steps + 1:], valid[warmup_steps + 1:]",
         "warm-up drops one step too many",
         ("tests/test_cost.py::test_warmup_and_transforms",),
     ),
     M(
-        "cost-quartiles-swapped", "hybridhydro/cost.py",
+        "cost-quartiles-swapped", "hybridhydro/cost/components.py",
         'QUANTILE_WEIGHTS = {"median": 0.5, "lquartile": 0.25, "uquartile": 0.75}',
         'QUANTILE_WEIGHTS = {"median": 0.5, "lquartile": 0.75, "uquartile": 0.25}',
         "lower and upper quartile gauge weights swapped",
         ("tests/test_cost.py::test_aggregation_weights_and_quantiles",),
     ),
     M(
-        "cost-smoothing-neighbour", "hybridhydro/cost.py",
+        "cost-smoothing-neighbour", "hybridhydro/cost/regularisation.py",
         "d_col = neighbour(0, 1) - 2.0 * m + neighbour(0, -1)",
         "d_col = neighbour(0, 1) - 2.0 * m + neighbour(0, 1)",
         "smoothing's column Laplacian uses the east neighbour twice",
@@ -299,9 +299,9 @@ MUTANTS: list[Mutant] = [
         ("tests/test_signatures.py::test_numpy_and_jax_agree",
          "tests/test_signatures.py::test_signatures_vs_smash"),
     ),
-    # ------------------------------------------------------------------ calibration.py
+    # ------------------------------------------------------------------ calibration/, periods.py
     M(
-        "calib-monitor-training", "hybridhydro/calibration.py",
+        "calib-monitor-training", "hybridhydro/calibration/optimizers.py",
         'key = "validation_cost" if self.validating else "cost"',
         'key = "cost"',
         "early stopping watches the training cost instead of the validation cost",
@@ -309,21 +309,21 @@ MUTANTS: list[Mutant] = [
          "tests/test_calibrate.py::test_early_stopping_on_validation_returns_the_best"),
     ),
     M(
-        "calib-patience-off-by-one", "hybridhydro/calibration.py",
+        "calib-patience-off-by-one", "hybridhydro/calibration/optimizers.py",
         'return self.rows[-1]["iteration"] - best > self.early_stopping',
         'return self.rows[-1]["iteration"] - best >= self.early_stopping',
         "early stopping's patience one iteration short (>= instead of >)",
         ("tests/test_calibrate.py::test_early_stopping_watches_the_validation_cost_and_counts_its_patience",),
     ),
     M(
-        "calib-adam-bias-correction", "hybridhydro/calibration.py",
+        "calib-adam-bias-correction", "hybridhydro/calibration/optimizers.py",
         "lambda m, v: -learning_rate * (m / (1.0 - b1)) / (jnp.sqrt(v / (1.0 - b2)) + eps), m, v)",
         "lambda m, v: -learning_rate * (m / (1.0 - b1)) / (jnp.sqrt(v) + eps), m, v)",
         "smash's Adam without the second moment's bias correction",
         ("tests/test_calibrate.py::test_smash_update_rules_are_spec_10_4",),
     ),
     M(
-        "calib-period-start", "hybridhydro/calibration.py",
+        "calib-period-start", "hybridhydro/periods.py",
         "mask &= times > start",
         "mask &= times >= start",
         "calibration period (start, end] read as [start, end]: the step ending at start is costed",
@@ -331,9 +331,9 @@ MUTANTS: list[Mutant] = [
          "tests/test_mutants.py::test_a_period_is_open_at_its_start_and_closed_at_its_end"),
     ),
     M(
-        "calib-dws-gauge", "hybridhydro/calibration.py",
-        "return np.array([int(np.nanargmax(area))])",
-        "return np.array([int(np.nanargmin(area))])",
+        "calib-dws-gauge", "hybridhydro/periods.py",
+        "return int(np.nanargmax(gauge_areas(basin)))",
+        "return int(np.nanargmin(gauge_areas(basin)))",
         "'dws' picks the smallest catchment instead of the most downstream gauge",
         ("tests/test_calibrate.py::test_bad_input_is_explained",
          "tests/test_mutants.py::test_dws_calibrates_on_the_most_downstream_gauge"),

@@ -11,17 +11,21 @@ Public API
 :func:`to_pyflwdir`            our codes as a :class:`pyflwdir.FlwdirRaster` (validated first)
 :func:`upstream_masks`         the cells draining through given cells (gauge catchments)
 :func:`catchment_means`        NaN-aware means of a (time, y, x) field over catchments, as smash
+:func:`routing_plan`           the mesh's :class:`RoutingPlan`: the cells in routing order
 """
 
 from ._build import build_mesh, build_mesh_from_raster, cell_sizes, read_flwdir
 from ._d8 import DCOL, DROW, detect_sink, from_esri, to_pyflwdir, validate_flwdir
 from ._mesh import Mesh
+from ._plan import RoutingPlan, build_routing_plan, routing_plan
 from ._upstream import catchment_means, upstream_masks
 
 __all__ = [
     "DCOL",
     "DROW",
     "Mesh",
+    "RoutingPlan",
+    "build_routing_plan",
     "build_mesh",
     "build_mesh_from_raster",
     "catchment_means",
@@ -29,6 +33,7 @@ __all__ = [
     "detect_sink",
     "from_esri",
     "read_flwdir",
+    "routing_plan",
     "to_pyflwdir",
     "upstream_masks",
     "validate_flwdir",
