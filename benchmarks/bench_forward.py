@@ -1,17 +1,17 @@
 """Time forward runs and the cost gradient of gr4-lr: hybridhydro against hydro-smash, same run.
 
 1. Cance (1440 hourly steps, 383 active cells): ``smash.forward_run(model)`` against
-   ``hybridhydro.simulate(basin, "gr4-lr")`` (the xarray edge) and the jitted core
-   ``simulate_arrays`` alone (inputs already on the active cells, the routing plan already on
-   the device). ``simulate`` caches the routing plan and the fitted ``ci`` between calls on
-   the same basin, as smash builds both once with its ``Model``; the first call pays for
-   them (in the "compile s" column, with the compilation).
+   ``hybridhydro.simulate(inputs)`` (the run with its xarray result) and ``hybridhydro.run(inputs)``
+   (the pure run alone), on ``inputs = hybridhydro.prepare_run(basin, "gr4-lr")``: the
+   preparation (mesh, routing plan, forcing on the active cells, ``ci`` fit) is made once, as
+   smash makes it once when it builds its ``Model``; neither is timed in the rows, both are
+   reported in the notes.
 2. France (906 044 active cells, the bundled 32 hourly steps): the same, with the throughput
    in cells x steps per second.
 3. Cance, value and gradient of the cost with respect to the distributed parameters
    (cp, ct, kexc, llr): ``smash.backward_run(model, mapping="distributed",
    return_options={"cost": True, "grad": True})`` against ``jax.jit(jax.value_and_grad(loss))``
-   on ``simulate_arrays``. smash's default cost (its ``backward_run`` docstring): ``jobs_cmpt="nse"``
+   of a loss on ``hybridhydro.run(inputs, theta)``. smash's default cost (its ``backward_run`` docstring): ``jobs_cmpt="nse"``
    at ``gauge="dws"`` (the most downstream gauge), no warm-up, i.e. ``1 - NSE`` at the outlet.
 
 Both sides use smash's default parameters and initial states (with ``ci`` fitted to the forcing,
@@ -43,44 +43,24 @@ GRAD_PARAMS = ("cp", "ct", "kexc", "llr")
 
 
 
-def _core_inputs(ds):
-    """The plain arrays ``simulate`` hands to ``simulate_arrays`` (defaults, ``ci`` fitted)."""
-    import jax.numpy as jnp
-
-    from hybridhydro import structures
-    from hybridhydro.mesh import Mesh
-    from hybridhydro.routing import routing_plan
-    from hybridhydro.simulate import automatic_interception, parse_structure
-
-    s = parse_structure(STRUCTURE)
-    dt = float(ds.attrs["dt"])
-    plan = routing_plan(Mesh.from_dataset(ds))
-    forcing = {n: plan.to_cells(ds[n].transpose("time", "y", "x").values).astype(np.float32) for n in ("prcp", "pet")}
-    params = {n: np.full(plan.nac, structures.parameter_default(n, dt), np.float32) for n in s.parameters}
-    params["ci"] = automatic_interception(forcing["prcp"], forcing["pet"], ds["time"].values, dt)
-    states = {n: np.full(plan.nac, structures.STATE_DEFAULTS[n], np.float32) for n in s.states}
-    as_j = lambda d: {k: jnp.asarray(v) for k, v in d.items()}  # noqa: E731
-    return as_j(params), as_j(states), as_j(forcing), plan, dt
-
-
 def _forward(name: str, ds, setup, mesh, repeat: int, rows: list, notes: list) -> dict:
     import smash
 
-    from hybridhydro import simulate
-    from hybridhydro.simulate import simulate_arrays
+    import hybridhydro as hh
 
+    t0 = time.perf_counter()
     model = quiet(lambda: smash.Model(setup, mesh))()
+    s_build = time.perf_counter() - t0
     s_first, s_med, s_model = _timed(quiet(lambda: smash.forward_run(model)), repeat)
 
-    o_first, o_med, o_ds = _timed(lambda: simulate(ds, STRUCTURE), repeat)
-    from hybridhydro.routing import device_plan
-
-    params, states, forcing, plan, dt = _core_inputs(ds)
-    on_device = device_plan(plan)  # the plan's index arrays, copied to the device once
-    core = lambda: _block(simulate_arrays(params, states, forcing, on_device, structure=STRUCTURE, dt=dt))  # noqa: E731
+    t0 = time.perf_counter()
+    inputs = hh.prepare_run(ds, STRUCTURE)
+    o_prepare = time.perf_counter() - t0
+    o_first, o_med, o_ds = _timed(lambda: hh.simulate(inputs), repeat)
+    core = lambda: _block(hh.run(inputs))  # noqa: E731
     c_first, c_med, c_out = _timed(core, repeat)
 
-    nt, nac = int(forcing["prcp"].shape[0]), plan.nac
+    nt, nac = inputs.ntime, inputs.nac
     work = nt * nac
     # Agreement check: gauge discharge against smash's (same parameters).
     q_smash = np.asarray(s_model.response.q, dtype=np.float64)  # (ng, nt)
@@ -94,10 +74,11 @@ def _forward(name: str, ds, setup, mesh, repeat: int, rows: list, notes: list) -
         agree = f"no gauge discharge to compare (smash q {q_smash.shape}, ours {q_ours.shape})"
     notes.append(
         f"{name}: {nt} steps x {nac} cells; {agree}; throughput smash {work / s_med:.3g}, "
-        f"`simulate` {work / o_med:.3g}, core {work / c_med:.3g} cells x steps / s."
+        f"`simulate` {work / o_med:.3g}, `run` {work / c_med:.3g} cells x steps / s; set-up once: "
+        f"smash `Model` {s_build:.2f} s, `prepare_run` {o_prepare:.2f} s."
     )
-    rows.append((f"{name} forward: smash `forward_run` vs `simulate`", s_med, o_med, o_first - o_med))
-    rows.append((f"{name} forward: smash `forward_run` vs jitted core", s_med, c_med, c_first - c_med))
+    rows.append((f"{name} forward: smash `forward_run` vs `simulate(inputs)`", s_med, o_med, o_first - o_med))
+    rows.append((f"{name} forward: smash `forward_run` vs `run(inputs)`", s_med, c_med, c_first - c_med))
     return {"smash": s_med, "simulate": o_med, "core": c_med, "work": work, "model": model}
 
 
@@ -106,11 +87,10 @@ def _gradient(ds, model, repeat: int, rows: list, notes: list) -> dict:
     import jax.numpy as jnp
     import smash
 
-    from hybridhydro.routing import device_plan
-    from hybridhydro.simulate import simulate_arrays
+    import hybridhydro as hh
 
-    params, states, forcing, plan, dt = _core_inputs(ds)
-    on_device = device_plan(plan)
+    inputs = hh.prepare_run(ds, STRUCTURE)
+    plan = inputs.labels.plan
     # smash's "dws": the most downstream gauge(s): the one with the largest drainage area.
     gauge_area = ds["flwacc"].values[plan.rows[plan.gauge_index], plan.cols[plan.gauge_index]]
     g = int(np.argmax(gauge_area))
@@ -121,12 +101,10 @@ def _gradient(ds, model, repeat: int, rows: list, notes: list) -> dict:
     n = valid.sum()
     mean_o = qo.sum() / n
     denom = jnp.sum(jnp.where(mask, (qo - mean_o) ** 2, 0.0))
-    fixed = {k: v for k, v in params.items() if k not in GRAD_PARAMS}
-    theta = {k: params[k] for k in GRAD_PARAMS}
+    theta = {k: inputs.parameters[k] for k in GRAD_PARAMS}
 
     def loss(theta):
-        out = simulate_arrays({**fixed, **theta}, states, forcing, on_device, structure=STRUCTURE, dt=dt)
-        qs = out["q"][:, g]
+        qs = hh.run(inputs, theta)["q"][:, g]
         return jnp.sum(jnp.where(mask, (qs - qo) ** 2, 0.0)) / denom  # 1 - NSE
 
     vg = jax.jit(jax.value_and_grad(loss))

@@ -7,10 +7,10 @@ reference. The hybrid structures (gr4_mlp, gr4_ude) get the same network on both
 zero), handed to hybridhydro as smash's pair of lists
 ``(model.get_nn_parameters_weight(), model.get_nn_parameters_bias())``.
 
-1. Forward: ``smash.forward_run(model)`` against the jitted core
-   ``hybridhydro.simulate.simulate_arrays`` (inputs already on the active cells, routing plan
-   already on the device, ``ode_solver="newton"``, smash's scheme), with the agreement of the
-   gauge discharge.
+1. Forward: ``smash.forward_run(model)`` against ``hybridhydro.run(inputs)`` on
+   ``inputs = hybridhydro.prepare_run(basin, structure, nn_parameters=..., ode_solver="newton")``
+   (prepared once, as smash's ``Model`` is built once; ``"newton"`` is smash's scheme), with the
+   agreement of the gauge discharge.
 2. Value and gradient of ``1 - NSE`` at the most downstream gauge (smash's ``gauge="dws"``)
    with respect to cp, ct, kexc, llr (distributed) and, for the hybrids, the network's weights
    and biases: ``smash.backward_run(model, mapping="distributed", return_options={"cost": True,
@@ -55,24 +55,11 @@ GRAD_PARAMS = ("cp", "ct", "kexc", "llr")
 FORWARD_GOAL, GRADIENT_GOAL = 3.0, 5.0
 
 
-def _core_inputs(ds, structure: str):
-    """The plain arrays ``simulate`` hands to ``simulate_arrays`` (defaults, ``ci`` fitted)."""
-    import jax.numpy as jnp
+def _inputs(ds, structure: str, nn=None, **options):
+    """``hybridhydro.prepare_run``: smash's defaults, ``ci`` fitted, the plan on the device."""
+    import hybridhydro as hh
 
-    from hybridhydro import structures
-    from hybridhydro.mesh import Mesh
-    from hybridhydro.routing import device_plan, routing_plan
-    from hybridhydro.simulate import automatic_interception, parse_structure
-
-    s = parse_structure(structure)
-    dt = float(ds.attrs["dt"])
-    plan = routing_plan(Mesh.from_dataset(ds))
-    forcing = {n: plan.to_cells(ds[n].transpose("time", "y", "x").values).astype(np.float32) for n in ("prcp", "pet")}
-    params = {n: np.full(plan.nac, structures.parameter_default(n, dt), np.float32) for n in s.parameters}
-    params["ci"] = automatic_interception(forcing["prcp"], forcing["pet"], ds["time"].values, dt)
-    states = {n: np.full(plan.nac, structures.STATE_DEFAULTS[n], np.float32) for n in s.states}
-    as_j = lambda d: {k: jnp.asarray(v) for k, v in d.items()}  # noqa: E731
-    return as_j(params), as_j(states), as_j(forcing), plan, device_plan(plan), dt
+    return hh.prepare_run(ds, structure, nn_parameters=nn, **options)
 
 
 def _smash_model(setup, mesh, hydrology: str):
@@ -89,12 +76,13 @@ def _our_weights(hydrology: str, model):
     """smash's network, converted by hybridhydro (None for a conceptual structure)."""
     import jax.numpy as jnp
 
-    from hybridhydro.simulate import _network_weights, parse_structure
+    import hybridhydro as hh
+    from hybridhydro.model import network_parameters
 
     if hydrology not in HYBRIDS:
         return None
     pair = (model.get_nn_parameters_weight(), model.get_nn_parameters_bias())
-    return {k: jnp.asarray(v) for k, v in _network_weights(parse_structure(f"{hydrology}-lr"), pair).items()}
+    return {k: jnp.asarray(v) for k, v in network_parameters(hh.parse_structure(f"{hydrology}-lr"), pair).items()}
 
 
 def _loss_pieces(ds, plan):
@@ -117,20 +105,16 @@ def _value_and_grad(ds, hydrology: str, nn, ode_solver="newton", ode_substeps=4)
     import jax
     import jax.numpy as jnp
 
-    from hybridhydro.simulate import simulate_arrays
+    import hybridhydro as hh
 
     structure = f"{hydrology}-lr"
-    params, states, forcing, plan, on_device, dt = _core_inputs(ds, structure)
+    inputs = _inputs(ds, structure, nn, ode_solver=ode_solver, ode_substeps=ode_substeps)
+    plan = inputs.labels.plan
     g, mask, qo, denom = _loss_pieces(ds, plan)
-    fixed = {k: v for k, v in params.items() if k not in GRAD_PARAMS}
-    theta = {k: params[k] for k in GRAD_PARAMS}
+    theta = {k: inputs.parameters[k] for k in GRAD_PARAMS}
 
     def loss(theta, nn):
-        out = simulate_arrays(
-            {**fixed, **theta}, states, forcing, on_device, structure=structure, dt=dt,
-            nn_parameters=nn, ode_solver=ode_solver, ode_substeps=ode_substeps,
-        )
-        qs = out["q"][:, g]
+        qs = hh.run(inputs, theta, nn_parameters=nn)["q"][:, g]
         return jnp.sum(jnp.where(mask, (qs - qo) ** 2, 0.0)) / denom  # 1 - NSE
 
     argnums = (0, 1) if nn is not None else 0
@@ -181,7 +165,7 @@ def _structure(hydrology, ds, setup, mesh, repeat, rows, notes, res):
     import jax
     import smash
 
-    from hybridhydro.simulate import simulate_arrays
+    import hybridhydro as hh
 
     structure = f"{hydrology}-lr"
     model = _smash_model(setup, mesh, hydrology)
@@ -191,16 +175,14 @@ def _structure(hydrology, ds, setup, mesh, repeat, rows, notes, res):
     # 1. forward
     s_first, s_med, s_model = _timed(quiet(lambda: smash.forward_run(model)), repeat)
     r["smash_fwd"] = s_med
-    params, states, forcing, plan, on_device, dt = _core_inputs(ds, structure)
-    core = lambda: _block(  # noqa: E731
-        simulate_arrays(params, states, forcing, on_device, structure=structure, dt=dt, nn_parameters=nn, ode_solver="newton")
-    )
+    inputs = _inputs(ds, structure, nn, ode_solver="newton")
+    core = lambda: _block(hh.run(inputs))  # noqa: E731
     try:
         c_first, c_med, c_out = _timed(core, repeat)
     except Exception as exc:  # a failure inside hybridhydro: reported, not hidden
         notes.append(f"{structure} forward (ours) FAILED: {type(exc).__name__}: {exc}")
         traceback.print_exc()
-        rows.append((structure, "forward: `forward_run` vs jitted core", s_med, None, None))
+        rows.append((structure, "forward: `forward_run` vs `run`", s_med, None, None))
     else:
         r["ours_fwd"] = c_med
         q_smash = np.asarray(s_model.response.q, dtype=np.float64)  # (ng, nt)
@@ -209,7 +191,7 @@ def _structure(hydrology, ds, setup, mesh, repeat, rows, notes, res):
         q_ours = q_ours[order]
         scale = np.nanmax(np.abs(q_smash)) or 1.0
         r["agree"] = float(np.nanmax(np.abs(q_ours - q_smash)) / scale)
-        rows.append((structure, "forward: `forward_run` vs jitted core", s_med, c_med, c_first - c_med))
+        rows.append((structure, "forward: `forward_run` vs `run`", s_med, c_med, c_first - c_med))
 
     # 2. value + gradient
     names = list(GRAD_PARAMS) + (
@@ -407,7 +389,7 @@ def main(argv=None) -> int:
         f"load average {load_before} before, {load()} after; total benchmark time "
         f"{time.perf_counter() - t_start:.0f} s. Cance, 1440 hourly steps x 383 active cells, lr routing, "
         f"smash's default parameters and states. Medians of {args.repeat} timed calls after a first call; "
-        "compile s = first call minus median. hybridhydro: the jitted core `simulate_arrays`."
+        "compile s = first call minus median. hybridhydro: `hybridhydro.run` on inputs prepared once by `prepare_run`."
     )
     publish(SECTION, header, table, goals, notes)
     return 0

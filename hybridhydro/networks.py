@@ -28,7 +28,7 @@ import numpy as np
 from flax import nnx
 
 from .structures import get_module
-from .structures._mlp import check_weights, initial_weights, mlp
+from .structures import check_weights, initial_weights, mlp
 
 _ACTIVATIONS = {
     "relu": jax.nn.relu,

@@ -28,7 +28,7 @@ import pandas as pd
 import xarray as xr
 
 from .basin import annotate, check_basin
-from .io._series import PET_HOURLY_PROFILE
+from .io import PET_HOURLY_PROFILE
 from .mesh import DCOL, DROW, build_mesh, catchment_means, upstream_masks
 
 # D8 offsets (drow, dcol) of the downstream neighbour, smash coding 1..8 (N, NE, E, ..., NW).

@@ -254,6 +254,34 @@ MUTANTS: list[Mutant] = [
         "feasible domain checked as a closed interval (cp = 0 accepted)",
         ("tests/test_simulate.py::test_values_outside_the_feasible_domain_name_the_cell",),
     ),
+    M(
+        "model-run-ignores-replacements", "hybridhydro/model.py",
+        "out[name] = jnp.broadcast_to(jnp.asarray(value), jnp.shape(current[name]))",
+        "out[name] = current[name]",
+        "run(inputs, parameters) keeps the prepared parameters (a user's loss has no gradient)",
+        ("tests/test_run.py::test_simulate_is_prepare_then_run",),
+    ),
+    M(
+        "model-period-ignored", "hybridhydro/model.py",
+        "forcing = {k: v[k0 : k1 + 1] for k, v in forcing.items()}",
+        "forcing = {k: v for k, v in forcing.items()}",
+        "prepare_run(period=...) runs the whole basin instead of the window",
+        ("tests/test_run.py::test_a_period_runs_a_window_with_its_own_initial_states",),
+    ),
+    M(
+        "calib-bounds-unchecked", "hybridhydro/calibration/__init__.py",
+        "if not (f_lo < lo and hi < f_hi):",
+        "if not (f_lo <= lo or hi <= f_hi):",
+        "calibration bounds outside the feasible domain accepted",
+        ("tests/test_run.py::test_bounds_outside_the_feasible_domain_are_refused_with_the_parameter_named",),
+    ),
+    M(
+        "calib-regularisation-dropped", "hybridhydro/calibration/problem.py",
+        'j = j + reg["wjreg"] * regularisation_cost(',
+        'j = j + 0.0 * regularisation_cost(',
+        "the regularisation term is computed but not added to the cost",
+        ("tests/test_run.py::test_regularisation_is_wired_into_calibrate",),
+    ),
     # ------------------------------------------------------------------ cost/
     M(
         "cost-kge-bias-term", "hybridhydro/cost/metrics.py",

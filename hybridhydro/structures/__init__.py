@@ -24,7 +24,7 @@ from functools import partial
 
 from ._gr import gr4_step, gr5_step, gr6_step, grc_step, grd_step, loieau_step
 from ._interception import CI_CANDIDATES, adjust_interception
-from ._mlp import check_weights, initial_weights, mlp
+from ._mlp import INITIALIZERS, check_weights, initial_weights, mlp
 from ._module import SOURCES, HydrologicalModule, SnowModule, StepContext, clean_forcing, missing_forcing
 from ._ode import (
     ODE_SOLVERS,
@@ -168,6 +168,7 @@ __all__ = [
     "FEASIBLE",
     "HYBRID_MODULES",
     "HYDROLOGICAL_MODULES",
+    "INITIALIZERS",
     "NEWTON_MAX_ITERATIONS",
     "NEWTON_TOLERANCE",
     "ODE_SOLVERS",

@@ -123,6 +123,10 @@ def check_weights(weights: Mapping, n_in: int, n_out: int, structure: str) -> di
     return given
 
 
+#: smash's initialisers of a network's weights (spec 4.4), the one list of them.
+INITIALIZERS = ("zeros", "uniform", "glorot_uniform", "he_uniform", "normal", "glorot_normal", "he_normal")
+
+
 def initial_weights(
     n_in: int,
     n_out: int,
@@ -136,6 +140,8 @@ def initial_weights(
     U(±1/√n_in), ``glorot_uniform``, ``he_uniform``, ``normal`` N(0, 0.01), ``glorot_normal``,
     ``he_normal``.
     """
+    if initializer not in INITIALIZERS:
+        raise ValueError(f"unknown initializer {initializer!r}; choose one of {', '.join(INITIALIZERS)}")
     hidden = (hidden,) if np.ndim(hidden) == 0 else tuple(hidden)
     if not 1 <= len(hidden) <= MAX_HIDDEN_LAYERS or any(int(h) < 1 for h in hidden):
         raise ValueError(f"hidden must be one or two positive layer widths, got {hidden}")
@@ -156,13 +162,8 @@ def initial_weights(
             w = rng.normal(0.0, 0.01, shape)
         elif initializer == "glorot_normal":
             w = rng.normal(0.0, np.sqrt(2.0 / (fan_in + fan_out)), shape)
-        elif initializer == "he_normal":
+        else:  # he_normal
             w = rng.normal(0.0, np.sqrt(2.0 / fan_in), shape)
-        else:
-            raise ValueError(
-                f"unknown initializer {initializer!r}; choose zeros, uniform, glorot_uniform, he_uniform, "
-                "normal, glorot_normal or he_normal"
-            )
         out[f"weight_{k}"] = w.astype(np.float32)
         out[f"bias_{k}"] = np.zeros(fan_out, np.float32)
     return out
