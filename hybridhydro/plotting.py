@@ -125,6 +125,14 @@ def plot_active_cells(ds: xr.Dataset, ax: Axes | None = None, *, gauges: bool = 
     return ax
 
 
+def plot_mesh(ds: xr.Dataset) -> Figure:
+    """The flow accumulation (:func:`plot_flow_accumulation`) beside the active cells (:func:`plot_active_cells`)."""
+    fig, (ax_acc, ax_active) = plt.subplots(1, 2, figsize=(11, 4.5), layout="constrained")
+    plot_flow_accumulation(ds, ax_acc)
+    plot_active_cells(ds, ax_active)
+    return fig
+
+
 def plot_gauges(ds: xr.Dataset, ax: Axes) -> list:
     """Mark each gauge: its declared outlet (ring) and the cell it was snapped to (triangle).
 
@@ -261,13 +269,15 @@ def _shade_periods(ax: Axes, split) -> None:
                    label=f"{name} period")
 
 
-def plot_split(basin: xr.Dataset, split) -> Figure:
+def plot_split(basin: xr.Dataset, split, *, title: str | None = "observed discharge, calibration and validation periods") -> Figure:
     """Observed discharge at every gauge with the calibration and validation periods shaded.
 
     ``split`` is a :class:`hybridhydro.protocol.Split`; calibration gauges are drawn solid,
     pseudo-ungauged (validation) gauges dashed.
     """
     fig, ax = plt.subplots(figsize=(10, 3.4), layout="constrained")
+    if title:
+        ax.set_title(title)
     _shade_periods(ax, split)
     for g in basin["gauge"].values:
         code = str(g)
@@ -282,9 +292,11 @@ def plot_split(basin: xr.Dataset, split) -> Figure:
     return fig
 
 
-def plot_histories(results: dict, *, log: bool = False) -> Figure:
+def plot_histories(results: dict, *, log: bool = False, title: str | None = None) -> Figure:
     """The calibration cost per iteration of each :class:`~hybridhydro.calibration.CalibrationResult`."""
     fig, ax = plt.subplots(figsize=(7, 3.6), layout="constrained")
+    if title:
+        ax.set_title(title)
     for name, r in results.items():
         h = r.history
         ax.plot(h.index.values, h["cost"].values, marker="." if len(h) < 30 else None, label=f"{name} ({r.optimizer})")
@@ -352,10 +364,19 @@ def plot_model_hydrographs(
     return ax
 
 
-def plot_scores(table: pd.DataFrame, metric: str = "nse", *, vmin: float = 0.0, vmax: float = 1.0) -> Figure:
-    """A heat map of a comparison table (:func:`hybridhydro.protocol.comparison_table`), values written in."""
+def plot_scores(
+    table: pd.DataFrame, metric: str = "nse", *, vmin: float | None = None, vmax: float = 1.0, title: str | None = None
+) -> Figure:
+    """A heat map of a comparison table (:func:`hybridhydro.protocol.comparison_table`), values written in.
+
+    The colour scale runs from ``vmin`` (default: 0, and 1 − √2 ≈ −0.41 for KGE, the KGE of
+    the mean flow) to ``vmax``; ``title`` defaults to ``"<METRIC> per model, scenario and gauge"``.
+    """
+    if vmin is None:
+        vmin = 1.0 - np.sqrt(2.0) if metric.lower() == "kge" else 0.0
     values = table.values.astype(float)
     fig, ax = plt.subplots(figsize=(1.15 * values.shape[1] + 3.2, 0.42 * values.shape[0] + 1.6), layout="constrained")
+    ax.set_title(title if title is not None else f"{metric.upper()} per model, scenario and gauge")
     image = ax.imshow(values, cmap="RdYlGn", vmin=vmin, vmax=vmax, aspect="auto")
     labels = [" ".join(map(str, c)) if isinstance(c, tuple) else str(c) for c in table.columns]
     ax.set_xticks(range(values.shape[1]), labels, rotation=35, ha="right")
@@ -366,6 +387,285 @@ def plot_scores(table: pd.DataFrame, metric: str = "nse", *, vmin: float = 0.0, 
     ax.set_xlabel("scenario, gauge")
     ax.set_ylabel("model")
     fig.colorbar(image, ax=ax, label=f"{metric.upper()} (dimensionless)")
+    return fig
+
+
+def plot_simulations(
+    simulations: dict[str, xr.Dataset],
+    basin: xr.Dataset,
+    gauges=None,
+    *,
+    split=None,
+    start=None,
+    end=None,
+) -> Figure:
+    """One panel per gauge: observed discharge and that of each run (m³ s⁻¹), from ``start`` to ``end``.
+
+    ``gauges``: codes (default: every gauge). With a ``split``, its periods are shaded and its
+    pseudo-ungauged gauges say so in their title.
+    """
+    gauges = [str(g) for g in (basin["gauge"].values if gauges is None else gauges)]
+    fig, axes = plt.subplots(max(1, len(gauges)), 1, figsize=(10, 3.2 * max(1, len(gauges))), layout="constrained",
+                             squeeze=False)
+    for ax, gauge in zip(axes[:, 0], gauges):
+        plot_model_hydrographs(simulations, basin, gauge, start=start, end=end, split=split, ax=ax)
+        if split is not None and gauge in split.validation_gauges:
+            ax.set_title(f"{gauge} (pseudo-ungauged)", loc="left", fontsize="medium")
+    return fig
+
+
+def plot_events(simulations: dict[str, xr.Dataset], basin: xr.Dataset, events: pd.DataFrame, *, split=None) -> Figure:
+    """One panel per row of ``events`` (indexed by gauge, with ``start`` and ``end``: e.g.
+    :func:`hybridhydro.report.largest_events`): observed and simulated discharge over the event."""
+    fig, axes = plt.subplots(max(1, len(events)), 1, figsize=(10, 3.3 * max(1, len(events))), layout="constrained",
+                             squeeze=False)
+    for ax, (gauge, ev) in zip(axes[:, 0], events.iterrows()):
+        plot_model_hydrographs(simulations, basin, str(gauge), start=ev["start"], end=ev["end"], ax=ax)
+        where = "" if split is None else (" (pseudo-ungauged)" if gauge in split.validation_gauges else " (calibration gauge)")
+        ax.set_title(f"{gauge}{where}: event {ev['start']} .. {ev['end']}", loc="left", fontsize="medium")
+    if not len(events):
+        axes[0, 0].set_axis_off()
+        axes[0, 0].text(0.5, 0.5, "no event", ha="center", va="center")
+    return fig
+
+
+# --- inside a run (stages 02 and 05) ------------------------------------------------------------
+
+
+def _when(value) -> str:
+    return str(value)[:16].replace("T", " ")
+
+
+def _level_label(name: str, field: xr.DataArray, prefix: str = "") -> str:
+    unit = field.attrs.get("units", "1")
+    return f"{prefix}{name} ({'mm' if unit == 'mm' else 'fraction of capacity'})"
+
+
+def _name(run: xr.Dataset) -> str:
+    """The run's structure as written in the parameters (``gr4-lr``: without the ``zero-`` snow module)."""
+    return str(run.attrs.get("structure", "")).removeprefix("zero-")
+
+
+def _structure(run: xr.Dataset):
+    from .structure_name import parse_structure
+
+    return parse_structure(run.attrs["structure"])
+
+
+def plot_state_maps(result: xr.Dataset, basin: xr.Dataset, *, steps: int = 3) -> Figure:
+    """The stores of a run (``return_states=True``) at ``steps`` times spread over the period: one
+    row per store, as a fraction of its capacity (``he``, ``hs``, ``hlr`` in mm)."""
+    names = [n for n in _structure(result).states if n in result and "time" in result[n].dims]
+    times = np.linspace(0, result.sizes["time"] - 1, steps).round().astype(int)
+    fig, axes = plt.subplots(len(names), len(times), figsize=(3.2 * len(times), 2.8 * len(names)), squeeze=False,
+                             layout="constrained")
+    for row, name in enumerate(names):
+        for col, k in enumerate(times):
+            field = result[name].isel(time=k)
+            map_field(field, axes[row, col], mask=basin["active_cell"], label=_level_label(name, field),
+                      title=_when(field["time"].values))
+    return fig
+
+
+def plot_flux_maps(result: xr.Dataset, basin: xr.Dataset, which: str = "step") -> Figure:
+    """The internal fluxes of a run (``return_fluxes=True``), one map each.
+
+    ``which="step"``: at the step of heaviest basin rain (``pn``), in mm per step (``qt`` in
+    m³ s⁻¹); ``"total"``: over the whole period, depths summed (mm), discharges averaged.
+    """
+    if which not in ("step", "total"):
+        raise ValueError(f"which must be 'step' or 'total', got {which!r}")
+    active = basin["active_cell"] == 1
+    wettest = int(result["pn"].where(active).mean(("y", "x")).argmax("time")) if "pn" in result else 0
+    when = _when(result["time"].values[wettest])
+    names = [n for n in _structure(result).fluxes if n in result and n not in ("qup", "qim1j")]
+    ncols = max(1, min(4, len(names)))
+    nrows = max(1, -(-len(names) // ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.4 * ncols, 2.9 * nrows), squeeze=False, layout="constrained")
+    for ax in axes.flat[len(names):]:
+        ax.set_visible(False)
+    for ax, name in zip(axes.flat, names):
+        field = result[name]
+        in_m3s = field.attrs.get("units") == "m3 s-1"
+        if which == "step":
+            shown, label = field.isel(time=wettest), f"{name} ({'m³ s⁻¹' if in_m3s else 'mm per step'})"
+        else:  # depths add up over the period; a discharge is averaged
+            shown = (field.mean("time") if in_m3s else field.sum("time")).where(active)
+            label = f"{name} mean (m³ s⁻¹)" if in_m3s else f"{name} total (mm)"
+        map_field(shown, ax, mask=basin["active_cell"], label=label, title=when if which == "step" else "whole period")
+    what = f"step of heaviest rain ({when})" if which == "step" else "whole period"
+    fig.suptitle(f"{_name(result)} fluxes: {what}")
+    return fig
+
+
+def plot_newton(run: xr.Dataset, basin: xr.Dataset, *, title: str | None = None) -> Figure:
+    """The implicit solver of a gr4_ode / gr4_ude run: updates per cell-step (up to the solver's
+    limit), the residual it leaves, the mean updates per cell, and the share of steps without a root."""
+    from .report import iteration_limit
+
+    it = run["newton_iterations"]
+    solved = np.isfinite(it.values) & (it.values > 0)
+    residual = run["newton_residual"].values[solved]
+    fig, axes = plt.subplots(1, 4, figsize=(17, 3.6), layout="constrained")
+    axes[0].hist(it.values[solved], bins=np.arange(0.5, iteration_limit(run) + 1.5), color="tab:blue")
+    axes[0].set_xlabel("Newton updates per cell and step")
+    axes[0].set_ylabel("count (cell-steps)")
+    axes[1].hist(np.log10(np.maximum(residual, 1e-12)), bins=40, color="tab:orange")
+    axes[1].set_xlabel("log10 residual of the implicit step (dimensionless)")
+    axes[1].set_ylabel("count (cell-steps)")
+    title = title or _name(run)
+    map_field(it.where(it > 0).mean("time"), axes[2], mask=basin["active_cell"],
+              label="mean Newton updates per step (count)", title=title)
+    no_root = 100 * (1 - run["ode_root_exists"].where(it > 0).mean("time"))
+    map_field(no_root, axes[3], mask=basin["active_cell"], label="steps without a root (%)",
+              title="solvability of the implicit step")
+    return fig
+
+
+def _corrections(run: xr.Dataset) -> list[str]:
+    from .report import correction_names
+
+    return correction_names(run)
+
+
+def plot_corrections(runs: dict[str, xr.Dataset], basin: xr.Dataset) -> Figure:
+    """Per hybrid run: the domain mean of each network correction at every step (dimensionless),
+    under the basin-mean rain (bars from the top)."""
+    active = basin["active_cell"] == 1
+    rain = basin["prcp"].where(active).mean(("y", "x"))
+    fig, axes = plt.subplots(len(runs), 1, figsize=(10, 2.8 * len(runs)), squeeze=False, sharex=True,
+                             layout="constrained")
+    for ax, (name, run) in zip(axes[:, 0], runs.items()):
+        names = _corrections(run)
+        for v in names:
+            ax.plot(basin["time"].values, run[v].where(active).mean(("y", "x")).values, lw=1.0,
+                    label=f"f ({v.removeprefix('correction_')})")
+        ax.set_ylabel("correction (-)")
+        ax.set_title(name, loc="left", fontsize="medium")
+        ax.legend(loc="upper left", ncol=max(1, len(names)), fontsize="small")
+        twin = ax.twinx()
+        twin.bar(basin["time"].values, rain.values, width=float(basin.attrs["dt"]) / 86400, color="tab:gray", alpha=0.3)
+        twin.set_ylabel("basin rain (mm per step)")
+        twin.invert_yaxis()
+    axes[-1, 0].set_xlabel("time (end of step)")
+    return fig
+
+
+def plot_correction_maps(run: xr.Dataset, basin: xr.Dataset, *, title: str | None = None) -> Figure:
+    """Each network correction of a hybrid run averaged over the period, per cell (dimensionless)."""
+    names = _corrections(run)
+    active = basin["active_cell"] == 1
+    fig, axes = plt.subplots(1, max(1, len(names)), figsize=(3.4 * max(1, len(names)), 3.0), squeeze=False,
+                             layout="constrained")
+    for ax, v in zip(axes[0], names):
+        map_field(run[v].mean("time").where(active), ax, mask=basin["active_cell"], cmap="RdBu_r",
+                  label=f"mean f ({v.removeprefix('correction_')}) (-)", title=title or _name(run))
+    return fig
+
+
+def plot_hybrid_vs_parent(runs: dict[str, xr.Dataset], parents: dict[str, xr.Dataset], basin: xr.Dataset, gauge: str) -> Figure:
+    """One panel per hybrid: observed discharge, its parent's and its own at ``gauge`` (m³ s⁻¹)."""
+    fig, axes = plt.subplots(len(runs), 1, figsize=(10, 2.6 * len(runs)), squeeze=False, sharex=True,
+                             layout="constrained")
+    t = basin["time"].values
+    for ax, (name, run) in zip(axes[:, 0], runs.items()):
+        parent = parents[name]
+        ax.plot(t, basin["qobs"].sel(gauge=gauge).values, color="k", lw=1.0, label="observed")
+        ax.plot(t, parent["q"].sel(gauge=gauge).values, lw=1.0, label=f"parent ({_name(parent)})")
+        ax.plot(t, run["q"].sel(gauge=gauge).values, lw=1.0, ls="--", label=name)
+        ax.set_ylabel("discharge (m³ s⁻¹)")
+        ax.set_title(f"{gauge}: {name}", loc="left", fontsize="medium")
+        ax.legend(loc="upper right", fontsize="small")
+    axes[-1, 0].set_xlabel("time (end of step)")
+    return fig
+
+
+def plot_state_changes(run: xr.Dataset, parent: xr.Dataset, basin: xr.Dataset, *, title: str | None = None) -> Figure:
+    """The final stores of a run minus those of another (a hybrid and its parent), per cell:
+    fractions of capacity (mm for ``he``, ``hs``, ``hlr``); the interception store is left out."""
+    names = [n for n in _structure(run).states if n != "hi" and f"{n}_final" in run and f"{n}_final" in parent]
+    active = basin["active_cell"] == 1
+    fig, axes = plt.subplots(1, max(1, len(names)), figsize=(3.4 * max(1, len(names)), 3.0), squeeze=False,
+                             layout="constrained")
+    for ax, n in zip(axes[0], names):
+        final = run[f"{n}_final"]
+        map_field((final - parent[f"{n}_final"]).where(active), ax, mask=basin["active_cell"], cmap="RdBu_r",
+                  label=_level_label(n, final, "Δ final "), title=title or _name(run))
+    return fig
+
+
+def plot_solvers(runs: dict[str, xr.Dataset], reference: xr.Dataset, basin: xr.Dataset, gauge: str) -> Figure:
+    """Discharge at ``gauge`` of each solver's run against the reference run (left), and the
+    Newton updates per cell-step of the implicit solvers (right)."""
+    fig, axes = plt.subplots(1, 2, figsize=(12, 3.4), layout="constrained")
+    t = basin["time"].values
+    label = f"{reference.attrs.get('ode_solver', 'reference')}, {reference.attrs.get('ode_substeps', '?')} sub-steps (reference)"
+    axes[0].plot(t, reference["q"].sel(gauge=gauge).values, color="k", lw=1.5, label=label)
+    for solver, run in runs.items():
+        axes[0].plot(t, run["q"].sel(gauge=gauge).values, lw=1.0, ls="--", label=solver)
+    axes[0].set_xlabel("time (end of step)")
+    axes[0].set_ylabel("discharge (m³ s⁻¹)")
+    axes[0].set_title(f"{gauge}: {_name(reference)}", loc="left", fontsize="medium")
+    axes[0].legend(fontsize="small")
+    for solver in ("newton", "conservative", "implicit"):
+        if solver in runs:
+            it = runs[solver]["newton_iterations"].values
+            it = it[np.isfinite(it) & (it > 0)]
+            if it.size:
+                axes[1].hist(it, bins=np.arange(0.5, it.max() + 1.5), alpha=0.6, label=solver)
+    axes[1].set_xlabel("Newton updates per cell and step")
+    axes[1].set_ylabel("count (cell-steps)")
+    if axes[1].get_legend_handles_labels()[0]:
+        axes[1].legend()
+    return fig
+
+
+# --- models and descriptors (stages 04-06) --------------------------------------------------------
+
+
+def plot_parameters_vs_descriptors(maps: dict[str, xr.Dataset], basin: xr.Dataset, names) -> Figure:
+    """Each cell's parameter against each of its descriptors (normalised to [0, 1], as the
+    regionalisation networks see them): one row per parameter, one column per descriptor."""
+    from .mapping import transform_descriptors
+
+    names = list(names)
+    descriptors = [str(d) for d in basin["descriptor"].values]
+    active = basin["active_cell"].values.astype(bool)
+    scaled = transform_descriptors(basin, "normalize")[active]  # (cell, descriptor)
+    fig, axes = plt.subplots(len(names), len(descriptors), figsize=(2.8 * len(descriptors), 2.3 * len(names)),
+                             layout="constrained", squeeze=False)
+    for i, p in enumerate(names):
+        unit = next((m[p].attrs.get("units", "") for m in maps.values() if p in m), "")
+        for j, d in enumerate(descriptors):
+            ax = axes[i, j]
+            for model, m in maps.items():
+                if p in m:
+                    ax.scatter(scaled[:, j], m[p].values[active], s=4, alpha=0.5, label=model)
+            ax.set_xlabel(f"{d} (normalised, dimensionless)")
+            ax.set_ylabel(f"{p} ({unit})" if unit else p)
+    if maps:
+        axes[0, 0].legend(fontsize="x-small", markerscale=3)
+    return fig
+
+
+def plot_water_balances(table: pd.DataFrame) -> Figure:
+    """Where each run sends the rain, over the whole domain (mm): evaporation, outflow, storage
+    change and the exchange stacked against the rain (dashed).
+
+    ``table``: :func:`hybridhydro.report.balance_table` of several runs (one row each, in mm).
+    """
+    fig, ax = plt.subplots(figsize=(9, 0.45 * len(table) + 1.4), layout="constrained")
+    names = [str(i) for i in table.index]
+    left = np.zeros(len(table))
+    for term in ("evaporation", "outflow", "storage_change"):
+        values = table[term].to_numpy(float)
+        ax.barh(names, values, left=left, label=term)
+        left = left + values
+    ax.barh(names, -table["exchange"].to_numpy(float), left=left, label="exchange (loss > 0)", alpha=0.6)
+    ax.axvline(float(table["rain"].iloc[0]), color="k", ls="--", label="rain")
+    ax.set_xlabel("water over the run, domain (mm)")
+    ax.set_ylabel("model")
+    ax.legend(fontsize="small", loc="lower right")
     return fig
 
 

@@ -43,6 +43,7 @@ from . import structures
 from .balance import closes  # noqa: F401  (the closure check, also offered here beside balance_closure)
 from .calibration import MAPPINGS, CalibrationResult, calibrate, load_calibration
 from .cost import METRICS, evaluate
+from .periods import gauge_areas
 
 SCENARIOS = ("calibration", "temporal", "spatial", "spatio-temporal")
 
@@ -128,6 +129,18 @@ def parent_model(model: str) -> str | None:
     parent = structures.get_module(m.hydrology).parent
     regionalised = m.mapping in REGIONALISATIONS
     return f"{parent}-{m.mapping if regionalised else 'uniform'}"
+
+
+def parent_structure(structure: str) -> str:
+    """The conceptual structure a hybrid structure corrects, with the same routing: ``gr4_ude-lr`` -> ``gr4_ode-lr``."""
+    from .structure_name import parse_structure
+
+    s = parse_structure(structure)
+    parent = getattr(structures.get_module(s.hydrology), "parent", None)
+    if parent is None:
+        raise ValueError(f"{structure!r} is not a hybrid structure: it has no parent")
+    snow = "" if s.snow == "zero" else f"{s.snow}-"
+    return f"{snow}{parent}-{s.routing}"
 
 
 # ------------------------------------------------------------------------------------ split
@@ -217,8 +230,7 @@ def make_split(
                 f"{what} ({a}, {b}] holds no step of the basin ({times[0]} .. {times[-1]}); choose dates inside it"
             )
     if isinstance(validation_gauges, str) and validation_gauges == "smallest":
-        area = basin["area_dln"].values if "area_dln" in basin else basin["area"].values
-        held = (codes[int(np.nanargmin(area))],) if len(codes) > 1 else ()
+        held = (codes[int(np.nanargmin(gauge_areas(basin)))],) if len(codes) > 1 else ()
     elif validation_gauges is None:
         held = ()
     else:
@@ -270,7 +282,7 @@ def train_hybrid(
     the first step.
     """
     from .networks import FluxCorrectionNet
-    from .simulate import parse_structure
+    from .structure_name import parse_structure
 
     s = parse_structure(structure)
     module = structures.get_module(s.hydrology)
@@ -282,7 +294,7 @@ def train_hybrid(
         pmap = pre_mapping or (mapping if regionalised else "uniform")
         dropped = ("checkpoint", "early_stopping") + (("learning_rate",) if pmap == "uniform" else ())
         pre_options = {k: v for k, v in options.items() if k not in dropped}
-        popt = pre_optimizer or ("sbs" if pmap == "uniform" else None)
+        popt = pre_optimizer  # None: the mapping's default (hybridhydro.calibration.DEFAULT_OPTIMIZER)
         if pre_maxiter is None:
             pre_maxiter = 2 if pmap == "uniform" else maxiter
         pretrained = calibrate(basin, parent, pmap, popt, pre_maxiter, seed=seed, **pre_options)
@@ -324,7 +336,8 @@ def train_model(
     routing
         The routing module of every model (``lr``, ``kw``, ...).
     settings
-        Per mapping, ``optimizer``, ``maxiter``, ``learning_rate``; a missing or None value keeps
+        Per mapping, ``optimizer``, ``maxiter``, ``learning_rate`` (a mapping, or the parameters'
+        ``calibration.optimizers`` as they are); a missing or None value keeps
         :func:`hybridhydro.calibrate`'s default (smash's: sbs 50 for uniform, lbfgsb 100 for
         distributed and multi-*, adam 200 at 0.003 for ann and cnn).
     hybrid
@@ -335,7 +348,8 @@ def train_model(
         :func:`train_hybrid`).
     """
     m = ModelName.parse(model)
-    conf = dict((settings or {}).get(m.mapping) or {})
+    conf = (settings or {}).get(m.mapping) or {}
+    conf = conf.model_dump() if hasattr(conf, "model_dump") else dict(conf)  # the params' section, or a plain dict
     common = dict(period=split.calibration_period, gauges=list(split.calibration_gauges), cost=cost,
                   progress=progress, learning_rate=conf.get("learning_rate"), **options)
     structure = m.structure(routing)
@@ -416,12 +430,6 @@ def load_models(directory: str | Path, names: Sequence[str]) -> dict[str, Calibr
 # ------------------------------------------------------------------------------------ scores
 
 
-def _labels_in(times: pd.DatetimeIndex, period) -> tuple:
-    """First and last labels of ``times`` inside ``(start, end]``."""
-    inside = times[(times > pd.Timestamp(period[0])) & (times <= pd.Timestamp(period[1]))]
-    return inside[0], inside[-1]
-
-
 def score(
     simulations: Mapping[str, xr.Dataset],
     basin: xr.Dataset,
@@ -437,15 +445,13 @@ def score(
     for name in metrics:
         if name not in METRICS:
             raise ValueError(f"unknown metric {name!r}; choose among {', '.join(METRICS)}")
-    times = pd.DatetimeIndex(basin["time"].values)
     rows = []
     for model, sim in simulations.items():
         for scenario in SCENARIOS:
             period, gauges = split.scenario(scenario)
             if not gauges:
                 continue
-            start, end = _labels_in(times, period)
-            table = evaluate(sim["q"].sel(gauge=list(gauges)), basin, metrics, start, end)
+            table = evaluate(sim["q"].sel(gauge=list(gauges)), basin, metrics, period)
             for g in gauges:
                 rows.append({"model": model, "scenario": scenario, "gauge": g,
                              **{k: float(table[k].sel(gauge=g)) for k in metrics}})

@@ -31,36 +31,24 @@
 # writes `basin.nc` into the run directory. The schema is documented in `hybridhydro.basin`.
 
 # %% tags=["parameters"]
-# Injected by `python -m hybridhydro run params/<case>.yaml`; these values serve interactive use.
-case = "interactive"
-basin_source = "synthetic"  # 'Cance', 'Lez', 'France', a smash-layout directory, or 'synthetic'
-basin_start = None  # simulation window (start, end]; None: the dataset's own
-basin_end = None
-basin_synthetic = {"nrow": 16, "ncol": 16, "ntime": 240, "dt": 3600, "seed": 0, "ngauge": 2}
-figures_dpi = 120
-figures_format = "png"
+# The runner (`python -m hybridhydro run params/<case>.yaml`) replaces both: `params` by the
+# case's validated parameters, every section whole; `output_dir` by the run directory.
+params = "params/ci.yaml"  # a parameter file (a relative path is looked for from the repository too)
 output_dir = "runs/interactive"
 
 # %%
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import numpy as np
-import pandas as pd
 import xarray as xr
 
 import hybridhydro as hh
-from hybridhydro import plotting
-from hybridhydro.mesh import Mesh
+from hybridhydro import plotting, report
 
+cfg = hh.load_params(params)
 output_dir = Path(output_dir)
 output_dir.mkdir(parents=True, exist_ok=True)
-
-
-def save(fig, name):
-    """Save a figure of this stage into the run's figures/ folder."""
-    return plotting.save_figure(fig, output_dir, f"01_basin_{name}", dpi=figures_dpi, format=figures_format)
-
+save = report.figure_saver(output_dir, "01_basin", cfg.figures)
 
 # %% [markdown]
 # ## Reading the basin
@@ -70,10 +58,10 @@ def save(fig, name):
 # observations and descriptors. The synthetic basin is generated from a seed.
 
 # %%
-if basin_source == "synthetic":
-    ds = hh.synthetic_basin(**basin_synthetic)
+if cfg.basin.source == "synthetic":
+    ds = hh.synthetic_basin(**cfg.basin.synthetic.model_dump())
 else:
-    ds = hh.read_smash_dataset(basin_source, basin_start, basin_end)
+    ds = hh.read_smash_dataset(cfg.basin.source, cfg.basin.start, cfg.basin.end)
 ds
 
 # %% [markdown]
@@ -84,21 +72,7 @@ ds
 # vectorised step.
 
 # %%
-mesh = Mesh.from_dataset(ds)
-cell_km2 = float((ds["dx"] * ds["dy"]).where(ds["active_cell"]).mean()) / 1e6
-pd.Series(
-    {
-        "grid (rows × columns)": f"{mesh.nrow} × {mesh.ncol}",
-        "active cells": mesh.nac,
-        "mean cell area (km²)": round(cell_km2, 3),
-        "gauges": mesh.ng,
-        "routing partitions": mesh.npar,
-        "time steps": ds.sizes["time"],
-        "time step (s)": ds.attrs["dt"],
-        "window": f"({ds.attrs['start_time']}, {ds.attrs['end_time']}]",
-    },
-    name=ds.attrs["name"],
-).to_frame()
+report.basin_summary(ds)
 
 # %% [markdown]
 # Flow accumulation $A$ (upstream drainage area, the cell included) spans orders of magnitude
@@ -106,10 +80,7 @@ pd.Series(
 # outlets, triangles the cells they were snapped to.
 
 # %%
-fig, (ax_acc, ax_active) = plt.subplots(1, 2, figsize=(11, 4.5), layout="constrained")
-plotting.plot_flow_accumulation(ds, ax_acc)
-plotting.plot_active_cells(ds, ax_active)
-save(fig, "mesh");
+save(plotting.plot_mesh(ds), "mesh")
 
 # %% [markdown]
 # ## Gauges
@@ -129,7 +100,7 @@ plotting.gauge_table(ds)
 
 # %%
 fig = plotting.plot_descriptors(ds)
-save(fig, "descriptors");
+save(fig, "descriptors")
 
 # %% [markdown]
 # ## Rain and discharge at each gauge
@@ -143,17 +114,10 @@ save(fig, "descriptors");
 # %%
 rain = ds["mean_prcp"] if "mean_prcp" in ds else plotting.catchment_mean(ds, "prcp")
 fig = plotting.plot_hydrographs(ds["qobs"], rain)
-save(fig, "hydrographs");
+save(fig, "hydrographs")
 
 # %%
-pd.DataFrame(
-    {
-        "rain total (mm)": rain.sum("time").values.astype(float),
-        "observed discharge (share of steps)": ds["qobs"].notnull().mean("time").values.astype(float),
-        "peak discharge (m³ s⁻¹)": ds["qobs"].max("time").values.astype(float),
-    },
-    index=pd.Index(ds["gauge"].values.astype(str), name="gauge"),
-).round(3)
+report.gauge_summary(ds, rain)
 
 # %% [markdown]
 # ## Writing the basin
@@ -176,7 +140,7 @@ basin_file
 # * `basin.nc` reads back equal to what was written.
 
 # %%
-hh.check_basin(ds, where=f"basin of case {case!r}")
+hh.check_basin(ds, where=f"basin of case {cfg.case!r}")
 
 active = ds["active_cell"].values
 rows, cols = ds["gauge_row"].values, ds["gauge_col"].values

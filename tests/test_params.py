@@ -187,14 +187,16 @@ def test_unknown_source_is_an_error_with_a_suggestion(folder):
 # --- what notebooks receive --------------------------------------------------------------------
 
 
-def test_notebook_parameters_are_flat_and_json_able(folder, tmp_path):
+def test_notebook_parameters_are_whole_sections_and_json_able(folder, tmp_path):
     params = load_params(write(folder / "c.yaml", {"case": "c"}))
     values = params.notebook_parameters("01_basin", tmp_path / "runs" / "c")
     json.dumps(values)
-    assert values["case"] == "c"
-    assert values["basin_source"] == "synthetic"
-    assert values["basin_synthetic"]["nrow"] == 20
-    assert values["figures_dpi"] == 90
+    sections = values["params"]
+    assert sections["case"] == "c"
+    assert sections["basin"]["source"] == "synthetic"
+    assert sections["basin"]["synthetic"]["nrow"] == 20
+    assert sections["figures"]["dpi"] == 90
+    assert not any("_" in k and k.split("_")[0] in sections for k in values)  # no flattened copies
     assert values["stage"] == "01_basin"
     assert values["output_dir"] == str((tmp_path / "runs" / "c").resolve())
     assert values["params_file"] == str((folder / "c.yaml").resolve())

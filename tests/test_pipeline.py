@@ -26,6 +26,7 @@ from hybridhydro.pipeline import (
     run,
     select_stages,
 )
+from hybridhydro.pipeline.params import REPOSITORY_ROOT, Params, ParamsError
 from hybridhydro.pipeline.runner import load_stage
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,14 +36,13 @@ WRITER = '''\
 # # Writes a file
 
 # %% tags=["parameters"]
-case = "default"
+params = {"case": "default", "figures": {"dpi": 1}}
 output_dir = "out"
-figures_dpi = 1
 
 # %%
 from pathlib import Path
 Path(output_dir).mkdir(parents=True, exist_ok=True)
-(Path(output_dir) / "first.txt").write_text(f"{case} {figures_dpi}")
+(Path(output_dir) / "first.txt").write_text(f"{params['case']} {params['figures']['dpi']}")
 '''
 
 READER = '''\
@@ -181,6 +181,74 @@ def test_failure_names_notebook_cell_and_exception(tmp_path, case, two_stages):
     assert failure.output == out / "02_reader.ipynb" and failure.output.is_file()
     assert not (out / "03_after.ipynb").exists() and not (out / "never.txt").exists()
     assert json.loads((out / "run.json").read_text())["stages"]["02_reader"]["status"] == "failed"
+
+
+# --- what a notebook receives ------------------------------------------------------------------
+
+
+def test_notebooks_receive_every_section_whole(case, tmp_path):
+    params = load_params(case)
+    values = params.notebook_parameters("01_writer", tmp_path / "runs" / "tiny")
+    json.dumps(values)  # plain values: papermill writes them into the notebook
+    assert set(values) == {"params", "stage", "output_dir", "params_file"}
+    assert values["params"] == params.model_dump(mode="json")
+    assert set(values["params"]) == set(Params.model_fields)  # every section, under its own name
+    assert values["params"]["calibration"]["calibration_period"] is None  # not calibration_calibration_period
+    assert values["params"]["figures"]["dpi"] == 42
+    assert (values["stage"], values["output_dir"]) == ("01_writer", str((tmp_path / "runs" / "tiny").resolve()))
+    assert values["params_file"] == str(case.resolve())
+    again = load_params(values["params"])  # what a notebook does with it
+    assert again.model_dump() == params.model_dump() and again.files == ()
+
+
+def test_repository_case_round_trips_through_the_injected_dictionary():
+    params = load_params(ROOT / "params" / "cance.yaml")
+    injected = params.notebook_parameters("03_calibrate", "runs/cance")["params"]
+    assert load_params(injected).model_dump() == params.model_dump()
+    assert load_params(params) is params
+
+
+def test_load_params_of_a_mapping_checks_it_as_a_file(tmp_path, monkeypatch):
+    with pytest.raises(ParamsError, match="did you mean 'figures.dpi'"):
+        load_params({"figures": {"dpis": 3}})
+    with pytest.raises(ParamsError, match="'extends'"):
+        load_params({"extends": "base.yaml"})
+    assert load_params({"extends": None, "case": "x"}).case == "x"
+    (tmp_path / "mine").mkdir()
+    monkeypatch.chdir(tmp_path)  # a directory source in a mapping is read from the current directory
+    assert load_params({"basin": {"source": "mine"}}).basin.source == str(tmp_path / "mine")
+    with pytest.raises(ParamsError, match="neither a hydro-smash dataset"):
+        load_params({"basin": {"source": "nowhere"}})
+
+
+def test_a_relative_parameter_file_is_also_looked_for_from_the_repository(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert load_params("params/ci.yaml").params_file == REPOSITORY_ROOT / "params" / "ci.yaml"
+    (tmp_path / "params").mkdir()
+    (tmp_path / "params" / "ci.yaml").write_text("extends: null\ncase: here\n")
+    assert load_params("params/ci.yaml").case == "here"  # the current directory first
+    with pytest.raises(ParamsError, match="no such parameter file"):
+        load_params("params/none.yaml")
+
+
+def test_a_notebook_reads_its_parameters_back(tmp_path, case):
+    reader = '''\
+# %% tags=["parameters"]
+params = "params/ci.yaml"
+output_dir = "out"
+
+# %%
+from pathlib import Path
+from hybridhydro.pipeline import load_params
+cfg = load_params(params)
+(Path(output_dir) / "read.txt").write_text(f"{cfg.case} {cfg.figures.dpi} {cfg.calibration.models[0]}")
+'''
+    folder = notebooks(tmp_path / "nb", **{"01_reader": reader})
+    result = run(load_params(case), notebooks_dir=folder, output_root=tmp_path / "runs", progress=False)
+    assert (result.output_dir / "read.txt").read_text() == "tiny 42 gr4-uniform"
+    nb = nbformat.read(result.output_dir / "01_reader.ipynb", as_version=4)
+    injected = next(c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", []))
+    assert "'calibration': {" in injected.source or '"calibration": {' in injected.source  # every value shown
 
 
 # --- the command line --------------------------------------------------------------------------

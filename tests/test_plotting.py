@@ -131,6 +131,12 @@ def test_active_cells_map(basin):
     assert {t.get_text() for t in ax.get_legend().get_texts()} >= {"active", "snapped cell", "declared outlet"}
 
 
+def test_mesh_figure_holds_both_maps(basin):
+    fig = plotting.plot_mesh(basin)
+    panels = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+    assert [ax.get_title() for ax in panels] == ["Flow accumulation", "Active cells: 12 of 3 × 4"]
+
+
 def test_descriptor_maps_one_panel_each_with_units(basin):
     fig = plotting.plot_descriptors(basin)
     panels = [ax for ax in fig.axes if ax.get_label() != "<colorbar>" and ax.axison]
@@ -162,3 +168,136 @@ def test_save_figure(basin, tmp_path):
     path = plotting.save_figure(fig, tmp_path, "descriptors", dpi=50, format="svg")
     assert path == tmp_path / "figures" / "descriptors.svg"
     assert path.read_text().lstrip().startswith("<?xml")
+
+
+# --- the figures of stages 02-06, on runs of a small synthetic basin ------------------------------
+
+RUN = dict(return_states=True, return_fluxes=True, return_discharge_field=True)
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+    import hybridhydro as hh
+
+    basin = hh.synthetic_basin(nrow=6, ncol=6, ntime=24, seed=3, ngauge=2)
+    net = hh.FluxCorrectionNet.for_structure("gr4_ude", hidden=4, initializer="he_uniform", scale=0.1, seed=0)
+    runs = {
+        "gr4-lr": hh.simulate(basin, "gr4-lr", **RUN),
+        "gr4_ode-lr": hh.simulate(basin, "gr4_ode-lr", **RUN),
+        "gr4_ude-lr": hh.simulate(basin, "gr4_ude-lr", nn_parameters=net, **RUN),
+    }
+    return basin, runs
+
+
+def panel_axes(fig):
+    return [ax for ax in fig.axes if ax.get_label() != "<colorbar>" and ax.get_visible() and ax.axison]
+
+
+def test_simulations_one_panel_per_gauge_with_the_split(synthetic):
+    from hybridhydro.protocol import make_split
+
+    basin, runs = synthetic
+    split = make_split(basin)
+    fig = plotting.plot_simulations({"a": runs["gr4-lr"], "b": runs["gr4_ode-lr"]}, basin, split=split)
+    axes = panel_axes(fig)
+    codes = [str(g) for g in basin["gauge"].values]
+    assert [ax.get_title(loc="left") for ax in axes] == [
+        f"{g} (pseudo-ungauged)" if g in split.validation_gauges else g for g in codes]
+    labels = {t.get_text() for t in axes[0].get_legend().get_texts()}
+    assert {"observed", "a", "b", "calibration period", "validation period"} <= labels
+    assert all(ax.get_ylabel() == "discharge (m³ s⁻¹)" for ax in axes)
+    one = plotting.plot_simulations({"a": runs["gr4-lr"]}, basin, [codes[1]])
+    assert [ax.get_title(loc="left") for ax in panel_axes(one)] == [codes[1]]
+
+
+def test_state_and_flux_maps_label_their_units(synthetic):
+    basin, runs = synthetic
+    fig = plotting.plot_state_maps(runs["gr4-lr"], basin, steps=2)
+    labels = colorbar_labels(fig)
+    assert len(labels) == 4 * 2  # hi, hp, ht, hlr at two times
+    assert "hp (fraction of capacity)" in labels and "hlr (mm)" in labels
+    step = plotting.plot_flux_maps(runs["gr4-lr"], basin, "step")
+    assert "pn (mm per step)" in colorbar_labels(step) and "qt (m³ s⁻¹)" in colorbar_labels(step)
+    assert step._suptitle.get_text().startswith("gr4-lr fluxes: step of heaviest rain")
+    total = plotting.plot_flux_maps(runs["gr4-lr"], basin, "total")
+    assert "pn total (mm)" in colorbar_labels(total) and "qt mean (m³ s⁻¹)" in colorbar_labels(total)
+    with pytest.raises(ValueError, match="'step' or 'total'"):
+        plotting.plot_flux_maps(runs["gr4-lr"], basin, "peak")
+
+
+def test_newton_figure_counts_to_the_solvers_limit(synthetic):
+    from hybridhydro.structures import NEWTON_MAX_ITERATIONS
+
+    basin, runs = synthetic
+    fig = plotting.plot_newton(runs["gr4_ode-lr"], basin)
+    hist = fig.axes[0]
+    assert hist.get_xlabel() == "Newton updates per cell and step"
+    assert hist.get_xlim()[1] >= NEWTON_MAX_ITERATIONS  # the whole range up to the limit
+    counts = sum(p.get_height() for p in hist.patches)
+    it = runs["gr4_ode-lr"]["newton_iterations"].values
+    assert counts == np.sum(np.isfinite(it) & (it > 0))
+    assert "steps without a root (%)" in colorbar_labels(fig)
+    assert fig.axes[2].get_title() == "gr4_ode-lr"
+
+
+def test_hybrid_figures(synthetic):
+    basin, runs = synthetic
+    hybrid = {"gr4_ude-lr": runs["gr4_ude-lr"]}
+    parents = {"gr4_ude-lr": runs["gr4_ode-lr"]}
+    fig = plotting.plot_corrections(hybrid, basin)
+    lines = {ln.get_label() for ax in fig.axes for ln in ax.get_lines()}
+    assert lines == {"f (rain)", "f (evaporation)", "f (exchange)", "f (outflow)"}
+    maps = plotting.plot_correction_maps(runs["gr4_ude-lr"], basin, title="x")
+    assert colorbar_labels(maps) == [f"mean f ({k}) (-)" for k in ("rain", "evaporation", "exchange", "outflow")]
+    gauge = str(basin["gauge"].values[0])
+    pair = plotting.plot_hybrid_vs_parent(hybrid, parents, basin, gauge)
+    assert {ln.get_label() for ln in pair.axes[0].get_lines()} == {"observed", "parent (gr4_ode-lr)", "gr4_ude-lr"}
+    states = plotting.plot_state_changes(runs["gr4_ude-lr"], runs["gr4_ode-lr"], basin)
+    assert colorbar_labels(states) == ["Δ final hp (fraction of capacity)", "Δ final ht (fraction of capacity)",
+                                      "Δ final hlr (mm)"]
+
+
+def test_solver_figure(synthetic):
+    basin, runs = synthetic
+    gauge = str(basin["gauge"].values[0])
+    fig = plotting.plot_solvers({"newton": runs["gr4_ude-lr"]}, runs["gr4_ude-lr"], basin, gauge)
+    assert fig.axes[0].get_ylabel() == "discharge (m³ s⁻¹)"
+    assert {ln.get_label() for ln in fig.axes[0].get_lines()} >= {"newton"}
+    assert fig.axes[1].get_legend() is not None
+
+
+def test_parameters_against_descriptors_and_water_balances(synthetic):
+    from hybridhydro import report
+
+    basin, runs = synthetic
+    active = basin["active_cell"].values.astype(bool)
+    cp = xr.Dataset({"cp": (("y", "x"), np.where(active, 200.0, np.nan), {"units": "mm"})})
+    fig = plotting.plot_parameters_vs_descriptors({"m": cp}, basin, ["cp"])
+    ndesc = basin.sizes["descriptor"]
+    assert len(fig.axes) == ndesc
+    assert fig.axes[0].get_ylabel() == "cp (mm)" and "normalised" in fig.axes[0].get_xlabel()
+    assert len(fig.axes[0].collections[0].get_offsets()) == active.sum()
+    balances, _ = report.water_balances(runs, basin)
+    table = report.balance_table(balances)
+    bars = plotting.plot_water_balances(table)
+    ax = bars.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == list(runs)
+    evaporation = [p.get_width() for p in ax.containers[0]]
+    np.testing.assert_allclose(evaporation, table["evaporation"].values)
+
+
+def test_events_and_titles(synthetic):
+    basin, runs = synthetic
+    times = basin["time"].values
+    gauge = str(basin["gauge"].values[0])
+    events = pd.DataFrame({"start": [times[2]], "end": [times[10]]}, index=pd.Index([gauge], name="gauge"))
+    fig = plotting.plot_events({"gr4-lr": runs["gr4-lr"]}, basin, events)
+    assert fig.axes[0].get_title(loc="left").startswith(f"{gauge}: event")
+    assert len(fig.axes[0].get_lines()[0].get_xdata()) == 9  # the steps of the event
+    empty = plotting.plot_events({}, basin, events.iloc[:0])
+    assert any(t.get_text() == "no event" for t in empty.axes[0].texts)
+    table = pd.DataFrame([[0.5, np.nan]], index=["m"], columns=pd.MultiIndex.from_tuples([("calibration", "A"), ("temporal", "A")]))
+    kge = plotting.plot_scores(table, "kge")
+    assert kge.axes[0].get_title() == "KGE per model, scenario and gauge"
+    assert kge.axes[0].images[0].norm.vmin == pytest.approx(1 - np.sqrt(2))
+    assert plotting.plot_scores(table, "nse").axes[0].images[0].norm.vmin == 0.0

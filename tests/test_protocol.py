@@ -70,6 +70,22 @@ def test_model_names_stages_and_parents():
         with pytest.raises(ValueError, match=match):
             ModelName.parse(bad)
     assert all(str(ModelName.parse(m)) == m for m in protocol.PAPER_MODELS)
+    assert protocol.parent_structure("gr4_ude-lr") == "gr4_ode-lr"
+    assert protocol.parent_structure("gr4_mlp-kw") == "gr4-kw"
+    assert protocol.parent_structure("ssn-gr6_mlp-lr") == "ssn-gr6-lr"
+    with pytest.raises(ValueError, match="not a hybrid"):
+        protocol.parent_structure("gr4-lr")
+
+
+def test_train_model_takes_the_parameters_optimizer_section_as_it_is(basin, split):
+    """``settings=cfg.calibration.optimizers`` (pydantic sections) trains as the plain dict does."""
+    from hybridhydro.pipeline import load_params
+
+    optimizers = load_params({"calibration": {"optimizers": {"uniform": {"maxiter": 1}}}}).calibration.optimizers
+    sections = protocol.train_model(basin, "gr4-uniform", split, settings=optimizers, progress=False)
+    plain = protocol.train_model(basin, "gr4-uniform", split, settings={"uniform": {"maxiter": 1}}, progress=False)
+    assert sections.optimizer == "sbs" and len(sections.history) == len(plain.history)
+    np.testing.assert_array_equal(sections.history["cost"].values, plain.history["cost"].values)
 
 
 def test_train_hybrid_follows_smashs_three_steps(basin, split):

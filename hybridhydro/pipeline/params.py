@@ -23,11 +23,22 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
+from ..calibration.optimizers import DEFAULT_OPTIMIZER
+from ..structures import INITIALIZERS
+
 #: Basins that hydro-smash ships (``smash.factory.load_dataset``), by their canonical name.
 SMASH_DATASETS = ("Cance", "Lez", "France")
 
 #: The key of a case file that names the file it is merged over (not a parameter).
 EXTENDS_KEY = "extends"
+
+#: The repository (the package is installed in editable mode from it): a relative parameter
+#: file that is not found from the current directory is looked for from here.
+REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
+
+#: How error messages name parameters given as a mapping (a relative ``basin.source`` in one
+#: is read from the current directory, this name's parent).
+MAPPING_SOURCE = Path("<parameters given as a mapping>")
 
 
 class ParamsError(ValueError):
@@ -138,7 +149,7 @@ class ForwardParams(_Section):
     def _known_structure(cls, value):
         if value is None:
             return value
-        from ..simulate import parse_structure  # the library's own parser: one list of names
+        from ..structure_name import parse_structure  # the library's own parser: one list of names
 
         return parse_structure(value).name.removeprefix("zero-")
 
@@ -146,7 +157,7 @@ class ForwardParams(_Section):
     @classmethod
     def _implicit(cls, value):
         from .. import structures
-        from ..simulate import parse_structure
+        from ..structure_name import parse_structure
 
         if value is not None and not structures.get_module(parse_structure(value).hydrology).diagnostics:
             raise ValueError(f"{value!r} has no implicit solver; give a gr4_ode structure (e.g. gr4_ode-lr) or null")
@@ -162,9 +173,9 @@ class HybridParams(_Section):
         description="hybrid structures to build, e.g. gr4_mlp-lr, gr6_mlp-kw, gr4_ude-lr (a *_mlp or gr4_ude hydrology)",
     )
     hidden: list[int] = Field([16], min_length=1, max_length=2, description="hidden layer widths of the network (one or two)")
-    initializer: Literal[
-        "zeros", "uniform", "glorot_uniform", "he_uniform", "normal", "glorot_normal", "he_normal"
-    ] = Field("he_uniform", description="initial weights (smash's initialisers; zeros: the hybrid equals its parent)")
+    initializer: Literal[INITIALIZERS] = Field(  # type: ignore[valid-type]  (the library's one list)
+        "he_uniform", description="initial weights (smash's initialisers; zeros: the hybrid equals its parent)"
+    )
     weight_scale: float = Field(
         0.1, ge=0, description="factor on the initial weights (smash's training guide: He-uniform times 0.1)"
     )
@@ -200,7 +211,7 @@ class HybridParams(_Section):
     @classmethod
     def _hybrid_structures(cls, value):
         from .. import structures
-        from ..simulate import parse_structure
+        from ..structure_name import parse_structure
 
         out = []
         for name in value:
@@ -218,7 +229,8 @@ class OptimizerSettings(_Section):
     """How the models of one mapping are calibrated (any key left out keeps smash's default)."""
 
     optimizer: str | None = Field(
-        None, description="optimiser (null: smash's for the mapping: sbs uniform, lbfgsb distributed, adam ann/cnn)"
+        None, description="optimiser (null: smash's for the mapping: "
+        + ", ".join(f"{opt} {mapping}" for mapping, opt in DEFAULT_OPTIMIZER.items()) + ")"
     )
     maxiter: int | None = Field(None, ge=0, description="iterations (sbs: outer iterations); null: smash's default for the optimiser")
     learning_rate: float | None = Field(None, gt=0, description="adaptive optimisers' learning rate; null: smash's")
@@ -285,7 +297,7 @@ class CalibrationParams(_Section):
     @field_validator("routing")
     @classmethod
     def _known_routing(cls, value):
-        from ..simulate import parse_structure
+        from ..structure_name import parse_structure
 
         parse_structure(f"gr4-{value}")
         return value
@@ -327,10 +339,10 @@ class FigureParams(_Section):
 class Params(_Section):
     """All the parameters of one case: what the runner runs, and what each notebook receives.
 
-    Notebooks receive a flat dictionary (:meth:`notebook_parameters`): a top-level value keeps
-    its name (``case``), a value of a section is named ``<section>_<key>`` (``basin_source``,
-    ``figures_dpi``), and a sub-section is passed whole as a dict (``basin_synthetic``,
-    ready for ``synthetic_basin(**basin_synthetic)``).
+    Notebooks receive every section whole (:meth:`notebook_parameters`): ``params``, the
+    validated parameters as one JSON-able dictionary, which a notebook reads back with
+    ``cfg = hybridhydro.load_params(params)`` and uses as ``cfg.forward.structure``,
+    ``cfg.calibration.optimizers``, ...; no value is renamed or copied.
     """
 
     case: str = Field(
@@ -375,19 +387,17 @@ class Params(_Section):
         Returns
         -------
         dict
-            Plain JSON-able values: the flattened parameters (see :class:`Params`), plus
-            ``stage``, ``output_dir`` and ``params_file`` (absolute path, or None).
+            Plain JSON-able values: ``params``, every section whole as validated
+            (``model_dump(mode="json")``: the executed notebook shows every value, and
+            :func:`load_params` reads it back to these parameters), plus ``stage``,
+            ``output_dir`` and ``params_file`` (absolute path, or None).
         """
-        flat: dict[str, Any] = {}
-        for name, value in self.model_dump(mode="json").items():
-            if isinstance(getattr(self, name), BaseModel):
-                flat.update({f"{name}_{key}": sub for key, sub in value.items()})
-            else:
-                flat[name] = value
-        flat["stage"] = stage
-        flat["output_dir"] = str(Path(output_dir).resolve())
-        flat["params_file"] = None if self.params_file is None else str(self.params_file.resolve())
-        return flat
+        return {
+            "params": self.model_dump(mode="json"),
+            "stage": stage,
+            "output_dir": str(Path(output_dir).resolve()),
+            "params_file": None if self.params_file is None else str(self.params_file.resolve()),
+        }
 
     def to_yaml(self, *, comments: bool = True) -> str:
         """The parameters as YAML, each key followed by its description as a comment."""
@@ -400,19 +410,25 @@ class Params(_Section):
         return "\n".join(lines) + "\n"
 
 
-def load_params(path: str | Path) -> Params:
+def load_params(path: str | Path | Mapping[str, Any] | Params) -> Params:
     """Read a case file, merge it over its base and validate the result.
 
     Parameters
     ----------
     path
         The case file (``params/cance.yaml``). Relative paths inside it (``basin.source``)
-        are relative to the file that sets them.
+        are relative to the file that sets them. A relative path that names no file from the
+        current directory is looked for from the repository's root, so that a notebook opened
+        in ``notebooks/`` finds ``params/ci.yaml``. Or the parameters themselves: a mapping
+        (what :meth:`Params.notebook_parameters` injects as ``params``; merged over the
+        defaults only, a directory ``basin.source`` relative to the current directory), or
+        a :class:`Params`, returned as it is.
 
     Returns
     -------
     Params
-        The validated parameters; ``params.files`` lists the files merged, base first.
+        The validated parameters; ``params.files`` lists the files merged, base first (empty
+        for a mapping).
 
     Raises
     ------
@@ -420,7 +436,14 @@ def load_params(path: str | Path) -> Params:
         When a file is missing or not valid YAML, or a key is unknown or has a wrong value;
         the message names the file and the key, and suggests the closest valid key.
     """
-    layers = _read_layers(Path(path))
+    if isinstance(path, Params):
+        return path
+    if isinstance(path, Mapping):
+        return _params_from_mapping(path)
+    path = Path(path).expanduser()
+    if not path.is_absolute() and not path.exists() and (REPOSITORY_ROOT / path).is_file():
+        path = REPOSITORY_ROOT / path
+    layers = _read_layers(path)
     merged: dict[str, Any] = {}
     for _, data in layers:
         merged = deep_merge(merged, data)
@@ -432,6 +455,20 @@ def load_params(path: str | Path) -> Params:
         raise ParamsError(_explain(error, layers)) from None
     params._files = tuple(file for file, _ in layers)
     return params
+
+
+def _params_from_mapping(values: Mapping[str, Any]) -> Params:
+    """:func:`load_params` of parameters given as a mapping (complete, or over the defaults)."""
+    data = deep_merge({}, values)
+    if data.pop(EXTENDS_KEY, None) is not None:
+        raise ParamsError(f"parameters given as a mapping are merged over the defaults only: drop {EXTENDS_KEY!r}, "
+                          "or write them to a file and load that")
+    layers = [(MAPPING_SOURCE, data)]
+    _resolve_source(data, layers)
+    try:
+        return Params.model_validate(data)
+    except ValidationError as error:
+        raise ParamsError(_explain(error, layers)) from None
 
 
 def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:

@@ -2,8 +2,10 @@
 
 Each stage is a jupytext percent-format script ``notebooks/NN_name.py`` with one cell tagged
 ``parameters``. The runner converts it to a notebook, injects the case's parameters after that
-cell (only the names the cell declares, see :meth:`Params.notebook_parameters`) and executes it
-with the ``python3`` kernel of the current environment, writing ``<output-root>/<case>/NN_name.ipynb``.
+cell (only the names the cell declares, see :meth:`Params.notebook_parameters`: ``params``, every
+section whole, which the notebook reads with ``hybridhydro.load_params(params)``, and
+``output_dir``) and executes it with the ``python3`` kernel of the current environment, writing
+``<output-root>/<case>/NN_name.ipynb``.
 Every path handed to a notebook is absolute, and the kernel's working directory is the run's
 output directory, so a notebook never depends on where the runner was started.
 
