@@ -31,10 +31,10 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from . import structures
 from .balance import balance_closure, water_balance
 from .periods import most_downstream_gauge
 from .plotting import catchment_mean, save_figure
-from . import structures
 from .structure_name import calibrated_parameters, parse_structure
 from .structures import PARAMETER_BOUNDS, PARAMETER_UNITS, get_module
 
