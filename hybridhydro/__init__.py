@@ -28,7 +28,7 @@ Public modules besides the top level (:data:`PUBLIC_MODULES`): :mod:`~hybridhydr
 
 from . import periods, plotting, protocol, report  # noqa: F401  (public modules)
 from .balance import BALANCE_TOLERANCE, balance_closure, closes, water_balance
-from .basin import check_basin
+from .basin import ForcingWarning, check_basin
 from .calibration import calibrate, load_calibration
 from .cost import evaluate
 from .io import read_basin, read_smash_dataset, write_basin
@@ -50,6 +50,7 @@ PUBLIC_MODULES = ("periods", "plotting", "protocol", "report")
 __all__ = [
     "BALANCE_TOLERANCE",
     "FluxCorrectionNet",
+    "ForcingWarning",
     "Mesh",
     "ODE_SOLVERS",
     "PARAMETER_BOUNDS",

@@ -51,6 +51,8 @@ there, e.g. gr4_mlp's (1 + f)·ps).
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import xarray as xr
 
@@ -129,13 +131,22 @@ def water_balance(result: xr.Dataset, basin: xr.Dataset | None = None) -> xr.Dat
         ``exchange``, ``correction`` (a hybrid network's non-conserving rain correction),
         ``storage_change`` (with one ``storage_change_<store>`` per store) and
         ``residual``, all in mm over the unit's area; ``relative_residual``
-        (residual / rain, dimensionless); ``area`` (m2) and ``residual_volume`` (m3).
+        (residual / rain, dimensionless; NaN, with a warning, for a unit that took in no rain
+        over the period, where that share is undefined: compare the residual with
+        :func:`balance_closure`'s turnover instead); ``area`` (m2) and ``residual_volume`` (m3).
 
     Raises
     ------
     ValueError
-        A field the balance needs is missing (the message says which run options give it).
+        A result that is not a :func:`~hybridhydro.simulate.simulate` run, or a field the
+        balance needs is missing (the message says which run options give it).
     """
+    if not isinstance(result, xr.Dataset) or not result.attrs.get("structure") or "dt" not in result.attrs:
+        raise ValueError(
+            "water_balance: result must be a hybridhydro.simulate result (a Dataset whose attrs name its "
+            "'structure' and 'dt'), made with return_fluxes=True, return_states=True, return_discharge_field=True; "
+            f"got {type(result).__name__}" + (" without those attrs" if isinstance(result, xr.Dataset) else "")
+        )
     s = parse_structure(result.attrs["structure"])
     dt = float(result.attrs["dt"])
     mesh_ds = basin if basin is not None else result
@@ -333,8 +344,18 @@ def water_balance(result: xr.Dataset, basin: xr.Dataset | None = None) -> xr.Dat
             ),
         },
     )
+    rain_mm = np.asarray(terms["rain"])
+    dry = [u for u, r in zip(units, rain_mm) if not r > 0]
+    if dry:
+        warnings.warn(
+            f"water_balance: unit(s) {dry} took in no rain over {result['time'].values[0]} .. "
+            f"{result['time'].values[-1]}: their relative_residual (residual / rain) is undefined and set to NaN; "
+            "judge their residual against the water turned over (balance_closure)",
+            UserWarning, stacklevel=2,
+        )
     with np.errstate(divide="ignore", invalid="ignore"):
-        data["relative_residual"] = (dim, residual / np.asarray(terms["rain"]), {"units": "1"})
+        share = np.where(rain_mm > 0, residual / np.where(rain_mm > 0, rain_mm, 1.0), np.nan)
+    data["relative_residual"] = (dim, share, {"units": "1", "long_name": "residual / rain (NaN without rain)"})
     data["area"] = (dim, unit_area, {"units": "m2", "long_name": "area of the unit's active cells"})
     data["residual_volume"] = (dim, residual * np.asarray(unit_area) * 1e-3, {"units": "m3"})
     return xr.Dataset(
@@ -357,7 +378,8 @@ def balance_closure(balance: xr.Dataset, simulation: xr.Dataset | None = None) -
       since float32 round-off scales with the water moved. NaN where a unit moved no water
       (the share is undefined there, and :func:`closes` fails);
     * ``source_<name>``: for each non-physical source or sink of the structure, the largest
-      |term| / rain over the units, shown beside the residual;
+      |term| / rain over the units, shown beside the residual (units without rain do not
+      count: the share is undefined there; NaN when no unit had rain);
     * from the simulation's ODE diagnostics (gr4_ode, gr4_ude; 0 otherwise): ``unconverged``,
       the share of solved cell-steps whose Newton stopped at its iteration limit without
       converging; ``no_root``, the share whose implicit equation has no root in the feasible
@@ -374,8 +396,9 @@ def balance_closure(balance: xr.Dataset, simulation: xr.Dataset | None = None) -
         worst = np.abs(balance["residual"].values) / turnover
         out = {"worst": float(np.max(worst)) if np.all(turnover > 0) else float("nan")}
         for name in balance.data_vars:
-            if str(name).startswith("source_"):
-                out[str(name)] = float(np.nanmax(np.abs(balance[name].values) / rain))
+            if str(name).startswith("source_"):  # share of the rain: undefined (NaN) on a unit without rain
+                share = np.where(rain > 0, np.abs(balance[name].values) / np.where(rain > 0, rain, 1.0), np.nan)
+                out[str(name)] = float(np.nanmax(share)) if np.isfinite(share).any() else float("nan")
     out.update(unconverged=0.0, no_root=0.0, several_roots=0.0, above_capacity=float("nan"))
     if simulation is None:
         return out

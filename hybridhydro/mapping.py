@@ -244,12 +244,17 @@ def make_mapping(
     seed
         Seed of the network's initialisation.
     """
-    if kind not in MAPPINGS:
+    if not isinstance(kind, str) or kind not in MAPPINGS:
         raise ValueError(f"unknown mapping {kind!r}; choose one of {', '.join(MAPPINGS)}")
-    names = tuple(names)
+    names = (names,) if isinstance(names, str) else tuple(names)
     if not names:
         raise ValueError("a mapping needs at least one parameter name")
+    if bounds is not None and not isinstance(bounds, Mapping):
+        raise ValueError(f"bounds must be a dict {{name: (low, high)}}, got {type(bounds).__name__} {bounds!r:.80}")
     bounds = dict(bounds or {})
+    seed = networks.check_seed(seed)
+    if hidden is not None and kind in ("ann", "cnn"):
+        hidden = networks.check_widths(hidden, "hidden" if kind == "ann" else "hidden (the cnn's channels)")
     pairs = [tuple(map(float, bounds.get(n, default_bounds(n)))) for n in names]
     for n, (lo, hi) in zip(names, pairs):
         if not lo < hi:
@@ -273,6 +278,6 @@ def make_mapping(
     if kind == "ann":
         net = network or networks.DescriptorMLP(nd, pairs, hidden, ncell=grid.shape[0] * grid.shape[1], seed=seed)
     else:
-        net = network or networks.DescriptorCNN(nd, pairs, tuple(hidden or (16, 16)), seed=seed)
+        net = network or networks.DescriptorCNN(nd, pairs, (16, 16) if hidden is None else hidden, seed=seed)
     graph, params = networks.pure(net)
     return ParameterMapping(**common, grid=grid, graph=graph, network_params=params)

@@ -258,13 +258,50 @@ def _defaults(structure: Structure, dt: float) -> tuple[dict, dict]:
     return params, states
 
 
-def _as_grid(name: str, what: str, value, shape: tuple[int, int]) -> np.ndarray:
-    """A scalar, (y, x) array or (y, x) DataArray as a float64 ``shape`` grid."""
+def _on_grid(name: str, what: str, value: xr.DataArray, coords) -> xr.DataArray:
+    """``value`` (dims y, x) in the order of the basin's ``coords``, read by its labels.
+
+    A dimension without a coordinate is read by position. Labels that are the basin's in another
+    order (a grid flipped north-south) are put in the basin's order; labels that are not the
+    basin's (another grid, shifted or of another size) are an error naming the variable.
+    """
+    for dim in ("y", "x"):
+        if dim not in value.coords or coords is None or dim not in coords:
+            continue
+        mine = np.asarray(value[dim].values, dtype=np.float64)
+        theirs = np.asarray(coords[dim].values, dtype=np.float64)
+        step = np.min(np.abs(np.diff(theirs))) if theirs.size > 1 else 1.0
+        tol = 1e-3 * (step if step > 0 else 1.0)
+        if mine.shape == theirs.shape and np.allclose(mine, theirs, rtol=0.0, atol=tol):
+            continue
+        if mine.shape == theirs.shape and np.allclose(np.sort(mine), np.sort(theirs), rtol=0.0, atol=tol):
+            order = np.empty(theirs.size, dtype=int)
+            order[np.argsort(theirs)] = np.argsort(mine)
+            value = value.isel({dim: order})
+            continue
+        raise ValueError(
+            f"{what} {name!r}: its {dim} coordinate ({mine.min() if mine.size else 'empty'} .. "
+            f"{mine.max() if mine.size else ''}, {mine.size} values) is not the basin's ({theirs.min()} .. "
+            f"{theirs.max()}, {theirs.size} values): a DataArray is read by its coordinates; put it on the "
+            "basin's grid (e.g. value.interp_like(basin) or value.reindex_like(basin)) or pass a NumPy array"
+        )
+    return value
+
+
+def _as_grid(name: str, what: str, value, shape: tuple[int, int], coords=None) -> np.ndarray:
+    """A scalar, (y, x) array or (y, x) DataArray as a float64 ``shape`` grid.
+
+    A DataArray with ``y``/``x`` coordinates is read by them when the basin's ``coords`` are
+    given (:func:`_on_grid`); without coordinates, by position, as an array."""
     if isinstance(value, xr.DataArray):
         if set(value.dims) != {"y", "x"}:
             raise ValueError(f"{what} {name!r}: a DataArray must have dims ('y', 'x'), got {value.dims}")
-        value = value.transpose("y", "x").values
-    arr = np.asarray(value, dtype=np.float64)
+        value = _on_grid(name, what, value.transpose("y", "x"), coords).values
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} {name!r} must be a number or a (y, x) array of numbers, got "
+                         f"{type(value).__name__} {value!r:.60}") from None
     if arr.ndim == 0:
         return np.full(shape, float(arr))
     if arr.shape != shape:
@@ -275,13 +312,14 @@ def _as_grid(name: str, what: str, value, shape: tuple[int, int]) -> np.ndarray:
     return arr
 
 
-def cell_values(name: str, what: str, value, plan: RoutingPlan, shape) -> np.ndarray:
+def cell_values(name: str, what: str, value, plan: RoutingPlan, shape, coords=None) -> np.ndarray:
     """Validated ``(nac,)`` float32 values of one parameter or initial state.
 
-    ``value`` is a scalar, a ``(y, x)`` array or DataArray; every active cell must lie inside
-    the name's feasible domain (:data:`hybridhydro.structures.FEASIBLE`, open interval).
+    ``value`` is a scalar, a ``(y, x)`` array or DataArray (read by its coordinates against the
+    basin's ``coords`` when both have them); every active cell must lie inside the name's
+    feasible domain (:data:`hybridhydro.structures.FEASIBLE`, open interval).
     """
-    grid = _as_grid(name, what, value, shape)
+    grid = _as_grid(name, what, value, shape, coords)
     cells = plan.to_cells(grid)
     lo, hi = structures.FEASIBLE[name]
     bad = np.flatnonzero(~((cells > lo) & (cells < hi)))  # NaN fails too
@@ -302,7 +340,13 @@ def _user_values(
     plan: RoutingPlan,
     shape,
     structure: Structure,
+    coords=None,
 ) -> tuple[dict, set]:
+    if given is not None and not isinstance(given, Mapping):
+        raise ValueError(
+            f"{what}s must be a dict {{name: value}} (a scalar, a (y, x) array or DataArray per name), got "
+            f"{type(given).__name__} {given!r:.80}; e.g. {{{names[-1] if names else 'name'!r}: value}}"
+        )
     given = dict(given or {})
     unknown = sorted(set(given) - set(names))
     if unknown:
@@ -310,7 +354,7 @@ def _user_values(
             f"unknown {what}(s) {', '.join(map(repr, unknown))} for structure {structure.name!r}; "
             f"valid {what}s: {', '.join(names) or 'none'}"
         )
-    values = {n: cell_values(n, what, given.get(n, defaults[n]), plan, shape) for n in names}
+    values = {n: cell_values(n, what, given.get(n, defaults[n]), plan, shape, coords) for n in names}
     return values, set(given)
 
 
@@ -515,6 +559,24 @@ def _options(*, ode_solver="newton", ode_substeps=4, checkpoint_every=None, retu
     )
 
 
+def _check_basin_structure(basin: xr.Dataset) -> float:
+    """The basin's variables, units, ``dt`` and time axis, checked before any array is read
+    (:func:`hybridhydro.basin.check_run_basin`); returns ``dt`` (s)."""
+    from .basin import check_run_basin
+
+    return check_run_basin(basin, where="the basin")
+
+
+def _check_forcing(basin: xr.Dataset, forcing: Mapping, times, dt: float, plan: RoutingPlan) -> None:
+    """The gathered forcing's values on the active cells (:func:`hybridhydro.basin.check_forcing_values`):
+    infinities, all missing, negative (read as missing), physically implausible depths."""
+    from .basin import check_forcing_values, plausibility_mode
+
+    mode = plausibility_mode(basin, "the basin")
+    check_forcing_values(forcing, times, dt, np.asarray(plan.rows), np.asarray(plan.cols), mode=mode,
+                         where="the basin")
+
+
 def prepare_run(
     basin: xr.Dataset,
     structure: str,
@@ -555,7 +617,11 @@ def prepare_run(
     ValueError
         Unknown structure, parameter, state or option; a grid of the wrong shape; a value
         outside its feasible domain (the message names the cell); network weights that do not
-        fit the structure; a period outside the basin's data.
+        fit the structure; a period outside the basin's data; a basin that cannot be run
+        (:func:`hybridhydro.basin.check_run_basin`: a missing variable or ``dt``, a time axis
+        out of order, duplicated, with gaps or not spaced by ``dt``, forcing not in mm) or
+        forcing values that are infinite, all missing or physically implausible
+        (:func:`hybridhydro.basin.check_forcing_values`; the message names the step and cell).
     """
     s = parse_structure(structure)
     unknown = sorted(set(options) - set(RunOptions.__dataclass_fields__))
@@ -564,18 +630,13 @@ def prepare_run(
                          f"{', '.join(RunOptions.__dataclass_fields__)}")
     opts = _options(**options)
     weights = network_parameters(s, nn_parameters)
-    missing = [name for name in ("prcp", "pet") if name not in basin]
-    if missing or "dt" not in basin.attrs:
-        what = [f"variable {m!r}" for m in missing] + ([] if "dt" in basin.attrs else ["attribute 'dt' (s)"])
-        raise ValueError(f"the basin lacks {', '.join(what)}: read it with hybridhydro.read_basin or "
-                         "read_smash_dataset, or build it with synthetic_basin")
-    dt = float(basin.attrs["dt"])
+    dt = _check_basin_structure(basin)
     mesh = Mesh.from_dataset(basin)
     plan = routing_plan(mesh)
     shape = (mesh.nrow, mesh.ncol)
     p_default, h_default = _defaults(s, dt)
-    params, given = _user_values("parameter", parameters, s.parameters, p_default, plan, shape, s)
-    states, _ = _user_values("initial state", initial_states, s.states, h_default, plan, shape, s)
+    params, given = _user_values("parameter", parameters, s.parameters, p_default, plan, shape, s, basin.coords)
+    states, _ = _user_values("initial state", initial_states, s.states, h_default, plan, shape, s, basin.coords)
 
     # The forcing gathers (~0.3 s each on France) release the GIL: one thread per variable.
     names = [name for name in ("prcp", "pet", "snow", "temp") if name in basin]
@@ -583,6 +644,7 @@ def prepare_run(
         gathered = pool.map(lambda n: plan.to_cells(basin[n].transpose("time", "y", "x").values, dtype=np.float32), names)
         forcing = dict(zip(names, gathered))
     times = basin["time"].values
+    _check_forcing(basin, forcing, times, dt, plan)
     if "ci" in params and "ci" not in given and dt < 86400.0:
         params["ci"] = automatic_interception(forcing["prcp"], forcing["pet"], times, dt)
     steps = period_mask(times, period, "prepare_run: period")

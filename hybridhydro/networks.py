@@ -20,6 +20,7 @@ and its parameter state (``graphdef, state = nnx.split(net)``), passes ``state``
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping, Sequence
 
 import jax
@@ -40,6 +41,45 @@ _ACTIVATIONS = {
     "leakyrelu": lambda x: jax.nn.leaky_relu(x, 0.01),
     "selu": jax.nn.selu,
 }
+
+
+def _is_whole(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+
+def check_seed(seed, what: str = "seed") -> int:
+    """``seed`` as an int: a whole number (not a bool, a float or a string), else a ValueError naming it."""
+    if not _is_whole(seed):
+        raise ValueError(f"{what} must be a whole number (the seed of the initial weights), "
+                         f"got {type(seed).__name__} {seed!r}")
+    return int(seed)
+
+
+def check_widths(widths, what: str = "hidden", max_layers: int | None = None, scalar: bool = False) -> tuple[int, ...]:
+    """Layer widths (or channels) as a tuple of ints >= 1, else a ValueError naming ``what``.
+
+    ``scalar``: a single whole number is one layer (the flux-correction network's ``hidden``);
+    otherwise a sequence is needed, so that ``hidden=16`` is not mistaken for something else.
+    """
+    if _is_whole(widths) and scalar:
+        widths = (widths,)
+    if isinstance(widths, (str, bytes, Mapping)) or not isinstance(widths, Sequence):
+        form = "a whole number or a list of them" if scalar else "a list of whole numbers"
+        raise ValueError(f"{what} must be {form} >= 1 (layer widths), got {type(widths).__name__} {widths!r}; "
+                         f"e.g. {what.split()[0]}=[32, 16]")
+    bad = [w for w in widths if not _is_whole(w) or w < 1]
+    if bad or not widths:
+        raise ValueError(f"{what} must be layer widths, whole numbers >= 1; got {list(widths)!r}"
+                         + (f" ({bad[0]!r} is not)" if bad else " (empty)"))
+    if max_layers is not None and len(widths) > max_layers:
+        raise ValueError(f"{what} has {len(widths)} layers; at most {max_layers} (smash's limit)")
+    return tuple(int(w) for w in widths)
+
+
+def _count(value, what: str) -> int:
+    if not _is_whole(value) or value < 1:
+        raise ValueError(f"{what} must be a whole number >= 1, got {value!r}")
+    return int(value)
 
 
 def _activation(name: str):
@@ -81,7 +121,11 @@ class FluxCorrectionNet(nnx.Module):
         scale: float = 1.0,
         seed: int = 0,
     ):
-        self.n_in, self.n_out = int(n_in), int(n_out)
+        self.n_in, self.n_out = _count(n_in, "n_in"), _count(n_out, "n_out")
+        hidden = check_widths(hidden, "hidden", max_layers=2, scalar=True)
+        seed = check_seed(seed)
+        if isinstance(scale, (bool, np.bool_)) or not isinstance(scale, numbers.Real) or not np.isfinite(scale):
+            raise ValueError(f"scale must be a finite number (the factor on the initial weights), got {scale!r}")
         for name, value in initial_weights(n_in, n_out, hidden, initializer, seed).items():
             value = value * np.float32(scale) if name.startswith("weight") else value
             setattr(self, name, nnx.Param(jnp.asarray(value, jnp.float32)))
@@ -149,7 +193,10 @@ def _hydrology(structure: str) -> str:
 
 
 def _bounds_array(bounds: Sequence[tuple[float, float]]) -> tuple[np.ndarray, np.ndarray]:
-    lo, hi = (np.asarray(b, np.float32) for b in zip(*bounds))
+    pairs = list(bounds) if isinstance(bounds, Sequence) or isinstance(bounds, np.ndarray) else None
+    if not pairs or any(np.shape(b) != (2,) for b in pairs):
+        raise ValueError(f"bounds must be one (low, high) pair per output parameter, got {bounds!r}")
+    lo, hi = (np.asarray(b, np.float32) for b in zip(*pairs))
     bad = np.flatnonzero(~(lo < hi))
     if bad.size:
         raise ValueError(f"bounds[{bad[0]}] = ({lo[bad[0]]}, {hi[bad[0]]}): the lower bound must be below the upper")
@@ -187,13 +234,18 @@ class DescriptorMLP(nnx.Module):
         activation: str = "relu",
         seed: int = 0,
     ):
+        n_descriptors = _count(n_descriptors, "n_descriptors")
         lo, hi = _bounds_array(bounds)
         n_out = lo.size
+        seed = check_seed(seed)
         if hidden is None:
-            ncell = ncell or 100
-            hidden = (3 * n_descriptors, max(1, round(math.sqrt(n_descriptors * n_out) * math.log(ncell))), 3 * n_out)
+            ncell = _count(ncell, "ncell") if ncell is not None else 100
+            hidden = (3 * n_descriptors, max(1, round(math.sqrt(n_descriptors * n_out) * math.log(ncell))),
+                      3 * n_out)
+        hidden = check_widths(hidden, "hidden")
+        _activation(activation)
         rngs = nnx.Rngs(seed)
-        sizes = (n_descriptors, *map(int, hidden), n_out)
+        sizes = (n_descriptors, *hidden, n_out)
         self.layers = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in zip(sizes[:-1], sizes[1:])])
         self.activation = activation
         _activation(activation)
@@ -237,9 +289,14 @@ class DescriptorCNN(nnx.Module):
         activation: str = "relu",
         seed: int = 0,
     ):
+        n_descriptors = _count(n_descriptors, "n_descriptors")
         lo, hi = _bounds_array(bounds)
+        channels = check_widths(channels, "channels")
+        kernel = _count(kernel, "kernel")
+        seed = check_seed(seed)
+        _activation(activation)
         rngs = nnx.Rngs(seed)
-        sizes = (n_descriptors, *map(int, channels))
+        sizes = (n_descriptors, *channels)
         self.convs = nnx.List(
             [nnx.Conv(a, b, kernel_size=(kernel, kernel), padding="SAME", rngs=rngs) for a, b in zip(sizes[:-1], sizes[1:])]
         )

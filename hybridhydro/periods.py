@@ -15,6 +15,10 @@ Gauges: ``"dws"`` is the most downstream gauge (largest drained area, smash's de
 
 from __future__ import annotations
 
+import datetime
+import numbers
+from collections.abc import Mapping, Sequence
+
 import numpy as np
 import pandas as pd
 import xarray as xr
@@ -22,17 +26,41 @@ import xarray as xr
 __all__ = ["gauge_areas", "most_downstream_gauge", "period_labels", "period_mask", "select_gauges"]
 
 
+_DATE_TYPES = (str, datetime.date, np.datetime64, pd.Timestamp)
+
+
+def _date(value, what: str, period) -> pd.Timestamp | None:
+    """One side of a period: None, or a date or date-time (a string pandas reads, a datetime, a
+    numpy datetime64); numbers are refused (pandas would read 5 as 5 ns after 1970)."""
+    if value is None:
+        return None
+    if isinstance(value, (xr.DataArray, np.ndarray)) and np.ndim(value) == 0:
+        value = np.asarray(value).item() if np.asarray(value).dtype.kind != "M" else np.asarray(value)[()]
+    hint = "write dates as 'YYYY-MM-DD' or 'YYYY-MM-DD HH:MM' (or None for an open side)"
+    if not isinstance(value, _DATE_TYPES) or isinstance(value, numbers.Number):
+        raise ValueError(f"{what}={period!r}: {value!r} ({type(value).__name__}) is not a date; {hint}")
+    try:
+        stamp = pd.Timestamp(value)
+    except (ValueError, TypeError, OverflowError) as err:
+        raise ValueError(f"{what}={period!r}: {value!r} is not a date ({err}); {hint}") from None
+    if pd.isna(stamp):
+        raise ValueError(f"{what}={period!r}: {value!r} is not a date (NaT); {hint}")
+    if stamp.tzinfo is not None:
+        raise ValueError(f"{what}={period!r}: {value!r} carries a time zone; the basin's step labels have none: "
+                         "give the dates in the basin's own time, without a zone")
+    return stamp
+
+
 def _bounds(period, what: str) -> tuple[pd.Timestamp | None, pd.Timestamp | None]:
     if period is None:
         return None, None
-    if isinstance(period, (str, bytes)) or len(period) != 2:
-        raise ValueError(f"{what} {period!r} must be a pair (start, end) of dates (either may be None)")
-    try:
-        start, end = (None if p is None else pd.Timestamp(p) for p in period)
-    except (ValueError, TypeError) as err:
-        raise ValueError(f"{what} {period!r}: {err}; write dates as 'YYYY-MM-DD' or 'YYYY-MM-DD HH:MM'") from None
+    pair = isinstance(period, (Sequence, np.ndarray, pd.Index)) and not isinstance(period, (str, bytes, Mapping))
+    if not pair or len(period) != 2:
+        raise ValueError(f"{what}={period!r} must be a pair (start, end) of dates (either may be None), "
+                         "e.g. ('2014-09-15', '2014-11-14')")
+    start, end = (_date(p, what, period) for p in period)
     if start is not None and end is not None and not start < end:
-        raise ValueError(f"{what} {period}: the start must be before the end")
+        raise ValueError(f"{what}={period!r}: the start must be before the end")
     return start, end
 
 
@@ -51,8 +79,8 @@ def period_mask(times, period, what: str = "period") -> np.ndarray:
     mask = np.ones(times.size, bool)
     if start is None and end is None:
         return mask
-    # The data cover (first label - dt, last label].
-    lo = times[0] - (times[1] - times[0] if times.size > 1 else pd.Timedelta(0))
+    # The data cover (first label - dt, last label] (one step alone: its label, dt being unknown here).
+    lo = times[0] - (times[1] - times[0] if times.size > 1 else pd.Timedelta(1, "ns"))
     hi = times[-1]
     if (start is not None and start >= hi) or (end is not None and end <= lo):
         raise ValueError(
@@ -85,8 +113,15 @@ def most_downstream_gauge(basin: xr.Dataset) -> int:
     return int(np.nanargmax(gauge_areas(basin)))
 
 
-def select_gauges(basin: xr.Dataset, gauges="dws") -> np.ndarray:
-    """Indices along ``gauge`` of ``"dws"`` (default), ``"all"`` or a list of gauge codes."""
+def select_gauges(basin: xr.Dataset, gauges="dws", what: str = "gauges") -> np.ndarray:
+    """Indices along ``gauge`` of ``"dws"`` (default), ``"all"`` or a list of gauge codes.
+
+    Raises
+    ------
+    ValueError
+        An empty list, a code given twice, something that is not a gauge code, or an unknown
+        code; the message names the argument (``what``) and lists the basin's gauges.
+    """
     codes = [str(c) for c in basin["gauge"].values] if "gauge" in basin.coords else []
     if not codes:
         raise ValueError("the basin has no gauge: this needs observed discharge at one gauge at least")
@@ -94,8 +129,22 @@ def select_gauges(basin: xr.Dataset, gauges="dws") -> np.ndarray:
         return np.array([most_downstream_gauge(basin)])
     if isinstance(gauges, str) and gauges == "all":
         return np.arange(len(codes))
-    gauges = [gauges] if isinstance(gauges, str) else list(gauges)
+    choices = f"the basin's gauges are {codes} (or 'dws', 'all')"
+    if isinstance(gauges, str):
+        gauges = [gauges]
+    elif isinstance(gauges, (Sequence, np.ndarray)) and not isinstance(gauges, bytes):
+        gauges = list(gauges)
+    else:
+        raise ValueError(f"{what}={gauges!r} must be 'dws', 'all' or a list of gauge codes; {choices}")
+    if not gauges:
+        raise ValueError(f"{what}={gauges!r} selects no gauge; {choices}")
+    odd = [g for g in gauges if not isinstance(g, (str, np.str_, numbers.Integral)) or isinstance(g, bool)]
+    if odd:
+        raise ValueError(f"{what}: {odd[0]!r} is not a gauge code; {choices}")
     unknown = [g for g in gauges if str(g) not in codes]
     if unknown:
-        raise ValueError(f"unknown gauge(s) {unknown}; the basin's gauges are {codes} (or 'dws', 'all')")
+        raise ValueError(f"{what}: unknown gauge(s) {unknown}; {choices}")
+    twice = sorted({str(g) for g in gauges if [str(h) for h in gauges].count(str(g)) > 1})
+    if twice:
+        raise ValueError(f"{what}: gauge(s) {twice} given more than once (each gauge counts once); {choices}")
     return np.array([codes.index(str(g)) for g in gauges])

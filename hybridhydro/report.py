@@ -180,9 +180,15 @@ def descriptor_table(basin: xr.Dataset) -> pd.DataFrame:
 
 
 def storm(basin: xr.Dataset, factor: float) -> xr.Dataset:
-    """The basin with its rain multiplied by ``factor`` (the accounting under heavy rain)."""
+    """The basin with its rain multiplied by ``factor`` (the accounting under heavy rain).
+
+    The scenario is built on purpose beyond the rain records, so its ``forcing_plausibility``
+    is ``"off"``: the run does not warn about (or refuse) the rain it was asked to carry.
+    """
     out = basin.copy()
     out["prcp"] = basin["prcp"] * factor
+    out["prcp"].attrs = dict(basin["prcp"].attrs)
+    out.attrs = {**basin.attrs, "forcing_plausibility": "off"}
     return out
 
 

@@ -39,6 +39,9 @@ Periods read ``(start, end]`` as everywhere (:mod:`hybridhydro.periods`): the st
 
 from __future__ import annotations
 
+import difflib
+import numbers
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -46,8 +49,9 @@ import numpy as np
 import xarray as xr
 
 from .. import structures
+from ..basin import check_run_basin
 from ..mapping import MAPPINGS, default_bounds
-from ..networks import merge
+from ..networks import check_seed, check_widths, merge
 from ..periods import period_mask, select_gauges
 from ..structure_name import calibrated_parameters, parse_structure
 from .optimizers import (
@@ -77,6 +81,76 @@ __all__ = [
 ]
 
 
+#: The keys of ``cost_options`` (the options of :func:`hybridhydro.cost.observation_cost` that
+#: :func:`calibrate` does not set itself: it sets the components and the gauges).
+COST_OPTIONS = ("component_weights", "gauge_weights", "warmup_steps", "transforms", "mask", "context")
+
+#: Optimisers that take a learning rate (every optimiser of :data:`OPTIMIZERS` but lbfgsb and sbs).
+ADAPTIVE = tuple(LEARNING_RATES)
+
+_EXAMPLES = {
+    "initial_parameters": "{'cp': 250.0}",
+    "initial_states": "{'hp': 0.01}",
+    "bounds": "{'cp': (1.0, 2000.0)}",
+    "cost_options": "{'warmup_steps': 24}",
+    "regularisation": "{'components': ['prior'], 'wjreg': 1e-3}",
+}
+
+
+def as_dict_argument(name: str, value) -> dict:
+    """``value`` (a mapping, or None for empty) as a dict, or a ValueError that names the argument."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        example = _EXAMPLES.get(name, "{name: value}")
+        raise ValueError(f"{name} must be a dict (a mapping {{name: value}}), got {type(value).__name__} "
+                         f"{value!r:.80}; e.g. {name}={example}")
+    return dict(value)
+
+
+def whole_number(name: str, value, minimum: int = 0) -> int:
+    """``value`` as an int if it is a whole number (not a bool) ``>= minimum``, else a ValueError naming it."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{name} must be a whole number >= {minimum}, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def check_learning_rate(learning_rate, optimizer: str) -> float | None:
+    """None (smash's default, :data:`LEARNING_RATES`) or a finite number > 0; a rate given to an
+    optimiser that has none (lbfgsb, sbs) is a warning (it is not used)."""
+    if learning_rate is None:
+        return None
+    if isinstance(learning_rate, (bool, np.bool_)) or not isinstance(learning_rate, numbers.Real):
+        raise ValueError(f"learning_rate must be a number > 0 (or None for smash's default), "
+                         f"got {type(learning_rate).__name__} {learning_rate!r}")
+    lr = float(learning_rate)
+    if not (np.isfinite(lr) and lr > 0):
+        raise ValueError(f"learning_rate must be a finite number > 0, got {lr} (None: smash's default, "
+                         f"{LEARNING_RATES.get(optimizer, LEARNING_RATES['adam'])} for {optimizer})")
+    if optimizer not in ADAPTIVE:
+        warnings.warn(f"learning_rate={lr} is not used by {optimizer} (only {', '.join(ADAPTIVE)} take one)",
+                      UserWarning, stacklevel=3)
+    return lr
+
+
+def check_cost_options(cost_options) -> dict:
+    """``cost_options`` checked by key (a typo is an error that suggests the key meant)."""
+    options = as_dict_argument("cost_options", cost_options)
+    for key in options:
+        if key == "gauges":
+            raise ValueError("cost_options: 'gauges' is set by calibrate's own gauges argument "
+                             "(and validation_gauges); remove it from cost_options")
+        if key not in COST_OPTIONS:
+            close = difflib.get_close_matches(str(key), COST_OPTIONS, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ValueError(f"cost_options: unknown key {key!r}; {hint}its keys are {', '.join(COST_OPTIONS)}")
+    if "warmup_steps" in options:
+        options["warmup_steps"] = whole_number("cost_options['warmup_steps']", options["warmup_steps"])
+    return options
+
+
 def check_bounds(structure, names: Sequence[str], bounds: Mapping | None) -> dict[str, tuple[float, float]]:
     """The bounds of the calibrated ``names``: the user's where given, else smash's.
 
@@ -88,7 +162,7 @@ def check_bounds(structure, names: Sequence[str], bounds: Mapping | None) -> dic
         would refuse the values the optimiser may reach); the message names the parameter.
     """
     s = parse_structure(structure) if isinstance(structure, str) else structure
-    bounds = dict(bounds or {})
+    bounds = as_dict_argument("bounds", bounds)
     stray = sorted(set(bounds) - set(names))
     if stray:
         where = "is not a parameter of" if not set(stray) & set(s.parameters) else "is not calibrated in"
@@ -96,11 +170,14 @@ def check_bounds(structure, names: Sequence[str], bounds: Mapping | None) -> dic
                          f"the calibrated parameters are {', '.join(names)}")
     out = {}
     for n in names:
-        lo, hi = bounds.get(n, default_bounds(n))
+        pair = bounds[n] if n in bounds else default_bounds(n)
         try:
+            lo, hi = pair
             lo, hi = float(lo), float(hi)
         except (TypeError, ValueError):
-            raise ValueError(f"bounds of {n!r} must be two numbers (low, high), got {bounds[n]!r}") from None
+            raise ValueError(f"bounds of {n!r} must be two numbers (low, high), got {pair!r}") from None
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            raise ValueError(f"bounds of {n!r} are ({lo}, {hi}): both must be finite numbers")
         if not lo < hi:
             raise ValueError(f"bounds of {n!r} are ({lo}, {hi}): the lower bound must be below the upper; swap them")
         f_lo, f_hi = structures.FEASIBLE[n]
@@ -171,28 +248,33 @@ def calibrate(
     gauges
         ``"dws"`` (the most downstream gauge, smash's default), ``"all"`` or gauge codes.
     parameters
-        Names to calibrate; default every parameter of the structure except ``ci``.
+        Names to calibrate (one name may be given as a string); default every parameter of the
+        structure except ``ci``.
     initial_parameters, initial_states
-        First guesses and fixed values (smash names -> scalar or (y, x) map); defaults smash's,
-        ``ci`` fitted to the forcing.
+        First guesses and fixed values, dicts (smash names -> scalar, (y, x) array, or (y, x)
+        DataArray, read by its coordinates); defaults smash's, ``ci`` fitted to the forcing.
     bounds
         ``{name: (low, high)}`` (default smash's bounds).
     nn_parameters, train_nn
         A hybrid's network (any form :func:`hybridhydro.simulate` takes; default zero weights)
         and whether to train it (default: yes for a hybrid structure). With sbs it is kept fixed.
     learning_rate
-        Adaptive optimisers' learning rate (default smash's, :data:`LEARNING_RATES`).
+        Adaptive optimisers' learning rate, a finite number > 0 (None: smash's,
+        :data:`LEARNING_RATES`; 0 is refused, never replaced by the default). lbfgsb and sbs have
+        none: a rate given to them is a warning.
     validation_period, validation_gauges
         Where the validation cost is measured (the same run): defaults the calibration's.
         Needed for early stopping on validation; set either to enable it.
     early_stopping
         Stop once the iteration minus the best one exceeds this number (smash's rule), the best
         being that of the validation cost (the training cost without a validation), and return
-        the best controls; 0: off.
+        the best controls; 0: off. A whole number >= 0; sbs does not stop early (an error).
     cost_options
         Extra options of :func:`hybridhydro.cost.observation_cost` (weights, transforms, warm-up).
     descriptor_transform, hidden, network, seed
-        Regionalisation options (:func:`hybridhydro.mapping.make_mapping`).
+        Regionalisation options (:func:`hybridhydro.mapping.make_mapping`): ``hidden`` a list
+        of layer widths >= 1 (cnn: channels), ``seed`` a whole number. ``hidden`` or
+        ``network`` with a mapping that has no network is a warning (they are not used).
     warm_start
         A result of the same mapping (e.g. a pre-trained regionalisation network, also one read
         by :func:`load_calibration`) whose controls start this calibration.
@@ -209,51 +291,99 @@ def calibrate(
         File (stem) to save to every ``checkpoint_every`` iterations and on Ctrl-C; an existing
         checkpoint of the same calibration is resumed.
     progress
-        Show a tqdm bar with the cost.
+        Show a tqdm bar with the cost (on stderr; off anyhow when the environment variable
+        ``HYBRIDHYDRO_PROGRESS`` is 0, as in the pipeline's kernels: :mod:`hybridhydro.progress`).
 
     Raises
     ------
     ValueError
-        Unknown mapping, optimiser or metric; a mapping/optimiser pair smash does not allow; a
-        period outside the data; inverted bounds, bounds outside a parameter's feasible domain
-        or on a parameter not calibrated; a gauge without observations in the period.
+        Checked before the basin is read, each naming its argument: unknown mapping, optimiser
+        or metric; a mapping/optimiser pair smash does not allow; ``maxiter``,
+        ``early_stopping``, ``checkpoint_every``, ``seed`` not whole numbers in range; a
+        ``learning_rate`` that is not a finite number > 0; ``hidden`` widths < 1; a list where
+        a dict is meant (``initial_parameters``, ``initial_states``, ``bounds``,
+        ``cost_options``); an unknown ``cost_options`` key; ``train_nn=True`` without a
+        network; a period that is not a pair of dates or lies outside the data; an empty,
+        repeated or unknown gauge; inverted bounds, bounds outside a parameter's feasible
+        domain or on a parameter not calibrated. Then, on the observations, before any
+        optimisation: a gauge without observations in the calibration or validation period,
+        or one where a cost component is undefined (NSE, KGE on constant, single or all-zero
+        observations; MAPE, LGRM without an observation above zero), the message naming the
+        period, the gauges and why; and a first guess whose cost is not finite.
     """
-    if mapping not in MAPPINGS:
+    if not isinstance(mapping, str) or mapping not in MAPPINGS:
         raise ValueError(f"unknown mapping {mapping!r}; choose one of {', '.join(MAPPINGS)}")
-    optimizer = optimizer or DEFAULT_OPTIMIZER[mapping]
-    if optimizer not in OPTIMIZERS:
+    optimizer = DEFAULT_OPTIMIZER[mapping] if optimizer is None else optimizer
+    if not isinstance(optimizer, str) or optimizer not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
     if optimizer == "sbs" and mapping != "uniform":
         raise ValueError(f"sbs is a global search for the uniform mapping; with {mapping!r} use lbfgsb or adam")
     if optimizer == "lbfgsb" and mapping in ("ann", "cnn"):
         raise ValueError(f"{mapping!r} trains networks with adaptive optimisers: use adam, sgd, adagrad or rmsprop")
-    maxiter = int(MAXITER[optimizer] if maxiter is None else maxiter)
-    if maxiter < 0:
-        raise ValueError(f"maxiter must be >= 0, got {maxiter}")
+    # Every argument is checked here, before the basin is read: a bad one is named, never replaced,
+    # truncated or dropped.
+    maxiter = whole_number("maxiter", MAXITER[optimizer] if maxiter is None else maxiter)
+    learning_rate = check_learning_rate(learning_rate, optimizer)
+    early_stopping = whole_number("early_stopping", early_stopping)
+    if early_stopping and optimizer == "sbs":
+        raise ValueError(f"early_stopping={early_stopping}: sbs does not stop early (it stops when its step is "
+                         "below 0.01); use lbfgsb or an adaptive optimiser, or early_stopping=0")
+    checkpoint_every = whole_number("checkpoint_every", checkpoint_every, 1)
+    seed = check_seed(seed)
+    initial_parameters = as_dict_argument("initial_parameters", initial_parameters)
+    initial_states = as_dict_argument("initial_states", initial_states)
+    bounds = as_dict_argument("bounds", bounds)
+    cost_options = check_cost_options(cost_options)
+    regional = mapping in ("ann", "cnn")
+    if hidden is not None:
+        if regional:
+            hidden = check_widths(hidden, "hidden" if mapping == "ann" else "hidden (the cnn's channels)")
+        else:
+            warnings.warn(f"hidden={hidden!r} is not used by the {mapping!r} mapping (only ann and cnn have "
+                          "hidden layers)", UserWarning, stacklevel=2)
+    if network is not None and not regional:
+        warnings.warn(f"network is not used by the {mapping!r} mapping (only ann and cnn take one)",
+                      UserWarning, stacklevel=2)
     s = parse_structure(structure)
+    if isinstance(parameters, str):
+        parameters = (parameters,)  # one name, not its letters
     names = tuple(parameters) if parameters is not None else calibrated_parameters(s)
-    unknown = sorted(set(names) - set(s.parameters))
+    if not names:
+        raise ValueError(f"parameters is empty; name at least one of {', '.join(s.parameters)}")
+    unknown = sorted(set(map(str, names)) - set(s.parameters))
     if unknown:
         raise ValueError(f"unknown parameter(s) {unknown} for {s.name!r}; its parameters are {', '.join(s.parameters)}")
     check_bounds(s, names, bounds)
     hybrid = getattr(structures.get_module(s.hydrology), "hybrid", False)
+    if train_nn is not None and not isinstance(train_nn, (bool, np.bool_)):
+        raise ValueError(f"train_nn must be True, False or None (a hybrid's default: True), got {train_nn!r}")
+    if train_nn and not hybrid:
+        raise ValueError(f"train_nn=True, but {s.name!r} has no network to train; hybrid structures end in "
+                         "_mlp or _ude (e.g. gr4_mlp-lr)")
     train_nn = hybrid if train_nn is None else bool(train_nn)
-    if optimizer == "sbs":
+    if optimizer == "sbs" and train_nn:
+        warnings.warn("train_nn=True: sbs is gradient-free and keeps the network fixed; use adam (or another "
+                      "gradient optimiser) to train it", UserWarning, stacklevel=2)
         train_nn = False
     cost = (cost,) if isinstance(cost, str) else tuple(cost)
+    check_run_basin(basin)  # what any run needs (variables, dt, time axis), before periods are read
+    if "qobs" not in basin:
+        raise ValueError("calibrate: the basin has no 'qobs' (gauge, time) observed discharge (m3 s-1) to calibrate on")
     calib_steps = period_mask(basin["time"].values, period, "period")
     if not calib_steps.any():
-        raise ValueError(f"the period {period} holds no time step of the basin; widen it")
-    calib_gauges = select_gauges(basin, gauges)
+        raise ValueError(f"period={period} holds no time step of the basin; widen it")
+    calib_gauges = select_gauges(basin, gauges, "gauges")
     validating = validation_period is not None or validation_gauges is not None
     val_steps = period_mask(basin["time"].values, validation_period, "validation_period") if validating else None
     if validating and validation_period is None:
         val_steps = calib_steps
-    val_gauges = select_gauges(basin, validation_gauges) if validation_gauges is not None else calib_gauges
+    if val_steps is not None and not val_steps.any():
+        raise ValueError(f"validation_period={validation_period} holds no time step of the basin; widen it")
+    val_gauges = select_gauges(basin, validation_gauges, "validation_gauges") if validation_gauges is not None else calib_gauges
 
     problem = build_problem(
         basin, s.name, mapping, names, bounds=bounds, parameters=initial_parameters, initial_states=initial_states,
-        nn_parameters=nn_parameters, train_nn=train_nn, cost=cost, cost_options=dict(cost_options or {}),
+        nn_parameters=nn_parameters, train_nn=train_nn, cost=cost, cost_options=cost_options,
         calib_steps=np.flatnonzero(calib_steps), calib_gauges=calib_gauges,
         val_steps=None if val_steps is None else np.flatnonzero(val_steps), val_gauges=val_gauges,
         descriptor_transform=descriptor_transform, hidden=hidden, seed=seed, ode_solver=ode_solver,

@@ -35,23 +35,54 @@ def interrupted(checkpoint: Path, where: str) -> KeyboardInterrupt:
     )
 
 
+def _damaged(path: Path, what: str, err: BaseException) -> ValueError:
+    text = " ".join(str(err).split()) or "no message"
+    return ValueError(
+        f"the checkpoint {path} cannot be read as {what} ({type(err).__name__}: {text[:200]}): it is empty, "
+        f"truncated or damaged (a calibration killed while writing it?); delete {path.with_suffix('.npz')} and "
+        f"{path.with_suffix('.json')} to start over, or give another checkpoint path"
+    )
+
+
 def load_checkpoint(path: Path, like: dict, signature: dict):
+    """The saved ``(state, meta)`` at ``path`` (None when there is none), checked against this calibration.
+
+    Raises
+    ------
+    ValueError
+        A checkpoint of another calibration, or one whose files are missing, empty, truncated or
+        damaged (the message names the file and says to delete it).
+    """
     path = Path(path)
-    if not path.with_suffix(".npz").exists():
+    npz, meta_path = path.with_suffix(".npz"), path.with_suffix(".json")
+    if not npz.exists():
         return None
-    meta = json.loads(path.with_suffix(".json").read_text())
+    if not meta_path.exists():
+        raise ValueError(
+            f"the checkpoint {npz} has no {meta_path.name} beside it (deleted, or the write was cut short); delete "
+            f"{npz} to start over, or give another checkpoint path"
+        )
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise _damaged(meta_path, "JSON", err) from None
+    if not isinstance(meta, dict):
+        raise _damaged(meta_path, "a checkpoint's JSON (a mapping)", TypeError(f"it holds a {type(meta).__name__}"))
     if meta.get("signature") != signature:
         raise ValueError(
-            f"the checkpoint {path.with_suffix('.npz')} was written by another calibration "
+            f"the checkpoint {npz} was written by another calibration "
             f"({meta.get('signature')}); give a new checkpoint path or delete it to start over"
         )
     leaves, treedef = jax.tree_util.tree_flatten(like)
-    with np.load(path.with_suffix(".npz")) as data:
-        saved = [data[f"arr_{k}"] for k in range(len(data.files))]
-    if len(saved) != len(leaves):
+    try:
+        with np.load(npz, allow_pickle=False) as data:
+            saved = [data[f"arr_{k}"] for k in range(len(data.files))]
+    except MemoryError:
+        raise
+    except Exception as err:
+        raise _damaged(npz, "a NumPy .npz archive", err) from None
+    if len(saved) != len(leaves) or any(np.shape(s) != np.shape(x) for s, x in zip(saved, leaves)):
         raise ValueError(f"the checkpoint {path} does not match this calibration's controls; delete it to start over")
     state = jax.tree_util.tree_unflatten(treedef, [jnp.asarray(s, dtype=jnp.asarray(x).dtype) for s, x in
                                                    zip(saved, leaves)])
     return state, meta
-
-

@@ -24,8 +24,8 @@ import numpy as np
 import optax
 import pandas as pd
 from jax.flatten_util import ravel_pytree
-from tqdm.auto import tqdm
 
+from ..progress import bar as progress_bar
 from .checkpoints import interrupted, load_checkpoint, save_checkpoint
 from .problem import Problem
 from .space import SearchSpace
@@ -83,11 +83,32 @@ class Runner:
         return h
 
     def monitor(self) -> tuple[int, float]:
-        """(best iteration, best monitored cost) so far."""
+        """(best iteration, best monitored cost) so far; non-finite costs never count as best (when
+        every one is, the first iteration is returned with NaN)."""
         key = "validation_cost" if self.validating else "cost"
-        values = [r[key] for r in self.rows]
-        k = int(np.nanargmin(values)) if values else 0
-        return self.rows[k]["iteration"] if values else 0, values[k] if values else np.inf
+        values = np.array([r.get(key, np.nan) for r in self.rows], dtype=np.float64)
+        if not values.size:
+            return 0, np.inf
+        finite = np.isfinite(values)
+        if not finite.any():
+            return self.rows[0]["iteration"], np.nan
+        k = int(np.argmin(np.where(finite, values, np.inf)))
+        return self.rows[k]["iteration"], float(values[k])
+
+    def check_first(self, j, jv) -> None:
+        """A first guess whose cost is not finite stops the calibration before it starts, with why.
+
+        The observations were checked on the host (:func:`~.problem.build_problem`: no gauge without
+        observations, none where a cost component is undefined), so what is left is the simulation.
+        """
+        for what, value in (("cost", j), ("validation cost", jv if self.validating else 0.0)):
+            if not np.isfinite(float(value)):
+                raise ValueError(
+                    f"calibrate: the {what} of the first guess is {float(value)}, not a number an optimiser can "
+                    "lower: the simulated discharge is not finite, or a cost component is undefined on it (e.g. "
+                    "lgrm where no simulated discharge is above zero); check initial_parameters, initial_states, "
+                    "nn_parameters and the cost"
+                )
 
     def stop_early(self) -> bool:
         if self.early_stopping <= 0 or not self.rows:
@@ -138,7 +159,7 @@ class Adaptive(Runner):
     learning rates; bounded controls clipped."""
 
     def make(self):
-        lr = self.learning_rate or LEARNING_RATES[self.optimizer]
+        lr = LEARNING_RATES[self.optimizer] if self.learning_rate is None else float(self.learning_rate)
         return {"adam": optax.adam, "sgd": optax.sgd, "adagrad": optax.adagrad, "rmsprop": optax.rmsprop,
                 "adam_smash": adam_smash, "adagrad_smash": adagrad_smash}[self.optimizer](lr)
 
@@ -161,15 +182,22 @@ class Adaptive(Runner):
             z = optax.apply_updates(z, u)
             return jax.tree_util.tree_map(jnp.clip, z, lo, hi), state
 
-        bar = tqdm(total=self.maxiter, initial=it0, disable=not progress, desc=f"calibrate ({self.optimizer})")
+        bar = progress_bar(total=self.maxiter, initial=it0, progress=progress, desc=f"calibrate ({self.optimizer})")
         message = f"maxiter {self.maxiter} reached"
         it = it0
         consistent = (z, state, best_z, it0, list(self.rows))
+        diverged = False
         try:
             for it in range(it0 + 1, self.maxiter + 1):
                 (j, jv), g = self.value_and_grad(z)
+                if it == it0 + 1:
+                    self.check_first(j, jv)
                 if not np.isfinite(float(j)):
-                    message = f"the cost is not finite at iteration {it}: stopped (lower the learning rate?)"
+                    self.record(it - 1, j, jv, g)  # the history shows where it went
+                    best, _ = self.monitor()
+                    message = (f"the cost is not finite at iteration {it - 1}: stopped, and returned the controls "
+                               f"of iteration {best}, the best (lower the learning rate?)")
+                    diverged = True
                     break
                 self.record(it - 1, j, jv, g)
                 if self.monitor()[0] == it - 1:
@@ -186,6 +214,8 @@ class Adaptive(Runner):
                                      {"signature": signature, "iteration": it, "history": self.rows})
             else:
                 (j, jv), g = self.value_and_grad(z)
+                if it0 >= self.maxiter:
+                    self.check_first(j, jv)
                 self.record(self.maxiter, j, jv, g)
                 if self.monitor()[0] == self.maxiter:
                     best_z = z
@@ -199,7 +229,7 @@ class Adaptive(Runner):
         finally:
             bar.close()
         best, _ = self.monitor()
-        final = best_z if self.early_stopping > 0 else z
+        final = best_z if (self.early_stopping > 0 or diverged) else z
         return self.space.from_opt(final), self.history(), best, message
 
 
@@ -222,7 +252,7 @@ class LBFGSB(Runner):
             if loaded is not None:
                 saved, meta = loaded
                 x, it0, self.rows = np.asarray(saved["x"], np.float64), int(meta["iteration"]), meta["history"]
-        bar = tqdm(total=self.maxiter, initial=it0, disable=not progress, desc="calibrate (lbfgsb)")
+        bar = progress_bar(total=self.maxiter, initial=it0, progress=progress, desc="calibrate (lbfgsb)")
         last = {}
         dtype = np.dtype(flat0.dtype)
 
@@ -257,6 +287,11 @@ class LBFGSB(Runner):
                 raise StopIteration
 
         fun(x)  # the first evaluation, before iteration 1 (recorded as iteration 0)
+        try:
+            self.check_first(last["j"], last["jv"])
+        except ValueError:
+            bar.close()
+            raise
         if it0 == 0:
             self.record(0, last["j"], last["jv"], grad_norm=last["gn"])
         message = "maxiter reached"
@@ -328,10 +363,11 @@ class SBS(Runner):
         if st["g"] is None:
             st["z"] = st["y"].copy()
             st["g"], gv = J(st["y"])
+            self.check_first(st["g"], gv)
             self.record(0, st["g"], gv)
         c = 0.7 ** (1.0 / n)
         total = self.maxiter * n
-        bar = tqdm(total=total, initial=st["it"], disable=not progress, desc="calibrate (sbs)")
+        bar = progress_bar(total=total, initial=st["it"], progress=progress, desc="calibrate (sbs)")
         message = f"maxiter {self.maxiter} reached"
 
         def save():

@@ -17,7 +17,14 @@ import numpy as np
 import xarray as xr
 
 from .. import structures
-from ..cost import REGULARISATIONS, observation_cost, regularisation_cost, signature_context
+from ..cost import (
+    REGULARISATIONS,
+    check_observation_cost,
+    observation_cost,
+    regularisation_cost,
+    signature_context,
+    undefined_observations,
+)
 from ..mapping import ParameterMapping, make_mapping
 from ..model import RunInputs, prepare_run, run
 from ..signatures import SIGNATURE_COMPONENTS, gauge_rain_m3s
@@ -107,6 +114,7 @@ def build_problem(basin: xr.Dataset, structure: str, mapping_kind: str, names, *
             start_values[n] = np.float32(structures.parameter_default(n, dt))
     nsteps = last + 1
     qobs = basin["qobs"].transpose("time", "gauge").values[:nsteps].astype(np.float32)
+    warmup = int(cost_options.get("warmup_steps", 0))
     for what, steps, gauges in (("calibration", calib_steps, calib_gauges), ("validation", val_steps, val_gauges)):
         if steps is None:
             continue
@@ -116,7 +124,9 @@ def build_problem(basin: xr.Dataset, structure: str, mapping_kind: str, names, *
             raise ValueError(
                 f"gauge(s) {empty} have no observed discharge in the {what} period; choose another period or gauges"
             )
-    qobs = jnp.asarray(np.where(qobs >= 0, qobs, np.nan))
+        check_defined(basin, cost, what, times[steps], obs, gauges, warmup)
+    qobs_host = np.where(qobs >= 0, qobs, np.nan)
+    qobs = jnp.asarray(qobs_host)
 
     # Signature components need the rain (m3/s) and the observed events as constants: segment the
     # basin's whole observed series once on the host (as smash does), then cut, here and not in
@@ -151,6 +161,15 @@ def build_problem(basin: xr.Dataset, structure: str, mapping_kind: str, names, *
 
     calib_options = options_for(calib_steps, calib_gauges)
     val_options = options_for(val_steps, val_gauges) if val_steps is not None else None
+    # Every other check of the cost (transforms, weights, warm-up) on the host, before a loss is
+    # compiled around it: an error names the option, not a frame inside a JAX trace.
+    for what, steps, gauges, options in (("calibration", calib_steps, calib_gauges, calib_options),
+                                         ("validation", val_steps, val_gauges, val_options)):
+        if steps is not None:
+            try:
+                check_observation_cost(qobs_host[steps][:, gauges], cost, **options)
+            except ValueError as err:
+                raise ValueError(f"the {what} cost (cost={list(cost)}, cost_options): {err}") from None
 
     def cost_on(q, steps, gauges, options):
         return observation_cost(q[steps][:, gauges], qobs[steps][:, gauges], components=cost, **options)
@@ -188,6 +207,37 @@ def build_problem(basin: xr.Dataset, structure: str, mapping_kind: str, names, *
     if b is not None:
         low, high = {"mapping": b[0]}, {"mapping": b[1]}
     return Problem(loss, m, bool(train_nn and weights is not None), controls0, low, high, inputs)
+
+
+def check_defined(basin: xr.Dataset, cost, what: str, times, obs, gauges, warmup: int) -> None:
+    """Refuse, before any optimisation, gauges whose observations leave a cost component undefined.
+
+    ``obs``: the observed discharge (steps of the window, ``gauges``) on the host, NaN or negative
+    where missing; ``times`` the window's step labels; the first ``warmup`` steps do not enter
+    the cost. The traced loss stays free of such checks (it would return NaN, and an optimiser
+    an empty or meaningless history).
+    """
+    obs = obs[warmup:]
+    valid = np.isfinite(obs) & (obs >= 0)
+    undefined = undefined_observations(cost, obs, valid)
+    if not undefined:
+        return
+    window = f"{times[min(warmup, len(times) - 1)]} .. {times[-1]}"
+    by_reason: dict[str, set] = {}
+    components: dict[str, set] = {}
+    for name, g, reason in undefined:
+        code = str(basin["gauge"].values[gauges[g]])
+        by_reason.setdefault(reason, set()).add(code)
+        components.setdefault(code, set()).add(name)
+    codes = sorted(components)
+    why = (next(iter(by_reason)) if len(by_reason) == 1
+           else "; ".join(f"{', '.join(sorted(c))}: {reason}" for reason, c in by_reason.items()))
+    names = sorted(set().union(*components.values()))
+    raise ValueError(
+        f"the {what} period ({window}{', after the warm-up' if warmup else ''}) has, at gauge(s) {codes}, "
+        f"{why}: the cost component(s) {names} are undefined on such observations (NaN), and an optimiser "
+        "cannot lower them; choose another period or gauges, or a cost defined there (mae, mse, rmse)"
+    )
 
 
 def warm_controls(like, warm_start, mapping_kind):

@@ -100,28 +100,81 @@ def _jsonable(x):
     return str(x)
 
 
+_RESAVE = "save the calibration again (CalibrationResult.save), or rerun it"
+
+
+def _damaged(path: Path, what: str, err: BaseException) -> ValueError:
+    text = " ".join(str(err).split()) or "no message"
+    return ValueError(f"{path} cannot be read as {what} ({type(err).__name__}: {text[:200]}): the file is empty, "
+                      f"truncated or damaged; {_RESAVE}")
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    """Every array of an ``.npz`` file, read now (a damaged one is an error that names it)."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except MemoryError:
+        raise
+    except Exception as err:
+        raise _damaged(path, "a NumPy .npz archive", err) from None
+
+
 def load_calibration(directory: str | Path) -> CalibrationResult:
-    """Read a :class:`CalibrationResult` written by :meth:`CalibrationResult.save`."""
+    """Read a :class:`CalibrationResult` written by :meth:`CalibrationResult.save`.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``directory`` holds no ``calibration.json``, or lacks ``parameters.nc`` or ``history.csv``.
+    ValueError
+        A file that is empty, truncated or damaged (named, with what to do), or a
+        ``calibration.json`` that lacks a key.
+    """
     directory = Path(directory)
-    if not (directory / "calibration.json").exists():
+    meta_path = directory / "calibration.json"
+    if not meta_path.exists():
         raise FileNotFoundError(f"{directory} holds no calibration.json: it was not written by CalibrationResult.save")
-    meta = json.loads((directory / "calibration.json").read_text())
-    with xr.open_dataset(directory / "parameters.nc") as ds:
-        ds = ds.load()
+    for name in ("parameters.nc", "history.csv"):
+        if not (directory / name).exists():
+            raise FileNotFoundError(f"{directory} holds calibration.json but no {name}: the calibration was not saved "
+                                    f"completely; {_RESAVE}")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise _damaged(meta_path, "JSON", err) from None
+    needed = ("structure", "mapping", "optimizer", "best_iteration", "message", "options")
+    lacking = [k for k in needed if not isinstance(meta, dict) or k not in meta]
+    if lacking:
+        raise ValueError(f"{meta_path} lacks {', '.join(map(repr, lacking))}: it was not written by "
+                         f"CalibrationResult.save, or was cut short; {_RESAVE}")
+    params_path = directory / "parameters.nc"
+    try:
+        with xr.open_dataset(params_path) as opened:
+            ds = opened.load()
+    except MemoryError:
+        raise
+    except Exception as err:
+        raise _damaged(params_path, "a NetCDF file of parameter maps", err) from None
     nn = None
     if (directory / "nn_parameters.npz").exists():
-        with np.load(directory / "nn_parameters.npz") as data:
-            nn = {k: data[k] for k in data.files}
-    history = pd.read_csv(directory / "history.csv", index_col="iteration")
+        nn = _read_npz(directory / "nn_parameters.npz")
+    history_path = directory / "history.csv"
+    try:
+        history = pd.read_csv(history_path, index_col="iteration")
+    except Exception as err:
+        what = "the history CSV (a header with 'iteration', one row per iteration)"
+        raise _damaged(history_path, what, err) from None
     controls = None
     if (directory / "mapping_controls.npz").exists():
-        with np.load(directory / "mapping_controls.npz") as data:
-            controls = {"mapping": [data[f"arr_{k}"] for k in range(len(data.files))]}
+        arrays = _read_npz(directory / "mapping_controls.npz")
+        try:
+            controls = {"mapping": [arrays[f"arr_{k}"] for k in range(len(arrays))]}
+        except KeyError as err:
+            raise _damaged(directory / "mapping_controls.npz", "the mapping's controls", err) from None
     return CalibrationResult(
         structure=meta["structure"], mapping=meta["mapping"], optimizer=meta["optimizer"],
         parameters={n: ds[n].values for n in ds.data_vars}, nn_parameters=nn, network=None, controls=controls,
         history=history, best_iteration=meta["best_iteration"], message=meta["message"], options=meta["options"],
         coords={"y": ds["y"].values, "x": ds["x"].values},
     )
-
-

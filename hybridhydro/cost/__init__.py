@@ -10,7 +10,9 @@ importable from :mod:`hybridhydro.cost`; each submodule owns one concern:
   :func:`mape_score`, :func:`mse_score`, :func:`rmse_score`, :func:`lgrm_score`),
   :data:`METRICS` (the scores a table reports), :data:`METRIC_INFO` (their definitions and
   units) and :func:`metric`. An observation is missing where ``qo`` is NaN or negative (smash
-  marks missing with -99); every metric skips those entries. The masking is a "double where":
+  marks missing with -99); every metric skips those entries. A score undefined on a gauge's
+  observations is NaN, never a number (:data:`UNDEFINED_WHEN`: NSE, NNSE, KGE need two
+  different observed values; MAPE, LGRM an observation above zero). The masking is a "double where":
   masked entries are replaced by safe values *before* any division, root or logarithm, so the
   gradient of a cost with gaps has no NaN.
 * :mod:`~hybridhydro.cost.components`: **cost components** and the **observation term**.
@@ -19,6 +21,9 @@ importable from :mod:`hybridhydro.cost`; each submodule owns one concern:
   transforms (:data:`TRANSFORMS`, :func:`transform`), the weights (:data:`QUANTILE_WEIGHTS`)
   and :func:`observation_cost`: transforms, warm-up, several components and gauges with
   weights (mean, explicit, or the median/quartiles of the per-gauge sums).
+  :func:`check_observation_cost` runs every check of :func:`observation_cost` on the host,
+  and :func:`undefined_observations` lists the gauges where a component is undefined (each
+  :class:`Component` says when, ``undefined``), so that a compiled loss never meets them.
 * :mod:`~hybridhydro.cost.signature_terms`: the **signature components** (adapters over
   :mod:`hybridhydro.signatures`, which computes the signatures), the segmentation of the
   observed series into events and :func:`signature_context`.
@@ -62,15 +67,18 @@ from .components import (
     QUANTILE_WEIGHTS,
     TRANSFORMS,
     Component,
+    check_observation_cost,
     component,
     observation_cost,
     register_component,
     transform,
+    undefined_observations,
 )
 from .evaluation import evaluate
 from .metrics import (
     METRIC_INFO,
     METRICS,
+    UNDEFINED_WHEN,
     kge_score,
     lgrm_score,
     mae_score,
@@ -81,6 +89,7 @@ from .metrics import (
     nse_score,
     observed_mask,
     rmse_score,
+    undefined_reason,
 )
 from .regularisation import REGULARISATIONS, prior_term, regularisation_cost, smoothing_term, total_cost
 from .signature_terms import signature_context  # also registers the signature components
@@ -92,7 +101,9 @@ __all__ = [
     "QUANTILE_WEIGHTS",
     "REGULARISATIONS",
     "TRANSFORMS",
+    "UNDEFINED_WHEN",
     "Component",
+    "check_observation_cost",
     "component",
     "evaluate",
     "kge_score",
@@ -113,4 +124,6 @@ __all__ = [
     "smoothing_term",
     "total_cost",
     "transform",
+    "undefined_observations",
+    "undefined_reason",
 ]

@@ -12,6 +12,7 @@ Discharge is in m3/s throughout, laid out ``(time, gauge)``.
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Callable, Mapping, Sequence
@@ -32,8 +33,10 @@ from .metrics import (
     masked_mean,
     mse_score,
     nse_score,
+    UNDEFINED_WHEN,
     observed_mask,
     rmse_score,
+    undefined_reason,
     zero_masked,
 )
 
@@ -42,12 +45,14 @@ __all__ = [
     "QUANTILE_WEIGHTS",
     "TRANSFORMS",
     "Component",
+    "check_observation_cost",
     "component",
     "is_concrete",
     "observation_cost",
     "register_component",
     "resolve_weights",
     "transform",
+    "undefined_observations",
 ]
 
 TRANSFORMS = ("keep", "sqrt", "inv")
@@ -69,12 +74,17 @@ class Component:
     returns the entries to update, cut to the selected gauges and the steps after the warm-up
     (the signatures' rain and event masks), ``None`` to drop one (e.g. an option it consumed);
     it raises if something the component needs is missing. Components sharing a hook run it once.
+    ``undefined``: when the component is undefined on a gauge's observations (``"constant"``:
+    it needs two different observed values; ``"positive"``: an observation above zero; None:
+    defined on any observation), checked on the host before a cost is compiled
+    (:func:`undefined_observations`).
     """
 
     fn: Callable
     description: str = ""
     transforms: tuple[str, ...] = TRANSFORMS
     prepare: Callable | None = None
+    undefined: str | None = None
 
     def __call__(self, qo, qs, valid, **context):
         return self.fn(qo, qs, valid, **context)
@@ -88,21 +98,23 @@ def _plain(score, form):
 
 
 COMPONENTS: dict[str, Component | Callable] = {
-    "nse": Component(_plain(nse_score, lambda s: 1.0 - s), "1 - NSE"),
-    "nnse": Component(_plain(nse_score, lambda s: 1.0 - 1.0 / (2.0 - s)), "1 - 1/(2 - NSE)"),
-    "kge": Component(_plain(kge_score, lambda s: 1.0 - s), "1 - KGE"),
+    "nse": Component(_plain(nse_score, lambda s: 1.0 - s), "1 - NSE", undefined=UNDEFINED_WHEN["nse"]),
+    "nnse": Component(_plain(nse_score, lambda s: 1.0 - 1.0 / (2.0 - s)), "1 - 1/(2 - NSE)",
+                      undefined=UNDEFINED_WHEN["nnse"]),
+    "kge": Component(_plain(kge_score, lambda s: 1.0 - s), "1 - KGE", undefined=UNDEFINED_WHEN["kge"]),
     "mae": Component(_plain(mae_score, lambda s: s), "MAE (m3/s)"),
-    "mape": Component(_plain(mape_score, lambda s: s), "MAPE"),
+    "mape": Component(_plain(mape_score, lambda s: s), "MAPE", undefined=UNDEFINED_WHEN["mape"]),
     "mse": Component(_plain(mse_score, lambda s: s), "MSE (m6/s2)"),
     "rmse": Component(_plain(rmse_score, lambda s: s), "RMSE (m3/s)"),
-    "lgrm": Component(_plain(lgrm_score, lambda s: s), "LGRM (m3/s)"),
+    "lgrm": Component(_plain(lgrm_score, lambda s: s), "LGRM (m3/s)", undefined=UNDEFINED_WHEN["lgrm"]),
 }
 """Cost components (to minimise), ``name -> Component`` (or a plain callable with the same
 signature). Add more with :func:`register_component`; :mod:`hybridhydro.cost.signature_terms`
 adds the signatures."""
 
 
-def register_component(name: str, fn: Callable, *, description: str = "", transforms=TRANSFORMS):
+def register_component(name: str, fn: Callable, *, description: str = "", transforms=TRANSFORMS,
+                       undefined: str | None = None):
     """Add a cost component to :data:`COMPONENTS` (e.g. a signature from
     :mod:`hybridhydro.signatures`).
 
@@ -116,12 +128,37 @@ def register_component(name: str, fn: Callable, *, description: str = "", transf
         arguments given to :func:`observation_cost` as ``context``.
     transforms
         The discharge transforms the component accepts (``("keep",)`` for signatures).
+    undefined
+        When it is undefined on a gauge's observations: ``"constant"``, ``"positive"`` or None
+        (see :class:`Component`); a calibration refuses such a gauge before it starts.
     """
     bad = set(transforms) - set(TRANSFORMS)
     if bad:
         raise ValueError(f"register_component({name!r}): unknown transforms {sorted(bad)}; use {TRANSFORMS}")
-    COMPONENTS[name] = Component(fn, description, tuple(transforms))
+    if undefined not in (None, "constant", "positive"):
+        raise ValueError(f"register_component({name!r}): undefined={undefined!r}; use None, 'constant' or 'positive'")
+    COMPONENTS[name] = Component(fn, description, tuple(transforms), undefined=undefined)
     return COMPONENTS[name]
+
+
+def undefined_observations(components, qo, valid) -> list[tuple[str, int, str]]:
+    """``(component, gauge column, reason)`` for every component undefined on a gauge's observations.
+
+    Host-side (NumPy), before a cost is compiled: ``qo`` and ``valid`` are concrete ``(time,
+    gauge)`` arrays (the steps and gauges the cost reads). A gauge without any observation is
+    not listed (callers report that first).
+    """
+    qo, valid = np.asarray(qo, np.float64), np.asarray(valid, bool)
+    out = []
+    for name in ((components,) if isinstance(components, str) else components):
+        kind = getattr(COMPONENTS.get(name), "undefined", None)
+        if kind is None:
+            continue
+        for g in range(qo.shape[1]):
+            reason = undefined_reason(kind, qo[valid[:, g], g])
+            if reason is not None:
+                out.append((name, g, reason))
+    return out
 
 
 def component(name: str, qo, qs, mask=None, **context):
@@ -269,6 +306,25 @@ def observation_cost(
         concrete, i.e. not traced by ``jit``); a signature component without the ``context``
         it needs, or a gauge without any flood event for an event signature.
     """
+    prepared = _prepare_cost(qs, qo, components, component_weights, gauges, gauge_weights, warmup_steps,
+                             transforms, mask, context)
+    return _aggregate(*prepared[:7], comps=prepared[7], tfms=prepared[8], by_quantile=prepared[9])
+
+
+def check_observation_cost(qo, components: str | Sequence[str] = ("nse",), component_weights="mean", *,
+                           gauges=None, gauge_weights="mean", warmup_steps: int = 0, transforms="keep", mask=None,
+                           context=None) -> None:
+    """Check, on the host, the arguments of :func:`observation_cost` against concrete observations
+    ``qo`` without computing anything: every error :func:`observation_cost` would raise (arguments
+    as its own) is raised here, before a loss is compiled around it."""
+    _prepare_cost(qo, qo, components, component_weights, gauges, gauge_weights, warmup_steps, transforms, mask,
+                  context)
+
+
+def _prepare_cost(qs, qo, components, component_weights, gauges, gauge_weights, warmup_steps, transforms, mask,
+                  context):
+    """The checked arguments of :func:`_aggregate`: ``(qs, qo, valid, wc, wg, quantile, context, comps, tfms,
+    by_quantile)``; every check of :func:`observation_cost` (those on values when ``qo`` is concrete)."""
     qs2, _ = as_2d(qs, "qs")
     qo2, _ = as_2d(qo, "qo")
     if qs2.shape != qo2.shape:
@@ -283,11 +339,15 @@ def observation_cost(
         qs2, qo2, valid = qs2[:, idx], qo2[:, idx], valid[:, idx]
     else:
         idx = np.arange(ngauge)
+    if isinstance(warmup_steps, (bool, np.bool_)) or not isinstance(warmup_steps, numbers.Integral):
+        raise ValueError(f"warmup_steps must be a whole number of steps, got {type(warmup_steps).__name__} "
+                         f"{warmup_steps!r}")
     warmup_steps = int(warmup_steps)
     if warmup_steps < 0 or warmup_steps >= ntime:
         raise ValueError(f"warmup_steps={warmup_steps} must be in [0, {ntime}) (the period has {ntime} steps)")
     qs2, qo2, valid = qs2[warmup_steps:], qo2[warmup_steps:], valid[warmup_steps:]
-    if is_concrete(valid):
+    concrete = is_concrete(valid) and is_concrete(qo2)
+    if concrete:
         empty = np.flatnonzero(~np.asarray(jnp.any(valid, axis=0)))
         if empty.size:
             raise ValueError(
@@ -315,11 +375,19 @@ def observation_cost(
         if tfm not in allowed:
             raise ValueError(f"component {name!r} accepts only the transforms {allowed}, got {tfm!r}")
         comps.append(comp)
+    if concrete:
+        undefined = undefined_observations(names, qo2, valid)
+        if undefined:
+            name, g, reason = undefined[0]
+            cols = sorted({idx[c] for n, c, _ in undefined if n == name})
+            raise ValueError(
+                f"gauge(s) {[int(c) for c in cols]} (columns of qo): {reason} after the warm-up, so the cost "
+                f"component {name!r} is undefined there (NaN); deselect them with gauges=, choose other steps, "
+                "or a component defined on them (mae, mse, rmse)"
+            )
     context = _prepared_context(comps, context, qo_all, valid_all, idx, warmup_steps)
     quantile = jnp.asarray(0.5 if q is None else q, jnp.float32)
-    return _aggregate(
-        qs2, qo2, valid, wc, wg, quantile, context, comps=tuple(comps), tfms=tfms, by_quantile=q is not None
-    )
+    return qs2, qo2, valid, wc, wg, quantile, context, tuple(comps), tfms, q is not None
 
 
 # ------------------------------------------------------------------------------ aggregation

@@ -9,6 +9,16 @@ Every score takes observed ``qo`` and simulated ``qs`` discharge (m3/s) laid out
 gauge)`` and the boolean mask ``valid`` of the usable observations, and returns ``(gauge,)``
 values. Masked entries are replaced by safe values *before* any division, root or logarithm
 (the "double where"), so the gradient of a score with gaps has no NaN.
+
+**Undefined scores are NaN, never a number.** :data:`UNDEFINED_WHEN` says when: NSE, NNSE and
+KGE need observations that vary (at least two different observed values: constant observations,
+a single observation and all-zero observations leave them undefined, and a perfect 1.0 or a
+huge negative number from round-off would be a lie); MAPE and LGRM need an observation above
+zero. Constancy is tested exactly (observed maximum equal to the minimum), inside the kernels
+(no Python control flow on traced values) and, with :func:`undefined_reason`, on the host where
+a caller can say which gauge and why (:func:`hybridhydro.evaluate` warns,
+:func:`hybridhydro.calibrate` refuses before optimising). A constant *simulation* is defined:
+KGE then takes its correlation r as 0 (documented, and :func:`hybridhydro.evaluate` warns).
 """
 
 from __future__ import annotations
@@ -18,10 +28,12 @@ from typing import Callable, Mapping
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 __all__ = [
     "METRICS",
     "METRIC_INFO",
+    "UNDEFINED_WHEN",
     "apply_compiled",
     "as_2d",
     "count_valid",
@@ -37,6 +49,7 @@ __all__ = [
     "nse_score",
     "observed_mask",
     "rmse_score",
+    "undefined_reason",
     "zero_masked",
 ]
 
@@ -74,9 +87,16 @@ def count_valid(valid):
 
 
 def _sqrt(x):
-    """sqrt with a finite gradient at 0 (returns 0 there)."""
+    """sqrt with a finite gradient at 0 (returns 0 there; NaN stays NaN)."""
     pos = x > 0
-    return jnp.where(pos, jnp.sqrt(jnp.where(pos, x, 1.0)), 0.0)
+    return jnp.where(pos, jnp.sqrt(jnp.where(pos, x, 1.0)), jnp.where(jnp.isnan(x), jnp.nan, 0.0))
+
+
+def _varies(qo, valid):
+    """Per gauge: the valid observations hold at least two different values (exact test, jittable)."""
+    hi = jnp.max(jnp.where(valid, qo, -jnp.inf), axis=0)
+    lo = jnp.min(jnp.where(valid, qo, jnp.inf), axis=0)
+    return hi > lo
 
 
 def _empty_to_nan(n, value):
@@ -94,14 +114,14 @@ def masked_mean(x, valid, n_safe):
 def nse_score(qo, qs, valid):
     """Nash-Sutcliffe efficiency ``1 - Σ(qo - qs)² / Σ(qo - mean qo)²`` (dimensionless).
 
-    NaN for a gauge with no observation or constant observations.
+    NaN for a gauge with no observation or constant observations (one observation, all zero).
     """
     qo, qs = zero_masked(valid, qo, qs)
     n, n_safe = count_valid(valid)
     mo = masked_mean(qo, valid, n_safe)
     num = jnp.sum(jnp.where(valid, (qo - qs) ** 2, 0.0), axis=0)
     den = jnp.sum(jnp.where(valid, (qo - mo[None]) ** 2, 0.0), axis=0)
-    ok = den > 0
+    ok = (den > 0) & _varies(qo, valid)  # round-off leaves den > 0 on some constant series
     return _empty_to_nan(n, jnp.where(ok, 1.0 - num / jnp.where(ok, den, 1.0), jnp.nan))
 
 
@@ -113,8 +133,9 @@ def nnse_score(qo, qs, valid):
 def _kge_terms(qo, qs, valid):
     """Correlation r, variability ratio α = σs/σo and bias ratio β = μs/μo (population moments).
 
-    A zero standard deviation (constant series) gives r = 0: no correlation information, and a
-    finite gradient. A zero observed mean or spread gives NaN (the score is undefined).
+    A constant *simulation* gives r = 0: no correlation information, and a finite gradient.
+    Constant observations (so also a single or all-zero ones) give α and β NaN: the score is
+    undefined.
     """
     qo, qs = zero_masked(valid, qo, qs)
     n, n_safe = count_valid(valid)
@@ -125,15 +146,23 @@ def _kge_terms(qo, qs, valid):
     so, ss = _sqrt(var_o), _sqrt(var_s)
     prod = so * ss
     r = jnp.where(prod > 0, cov / jnp.where(prod > 0, prod, 1.0), 0.0)
-    alpha = jnp.where(so > 0, ss / jnp.where(so > 0, so, 1.0), jnp.nan)
+    spread = (so > 0) & _varies(qo, valid)
+    alpha = jnp.where(spread, ss / jnp.where(spread, so, 1.0), jnp.nan)
     beta = jnp.where(mo != 0, ms / jnp.where(mo != 0, mo, 1.0), jnp.nan)
     return n, r, alpha, beta
 
 
 def kge_score(qo, qs, valid):
-    """Kling-Gupta efficiency ``1 - √((r-1)² + (α-1)² + (β-1)²)`` (dimensionless)."""
+    """Kling-Gupta efficiency ``1 - √((r-1)² + (α-1)² + (β-1)²)`` (dimensionless).
+
+    NaN where α or β is undefined (constant observations), not 1.0: the square root must not
+    read a NaN as 0.
+    """
     n, r, alpha, beta = _kge_terms(qo, qs, valid)
-    return _empty_to_nan(n, 1.0 - _sqrt((r - 1.0) ** 2 + (alpha - 1.0) ** 2 + (beta - 1.0) ** 2))
+    defined = jnp.isfinite(alpha) & jnp.isfinite(beta)
+    a, b = jnp.where(defined, alpha, 1.0), jnp.where(defined, beta, 1.0)  # safe values for the gradient
+    value = 1.0 - _sqrt((r - 1.0) ** 2 + (a - 1.0) ** 2 + (b - 1.0) ** 2)
+    return _empty_to_nan(n, jnp.where(defined, value, jnp.nan))
 
 
 def mae_score(qo, qs, valid):
@@ -194,6 +223,30 @@ METRICS: dict[str, Callable] = {
 }
 """Scores for evaluation tables, ``name -> fn(qo, qs, valid) -> (gauge,)`` (smash's
 ``evaluation`` metrics, not turned into losses)."""
+
+UNDEFINED_WHEN: dict[str, str] = {"nse": "constant", "nnse": "constant", "kge": "constant",
+                                   "mape": "positive", "lgrm": "positive"}
+"""When a score is undefined on a gauge's observations: ``constant`` (needs two different observed
+values), ``positive`` (needs an observation above zero). The others are defined on any non-empty
+set of observations."""
+
+
+def undefined_reason(kind: str | None, observed) -> str | None:
+    """Why a score of kind ``kind`` (:data:`UNDEFINED_WHEN`) is undefined on ``observed`` (the usable
+    observations of one gauge, m3/s, on the host), or None when it is defined (or there is none)."""
+    values = np.asarray(observed, dtype=np.float64).ravel()
+    if kind is None or values.size == 0:
+        return None
+    if kind == "positive":
+        return None if np.any(values > 0) else "no observation above zero (only zero observations)"
+    if values.size == 1:
+        return f"one observation only ({values[0]:g} m3/s), which is constant"
+    if values.max() > values.min():
+        return None
+    if values[0] == 0:
+        return "only zero observations (constant)"
+    return f"constant observations ({values[0]:g} m3/s at each of the {values.size} observed steps)"
+
 
 METRIC_INFO: dict[str, tuple[str, str]] = {
     "nse": ("Nash-Sutcliffe efficiency, 1 - sum (qo-qs)^2 / sum (qo-mean qo)^2", "1"),

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._rasters import Grid, RasterReader
+from ._rasters import Grid, RasterReader, warn_geometry
 
 
 def find_descriptor(directory: Path, name: str) -> Path:
@@ -44,6 +44,7 @@ def read_descriptors(
         for i, name in enumerate(names):
             path = find_descriptor(directory, name)
             paths.append(path)
+            reader.what = f"descriptor {name!r}"
             out[i] = reader.read(path).astype(np.float32)
             bad = np.isnan(out[i]) & active_cell
             if bad.any():
@@ -52,4 +53,5 @@ def read_descriptors(
                     f"descriptor {name!r} ({path}) has no value on {int(bad.sum())} active cell(s), e.g. row {r}, "
                     f"col {c} (x = {x[c]:g}, y = {y[r]:g}); fill the raster there (no-data or outside its extent)"
                 )
+    warn_geometry(reader.samplers, "descriptors", directory)
     return out, paths

@@ -1,12 +1,26 @@
-"""Observed discharge: one CSV per gauge (header = date of the first value, one value per line)."""
+"""Observed discharge: one CSV per gauge (header = date of the first value, one value per line).
+
+Checked as read: the header must be a date written year first without a time zone
+(``200601010000``, ``20060101``, ``2006-01-01 00:00``); an empty file is NaN with a warning;
+a value that is not a number, infinite, or above :data:`MAX_DISCHARGE` (no river carries that)
+is an error naming the file and line; negative values are missing (as in smash).
+"""
 
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from ..basin import user_stacklevel
+
+#: A date written day or month first (``01/10/2014``, ``1.10.2014``): ambiguous, refused.
+DAY_OR_MONTH_FIRST = re.compile(r"^\s*\d{1,2}[/.\-]\d{1,2}[/.\-]\d{2,4}")
+#: A discharge no river carries (m3/s): the Amazon's largest floods are about 3e5 m3/s.
+MAX_DISCHARGE = 1e6
 
 
 def find_qobs_file(directory: Path, code: str) -> Path | None:
@@ -24,15 +38,24 @@ def find_qobs_file(directory: Path, code: str) -> Path | None:
 def parse_header(header: str, path: Path) -> pd.Timestamp:
     """The date of the first value, from the CSV's header line (e.g. ``200601010000`` or ``19580801``)."""
     text = header.strip().strip(",;").strip('"')
+    shown = f"qobs: the header line of {path} is {header.strip()!r}"
+    fix = ("the first line must be the date of the first value, written year first without a time zone, e.g. "
+           "200601010000 (%Y%m%d%H%M), 20060101 (%Y%m%d) or 2006-01-01 00:00")
+    if DAY_OR_MONTH_FIRST.match(text):
+        raise ValueError(f"{shown}, a date with the day or the month first, which reads both ways (01/10 is 1 October "
+                         f"or 10 January); {fix}")
     try:
         if text.isdigit() and len(text) not in (8, 12, 14):
             raise ValueError
-        return pd.Timestamp(text)
-    except (ValueError, TypeError):
-        raise ValueError(
-            f"qobs: the header line of {path} is {header.strip()!r}, not a date; the first line must be the date of "
-            "the first value, e.g. 200601010000 (%Y%m%d%H%M) or 20060101 (%Y%m%d)"
-        ) from None
+        ts = pd.Timestamp(text)
+    except (ValueError, TypeError, OverflowError):
+        ts = pd.NaT
+    if ts is pd.NaT:
+        raise ValueError(f"{shown}, not a date; {fix}")
+    if ts.tzinfo is not None:
+        raise ValueError(f"{shown}, a date with a time zone ({ts.tzinfo}); the model's times carry none (nor do the "
+                         f"forcing's file names): {fix}, in the time of the forcing files")
+    return ts
 
 
 def read_qobs_file(path: Path, times: pd.DatetimeIndex, dt: float) -> np.ndarray:
@@ -43,6 +66,10 @@ def read_qobs_file(path: Path, times: pd.DatetimeIndex, dt: float) -> np.ndarray
     used (smash 1.3 never uses the last line of a qobs file; we consider that a bug).
     """
     lines = path.read_text().split("\n")
+    if not any(line.strip() for line in lines):
+        warnings.warn(f"qobs: {path} is empty; its gauge's qobs is NaN (write the date of the first value on line 1, "
+                      "then one value per line)", stacklevel=user_stacklevel())
+        return np.full(len(times), np.nan, dtype=np.float32)
     start = parse_header(lines[0], path)
     offset_s = (times[0] - start).total_seconds()
     first_row = offset_s / dt
@@ -67,6 +94,15 @@ def read_qobs_file(path: Path, times: pd.DatetimeIndex, dt: float) -> np.ndarray
                 f"qobs: line {lo + bad + 2} of {path} is {chunk[bad]!r}, not a number; write one discharge value "
                 "(m3/s) per line, a negative value for missing"
             ) from None
+        bad = np.flatnonzero(~(np.abs(values) <= MAX_DISCHARGE))  # inf, and NaN written as such, are caught below
+        bad = bad[~np.isnan(values[bad])]
+        if bad.size:
+            i = int(bad[0])
+            raise ValueError(
+                f"qobs: line {lo + i + 2} of {path} is {chunk[i].strip()!r}, not a discharge any river carries "
+                f"(above {MAX_DISCHARGE:g} m3/s or infinite; {bad.size} such value(s) in the period); fix it, or write "
+                "a negative value for missing"
+            )
         out[lo - first_row : hi - first_row] = values.astype(np.float32)
     out[out < 0] = np.nan
     return out

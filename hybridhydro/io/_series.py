@@ -60,23 +60,53 @@ def dated_files(directory: Path, dt: float, what: str) -> dict[pd.Timestamp, str
     The date is the first run of 12 digits (``%Y%m%d%H%M``, when ``dt < 86400``) or of 8 digits
     (``%Y%m%d``, daily) in the file name, e.g. ``rain_precipitation_201411231700_201411231700.tif``
     or ``201211020000_PT.tif``. Files without such a date are skipped with a warning; when two
-    files carry the same date the first in sorted path order is kept.
+    files carry the same date the first in sorted path order is kept, with a warning that names
+    them. When most dates have several files (hourly files read with ``dt = 86400``: the date
+    keeps only the day), it is an error that says what ``dt`` the files look like.
     """
     ndigit, fmt = date_format(dt)
     paths = list_tifs(directory, what)
     stems = [os.path.splitext(os.path.basename(p))[0] for p in paths]
     found: dict[pd.Timestamp, str] = {}
     undated: list[str] = []
+    duplicates: dict[pd.Timestamp, list[str]] = {}
     for path, date in zip(paths, _dates_in_names(stems, ndigit, fmt)):
         if date is None:
             undated.append(path)
         elif date not in found:
             found[date] = path
+        else:
+            duplicates.setdefault(date, [found[date]]).append(path)
+    if duplicates:
+        date, same = next(iter(duplicates.items()))
+        names = ", ".join(os.path.basename(p) for p in same[:3]) + (", ..." if len(same) > 3 else "")
+        if len(duplicates) > len(found) / 2:
+            finer = _DIGITS.findall(os.path.basename(same[1]))
+            raise ValueError(
+                f"{what}: {len(duplicates)} of the {len(found)} dates under {directory} have several files at the "
+                f"precision of dt = {dt:g} s ({fmt}), e.g. {date:%Y-%m-%d %H:%M}: {names}; the files look finer than "
+                f"dt: set dt in the setup YAML to their spacing (e.g. 3600 for hourly files"
+                f"{', whose names hold ' + finer[0] if finer else ''})"
+            )
+        warnings.warn(
+            f"{what}: {sum(len(v) - 1 for v in duplicates.values())} file(s) under {directory} repeat the date of "
+            f"another ({len(duplicates)} date(s), e.g. {date:%Y-%m-%d %H:%M}: {names}); the first in sorted path order "
+            "is read, the others are ignored",
+            stacklevel=3,
+        )
     if not found:
         raise ValueError(
             f"{what}: no file name under {directory} carries a date with {ndigit} digits ({fmt}) as expected for "
             f"dt = {dt:g} s (e.g. {os.path.basename(undated[0])}); rename the files so that they hold the step-end date"
         )
+    if len(found) > 2:
+        spacing = float(np.median(np.diff(np.sort(np.array(list(found), dtype="datetime64[s]"))).astype(np.int64)))
+        if spacing < dt:
+            raise ValueError(
+                f"{what}: the files under {directory} are dated every {spacing:g} s (median) but dt = {dt:g} s: each "
+                f"step would take one file's {what} as the whole step's and ignore the files between; set dt in the "
+                f"setup YAML to {spacing:g}, or sum the files over steps of dt first"
+            )
     if undated:
         warnings.warn(
             f"{what}: {len(undated)} file(s) under {directory} have no {fmt} date in their name and are ignored "
@@ -97,9 +127,9 @@ def check_coverage(files: dict[pd.Timestamp, str], times: pd.DatetimeIndex, dire
 
 
 def _progress(iterable, total: int, desc: str, progress: bool):
-    from tqdm import tqdm  # text bars: tqdm.auto needs ipywidgets in notebooks
+    from ..progress import bar  # the one switch (HYBRIDHYDRO_PROGRESS) that the pipeline's kernels set
 
-    return tqdm(iterable, total=total, desc=desc, unit="file", disable=not progress, leave=False)
+    return bar(iterable, progress=progress, total=total, desc=desc, unit="file", leave=False)
 
 
 def _warn_missing(missing: list[pd.Timestamp], total: int, what: str, directory: Path) -> None:
@@ -129,7 +159,7 @@ def read_series(
     factor32 = np.float32(factor)
     present = [(k, files[t]) for k, t in enumerate(times) if t in files]
     missing = [t for t in times if t not in files]
-    with RasterReader(grid) as reader:
+    with RasterReader(grid, what=what) as reader:
         grids = reader.read_many(path for _, path in present)
         for (k, _), values in zip(present, _progress(grids, len(present), what, progress)):
             out[k] = values * factor32
@@ -201,7 +231,7 @@ def read_daily_interannual(
     factor32 = np.float32(factor)
     daily: dict[str, np.ndarray] = {}
     wanted = [day for day in days if day in found]
-    with RasterReader(grid) as reader:
+    with RasterReader(grid, what="pet") as reader:
         grids = reader.read_many(found[day] for day in wanted)
         for day, values in zip(wanted, _progress(grids, len(wanted), "pet (daily interannual)", progress)):
             daily[day] = values * factor32  # factor first, as smash

@@ -4,6 +4,12 @@ Round trip through :func:`write_basin` then :func:`read_basin` keeps dtypes (flo
 bool ``active_cell``, int8 ``flwdir``, fixed-width string gauge codes even with no gauge),
 ``NaN``, attributes, units and the CRS (rioxarray's ``spatial_ref``). Times come back as
 ``datetime64[ns]``.
+
+Reading checks the file: an empty, truncated or damaged file (an HDF5 error, a missing or
+corrupt zarr chunk) is a ``ValueError`` that names the file (and the variable) and says to
+write it again; the basin read is checked against the schema (:func:`hybridhydro.check_basin`).
+zarr stores are written with every chunk, even those that hold only the fill value, so that a
+deleted chunk is found instead of read as NaN.
 """
 
 from __future__ import annotations
@@ -17,8 +23,13 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from ..basin import check_basin
+
 #: attribute that records the NumPy dtype of string variables (the formats do not keep their width)
 _STR_DTYPE_ATTR = "_hybridhydro_str_dtype"
+#: attribute of a zarr store written with every chunk (a missing chunk is then a damaged store)
+_ALL_CHUNKS_ATTR = "_hybridhydro_all_chunks"
+_REWRITE = "write it again with hybridhydro.write_basin (in a pipeline run: rerun stage 01_basin)"
 _SUFFIXES = {".nc": "netcdf", ".nc4": "netcdf", ".netcdf": "netcdf", ".zarr": "zarr"}
 
 
@@ -57,11 +68,18 @@ def _for_storage(ds: xr.Dataset, fmt: str) -> xr.Dataset:
             out = out.assign_coords({name: new})
         else:
             out[name] = new
+    if fmt == "zarr":
+        out.attrs[_ALL_CHUNKS_ATTR] = 1
+    else:  # a Fletcher-32 checksum on every numeric array: damaged data are an error, not wrong numbers
+        for var in out.variables.values():
+            if var.ndim and var.size and var.dtype.kind in "fiub":
+                var.encoding = {**var.encoding, "fletcher32": True}
     return out
 
 
 def _restore(ds: xr.Dataset) -> xr.Dataset:
     """Undo :func:`_for_storage`: string dtypes back, ``time`` in nanoseconds."""
+    ds.attrs.pop(_ALL_CHUNKS_ATTR, None)
     for name in list(ds.variables):
         var = ds.variables[name]
         dtype = var.attrs.get(_STR_DTYPE_ATTR)
@@ -119,7 +137,7 @@ def write_basin(ds: xr.Dataset, path: str | Path, *, overwrite: bool = False) ->
         if fmt == "zarr":
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=".*does not have a Zarr V3 specification.*")
-                data.to_zarr(tmp, mode="w-", consolidated=False)
+                data.to_zarr(tmp, mode="w-", consolidated=False, write_empty_chunks=True)
         else:
             data.to_netcdf(tmp, engine=_netcdf_engine())
         if path.exists():
@@ -131,30 +149,103 @@ def write_basin(ds: xr.Dataset, path: str | Path, *, overwrite: bool = False) ->
     return path
 
 
-def read_basin(path: str | Path) -> xr.Dataset:
+def _reason(err: BaseException) -> str:
+    text = " ".join(str(err).split()) or "no message"
+    return f"{type(err).__name__}: {text[:200]}{'...' if len(text) > 200 else ''}"
+
+
+def _damaged(path: Path, what: str, err: BaseException | None = None, variable: str | None = None) -> ValueError:
+    var = f" (variable {variable!r})" if variable else ""
+    why = f" ({_reason(err)})" if err is not None else ""
+    return ValueError(f"{path}{var} cannot be read as a {what}{why}: the file is empty, truncated or damaged; "
+                      f"{_REWRITE}")
+
+
+def _load(opened: xr.Dataset, path: Path, what: str) -> xr.Dataset:
+    """``opened.load()``, a damaged variable named in the error."""
+    try:
+        return opened.load()
+    except MemoryError:
+        raise
+    except Exception as err:
+        for name in opened.variables:
+            try:
+                np.asarray(opened.variables[name].values)
+            except Exception as inner:
+                raise _damaged(path, what, inner, name) from None
+        raise _damaged(path, what, err) from None
+
+
+def _check_zarr_chunks(path: Path) -> None:
+    """Every chunk of a store written by :func:`write_basin` is there (a deleted one would read as NaN)."""
+    import zarr
+
+    try:
+        group = zarr.open_group(path, mode="r")
+        if not group.attrs.get(_ALL_CHUNKS_ATTR):
+            return  # written by another tool or an older version: chunks of fill values may be absent
+        missing = [(name, array.nchunks - array.nchunks_initialized, array.nchunks) for name, array in group.arrays()]
+    except Exception as err:
+        raise _damaged(path, "zarr store", err) from None
+    for name, n, total in missing:
+        if n:
+            raise ValueError(
+                f"{path} (variable {name!r}): {n} of {total} chunk(s) are missing from the zarr store (they would "
+                f"read as NaN or 0): the store is incomplete; {_REWRITE}"
+            )
+
+
+def read_basin(path: str | Path, *, check: bool = True) -> xr.Dataset:
     """Read a basin Dataset written by :func:`write_basin` (``.nc`` or ``.zarr``), fully into memory.
 
     Parameters
     ----------
     path
         The ``.nc`` file or ``.zarr`` store.
+    check
+        Check the basin against the schema (:func:`hybridhydro.check_basin`); False reads any
+        Dataset :func:`write_basin` wrote.
 
     Returns
     -------
     xarray.Dataset
         The basin, with the dtypes, attributes and CRS it was written with; the file is closed.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``path`` does not exist.
+    ValueError
+        A suffix other than ``.nc``/``.zarr``; an empty, truncated or damaged file or store (a
+        missing zarr chunk included), naming the file and the variable; a basin that does not
+        follow the schema.
     """
     path = Path(path).expanduser()
     fmt = _format(path)
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist; write it with hybridhydro.write_basin(ds, path)")
     if fmt == "zarr":
-        with xr.open_zarr(path, consolidated=False, decode_coords="all") as opened:
-            ds = opened.load()
+        what = "zarr store"
+        if not path.is_dir() or not any((path / f).is_file() for f in ("zarr.json", ".zgroup")):
+            raise ValueError(f"{path} is not a zarr store (no zarr.json in it): it is empty or damaged; {_REWRITE}")
+        _check_zarr_chunks(path)
+        try:
+            opened = xr.open_zarr(path, consolidated=False, decode_coords="all")
+        except Exception as err:
+            raise _damaged(path, what, err) from None
     else:
-        with xr.open_dataset(path, engine=_netcdf_engine(), decode_coords="all") as opened:
-            ds = opened.load()
+        what = "NetCDF-4 basin file"
+        if path.is_file() and path.stat().st_size == 0:
+            raise ValueError(f"{path} is empty (0 bytes); {_REWRITE}")
+        try:
+            opened = xr.open_dataset(path, engine=_netcdf_engine(), decode_coords="all")
+        except Exception as err:
+            raise _damaged(path, what, err) from None
+    with opened:
+        ds = _load(opened, path, what)
     ds = _restore(ds)
     if "spatial_ref" in ds.coords:
         import rioxarray  # noqa: F401  (registers the .rio accessor for users of the result)
+    if check:
+        check_basin(ds, where=str(path))
     return ds

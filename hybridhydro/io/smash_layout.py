@@ -22,6 +22,14 @@ importing it; their flow directions are smash's ``France_flwdir.tif``.
 Values are read as smash 1.3 reads them (float32, same windowing and PET disaggregation), with
 ``NaN`` where smash writes -99 (missing files, no-data, negative values). One deliberate
 difference: smash never uses the last line of a qobs CSV; we do.
+
+The setup is checked as it is read: ``read_*`` and ``daily_interannual_pet`` must be YAML
+booleans (``true``/``false``, not the string ``'false'``), ``dt`` and the conversion factors
+numbers (a factor must be positive: a negative one would turn every value into missing data),
+dates year first (``2014-09-15 00:00``) and without a time zone. The rain and PET read are
+checked for physical plausibility (:func:`hybridhydro.basin.check_forcing_values`: a
+conversion factor of 100 instead of 0.1 is an error that names it); ``forcing_plausibility=
+"warn"`` turns that into a warning and is recorded in the basin's attributes.
 """
 
 from __future__ import annotations
@@ -35,11 +43,19 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from ..basin import annotate, check_basin
+from ..basin import (
+    PLAUSIBILITY_ATTR,
+    PLAUSIBILITY_MODES,
+    annotate,
+    check_basin,
+    check_forcing_values,
+    forcing_limit,
+    read_dt,
+)
 from ..mesh import Mesh
 from ._descriptors import read_descriptors
-from ._qobs import read_qobs
-from ._rasters import Grid, Sampler
+from ._qobs import DAY_OR_MONTH_FIRST, read_qobs
+from ._rasters import Grid, gdal_error, warn_geometry
 from ._series import check_coverage, dated_files, read_daily_interannual, read_series
 from ..mesh import catchment_means, upstream_masks
 
@@ -102,28 +118,79 @@ def load_setup(directory: Path) -> tuple[dict, Path]:
     return setup, path
 
 
-def _timestamp(value, what: str, where: str) -> pd.Timestamp:
+def parse_date(value, what: str, where: str) -> pd.Timestamp:
+    """A date from the setup or a file header: a datetime, or text written year first.
+
+    Text with the day or month first (``01/10/2014``) is refused (it reads either way), and
+    so is a time zone (file names and the setup carry none: the data would be shifted).
+    """
     if isinstance(value, date) and not isinstance(value, datetime):
         value = datetime(value.year, value.month, value.day)
+    example = "write it year first, e.g. 2014-09-15 00:00 (ISO 8601) or 201409150000"
+    if isinstance(value, str) and DAY_OR_MONTH_FIRST.match(value):
+        raise ValueError(
+            f"{what} = {value!r} ({where}) puts the day or the month first, which reads both ways (01/10 is 1 October "
+            f"or 10 January); {example}"
+        )
     try:
         ts = pd.Timestamp(value)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, OverflowError):
         ts = pd.NaT
     if ts is pd.NaT:
-        raise ValueError(f"{what} = {value!r} ({where}) is not a date; write it like 2014-09-15 00:00")
-    return ts.tz_localize(None) if ts.tzinfo else ts
+        raise ValueError(f"{what} = {value!r} ({where}) is not a date; {example}")
+    if ts.tzinfo is not None:
+        raise ValueError(
+            f"{what} = {value!r} ({where}) carries a time zone ({ts.tzinfo}); hybridhydro's times carry none (the "
+            "forcing's file names have none): write the date without it, in the time of the forcing files"
+        )
+    return ts
+
+
+def setup_bool(setup: dict, key: str, where, default: bool = False) -> bool:
+    """A boolean key of the setup: YAML ``true``/``false`` only (the string ``'false'`` is refused)."""
+    value = setup.get(key, default)
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise ValueError(
+        f"{key} = {value!r} in {where} must be a boolean: write {key}: true or {key}: false (no quotes; a quoted "
+        "'false' is a string, which smash and Python read as true)"
+    )
+
+
+def setup_number(setup: dict, key: str, where, default: float) -> float:
+    """A number of the setup (int, float, or text that is one), finite; a clear error otherwise."""
+    value = setup.get(key, default)
+    try:
+        number = float(value) if not isinstance(value, bool) else float("nan")
+    except (TypeError, ValueError):
+        number = float("nan")
+    if not np.isfinite(number):
+        raise ValueError(f"{key} = {value!r} in {where} must be a number, e.g. {key}: {default:g}")
+    return number
+
+
+def conversion_factor(setup: dict, what: str, where) -> float:
+    """``<what>_conversion_factor``: a positive number (raster values x factor = mm per step)."""
+    key = f"{what}_conversion_factor"
+    factor = setup_number(setup, key, where, 1.0)
+    if not factor > 0:
+        raise ValueError(
+            f"{key} = {setup.get(key)!r} in {where} must be a positive number: the raster values are multiplied by "
+            f"it to give mm per step (0.1 for rasters in tenths of mm, 1 for mm); a negative or zero factor would turn "
+            f"every {what} value into missing data or zero"
+        )
+    return factor
 
 
 def model_times(setup: dict, setup_path: Path, start, end) -> tuple[pd.DatetimeIndex, float]:
     """Step-end times ``start + dt ... end`` and ``dt`` (s), ``start``/``end`` overriding the setup."""
-    dt = float(setup.get("dt", 3600))
-    if not dt > 0:
-        raise ValueError(f"dt = {setup.get('dt')!r} in {setup_path} must be a positive number of seconds")
+    dt = read_dt(setup.get("dt", 3600), f"{setup_path}: key 'dt'")
     for key, given in (("start_time", start), ("end_time", end)):
         if given is None and key not in setup:
             raise ValueError(f"no {key} in {setup_path}; add it, or pass {key.split('_')[0]}= to read_smash_dataset")
-    t0 = _timestamp(start if start is not None else setup["start_time"], "start", "start=" if start is not None else str(setup_path))
-    t1 = _timestamp(end if end is not None else setup["end_time"], "end", "end=" if end is not None else str(setup_path))
+    t0 = parse_date(start if start is not None else setup["start_time"], "start",
+                    "start=" if start is not None else str(setup_path))
+    t1 = parse_date(end if end is not None else setup["end_time"], "end", "end=" if end is not None else str(setup_path))
     if t1 <= t0:
         raise ValueError(f"the period must end after it starts, got start {t0} and end {t1}")
     nstep = (t1 - t0).total_seconds() / dt
@@ -193,6 +260,19 @@ def _bbox(value, where: str) -> tuple[float, float, float, float]:
     return box
 
 
+def _read_flwdir(read_flwdir, path: Path):
+    """``read_flwdir(path)``, a file GDAL cannot read named in the error."""
+    try:
+        return read_flwdir(path)
+    except Exception as err:
+        if not gdal_error(err):
+            raise
+        raise ValueError(
+            f"flow directions: {path} cannot be read as a GeoTIFF ({type(err).__name__}: "
+            f"{' '.join(str(err).split())[:200]}): the file is truncated, empty or damaged; replace it"
+        ) from None
+
+
 def build_dataset_mesh(directory: Path, name: str, setup: dict, setup_path: Path, bundled: bool, bbox) -> tuple[Mesh, dict]:
     """Build the :class:`Mesh` from the flow directions and the gauges (or the bbox)."""
     from ..mesh import build_mesh, read_flwdir
@@ -211,7 +291,7 @@ def build_dataset_mesh(directory: Path, name: str, setup: dict, setup_path: Path
             "km2) or the domain (bbox=(xmin, xmax, ymin, ymax), or a bbox key in the setup YAML)"
         )
     path = flwdir_path(directory, setup, setup_path, bundled)
-    codes, georef = read_flwdir(path)
+    codes, georef = _read_flwdir(read_flwdir, path)
     kwargs = dict(georef)
     if gauges is not None:
         kwargs.update(x=gauges["x"].to_numpy(), y=gauges["y"].to_numpy(), area=gauges["area"].to_numpy(),
@@ -219,9 +299,12 @@ def build_dataset_mesh(directory: Path, name: str, setup: dict, setup_path: Path
     if bbox is not None:
         kwargs["bbox"] = bbox
     if "max_depth" in setup:
-        kwargs["max_depth"] = int(setup["max_depth"])
+        depth = setup_number(setup, "max_depth", setup_path, 1)
+        if depth != int(depth) or depth < 1:
+            raise ValueError(f"max_depth = {setup['max_depth']!r} in {setup_path} must be a whole number >= 1")
+        kwargs["max_depth"] = int(depth)
     if setup.get("area_error_th") is not None:
-        kwargs["area_error_th"] = float(setup["area_error_th"])
+        kwargs["area_error_th"] = setup_number(setup, "area_error_th", setup_path, 0.2)
     mesh = build_mesh(codes, **kwargs)
     provenance = {"flwdir_file": str(path)}
     if gauges is not None:
@@ -230,30 +313,33 @@ def build_dataset_mesh(directory: Path, name: str, setup: dict, setup_path: Path
 
 
 def _forcing(directory: Path, setup: dict, setup_path: Path, what: str, times, dt, grid, progress):
-    """One forcing variable ``(time, y, x)`` float32 and its attrs (NaN everywhere if not read)."""
+    """One forcing variable ``(time, y, x)`` float32, its attrs, samplers and folder (NaN everywhere if not read)."""
     attrs = {"units": "mm"}
-    if not setup.get(f"read_{what}", False):
+    if not setup_bool(setup, f"read_{what}", setup_path):
         warnings.warn(f"{setup_path} has read_{what}: false; {what} is NaN everywhere", stacklevel=3)
-        return np.full((len(times), grid.nrow, grid.ncol), np.nan, dtype=np.float32), attrs, []
+        return np.full((len(times), grid.nrow, grid.ncol), np.nan, dtype=np.float32), attrs, [], None
     _check_format(setup, what, setup_path)
     folder = _directory(directory, setup, what)
-    factor = float(setup.get(f"{what}_conversion_factor", 1))
+    factor = conversion_factor(setup, what, setup_path)
     attrs.update(conversion_factor=factor, source_directory=str(folder))
-    if what == "pet" and setup.get("daily_interannual_pet", False):
+    if what == "pet" and setup_bool(setup, "daily_interannual_pet", setup_path):
         data, reader = read_daily_interannual(folder, times, dt, grid, factor, progress=progress)
         attrs["daily_interannual"] = 1
     else:
         files = dated_files(folder, dt, what)
         check_coverage(files, times, folder, what)
         data, reader = read_series(files, times, grid, factor, what=what, directory=folder, progress=progress)
-    return data, attrs, reader.samplers
+    return data, attrs, reader.samplers, folder
 
 
-def _warn_geometry(samplers: list[Sampler], what: str) -> None:
-    if any(s.resampled for s in samplers):
-        warnings.warn(f"{what}: raster resolution differs from the mesh; nearest-neighbour resampling used", stacklevel=3)
-    if any(s.partial for s in samplers):
-        warnings.warn(f"{what}: the mesh reaches outside the rasters; cells outside are NaN", stacklevel=3)
+
+
+def _suspicious(data: np.ndarray, limit: float) -> bool:
+    """Whether the rasters read hold an infinite value or one above ``limit`` anywhere (two
+    passes over the whole grid; only then are the active cells gathered and checked)."""
+    flat = data.reshape(data.shape[0], -1)
+    hi, lo = np.fmax.reduce(flat, axis=1), np.fmin.reduce(flat, axis=1)
+    return bool(np.isinf(lo).any() or (hi > limit).any())
 
 
 def read_smash_dataset(
@@ -264,6 +350,7 @@ def read_smash_dataset(
     progress: bool = True,
     bbox=None,
     mesh: Mesh | None = None,
+    forcing_plausibility: str = "error",
 ) -> xr.Dataset:
     """Read a dataset in the smash layout into a basin Dataset (see :mod:`hybridhydro.basin`).
 
@@ -284,6 +371,11 @@ def read_smash_dataset(
     mesh
         A prebuilt :class:`~hybridhydro.mesh.Mesh` to read the data onto; skips reading flow
         directions and gauge attributes.
+    forcing_plausibility
+        ``"error"`` (default): rain or PET beyond the physical limits of
+        :func:`hybridhydro.basin.check_forcing_values` on many cells is an error (a wrong
+        conversion factor); ``"warn"``: a warning, and the basin keeps that choice in its
+        attribute ``forcing_plausibility`` (runs on it then warn too); ``"off"``: no check.
 
     Returns
     -------
@@ -300,8 +392,14 @@ def read_smash_dataset(
         Unknown dataset, missing setup YAML, data directory, descriptor raster, flow directions.
     ValueError
         A period outside the data or ending before it starts, undated file names, a qobs header
-        that is not a date, descriptors with missing values on active cells, ...
+        that is not a date, descriptors with missing values on active cells, a setup key of the
+        wrong type, a non-positive conversion factor, a damaged GeoTIFF or one in another CRS,
+        implausible rain or PET, infinite or impossible discharges, ... (each names the file
+        or key and says what to do).
     """
+    if forcing_plausibility not in PLAUSIBILITY_MODES:
+        raise ValueError(f"forcing_plausibility = {forcing_plausibility!r}; choose one of "
+                         f"{', '.join(map(repr, PLAUSIBILITY_MODES))}")
     directory, name, bundled = resolve_dataset(name_or_path)
     setup, setup_path = load_setup(directory)
     times, dt = model_times(setup, setup_path, start, end)
@@ -314,7 +412,7 @@ def read_smash_dataset(
     variables = {}
 
     # the small inputs first, so that their errors come before the long raster series
-    if setup.get("read_descriptor", False):
+    if setup_bool(setup, "read_descriptor", setup_path):
         names = setup.get("descriptor_name") or []
         names = [names] if isinstance(names, str) else [str(n) for n in names]
         folder = _directory(directory, setup, "descriptor")
@@ -322,19 +420,27 @@ def read_smash_dataset(
         variables["descriptors"] = (("descriptor", "y", "x"), desc, {"units": "1", "source_directory": str(folder)})
         coords["descriptor"] = ("descriptor", np.asarray(names, dtype=str))
     qobs, qattrs = np.full((mesh.ng, len(times)), np.nan, dtype=np.float32), {"units": "m3 s-1"}
-    if setup.get("read_qobs", False) and mesh.ng:
+    if setup_bool(setup, "read_qobs", setup_path) and mesh.ng:
         folder = _directory(directory, setup, "qobs")
         qobs = read_qobs(folder, mesh.code, times, dt)
         qattrs["source_directory"] = str(folder)
     variables["qobs"] = (("gauge", "time"), qobs, qattrs)
     for key in ("read_snow", "read_temp", "read_imperviousness"):
-        if setup.get(key, False):
+        if setup_bool(setup, key, setup_path):
             warnings.warn(f"{setup_path} sets {key}: true; hybridhydro does not read that input yet", stacklevel=2)
 
     masks = upstream_masks(mesh.flwdir, mesh.gauge_row, mesh.gauge_col) & mesh.active_cell[None]
+    cells = np.nonzero(mesh.active_cell)
     for what, long_name in (("prcp", "precipitation"), ("pet", "potential evapotranspiration")):
-        data, attrs, samplers = _forcing(directory, setup, setup_path, what, times, dt, grid, progress)
-        _warn_geometry(samplers, what)
+        data, attrs, samplers, folder = _forcing(directory, setup, setup_path, what, times, dt, grid, progress)
+        warn_geometry(samplers, what, folder)
+        if folder is not None and _suspicious(data, forcing_limit(what, dt)):
+            factor = f"{what}_conversion_factor = {attrs['conversion_factor']:g}"
+            check_forcing_values(
+                {what: data[:, cells[0], cells[1]]}, times.values, dt, cells[0], cells[1], mode=forcing_plausibility,
+                where=f"{what} read from {folder} ({factor}, {setup_path})", missing=False,
+                override="read_smash_dataset(..., forcing_plausibility='warn') (or 'off')",
+            )
         variables[what] = (("time", "y", "x"), data, attrs)
         mean_attrs = {"units": "mm", "long_name": f"basin-mean {long_name} depth over the gauge's upstream active cells"}
         variables[f"mean_{what}"] = (("gauge", "time"), catchment_means(data, masks), mean_attrs)
@@ -352,6 +458,8 @@ def read_smash_dataset(
         setup_file=str(setup_path),
         **provenance,
     )
+    if forcing_plausibility != "error":
+        ds.attrs[PLAUSIBILITY_ATTR] = forcing_plausibility
     if "spatial_ref" in ds.coords:
         ds = ds.rio.write_crs(ds.rio.crs)  # grid_mapping on the variables added above
     annotate(ds)

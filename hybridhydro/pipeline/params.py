@@ -17,7 +17,7 @@ import types
 import typing
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import pandas as pd
 import yaml
@@ -39,6 +39,10 @@ REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
 #: How error messages name parameters given as a mapping (a relative ``basin.source`` in one
 #: is read from the current directory, this name's parent).
 MAPPING_SOURCE = Path("<parameters given as a mapping>")
+
+
+#: A layer width: a whole number >= 1 (a bool or a float is refused, as by the library's networks).
+LayerWidth = Annotated[int, Field(ge=1, strict=True)]
 
 
 class ParamsError(ValueError):
@@ -172,14 +176,16 @@ class HybridParams(_Section):
         min_length=1,
         description="hybrid structures to build, e.g. gr4_mlp-lr, gr6_mlp-kw, gr4_ude-lr (a *_mlp or gr4_ude hydrology)",
     )
-    hidden: list[int] = Field([16], min_length=1, max_length=2, description="hidden layer widths of the network (one or two)")
+    hidden: list[LayerWidth] = Field(
+        [16], min_length=1, max_length=2, description="hidden layer widths of the network (one or two, each >= 1)"
+    )
     initializer: Literal[INITIALIZERS] = Field(  # type: ignore[valid-type]  (the library's one list)
         "he_uniform", description="initial weights (smash's initialisers; zeros: the hybrid equals its parent)"
     )
     weight_scale: float = Field(
         0.1, ge=0, description="factor on the initial weights (smash's training guide: He-uniform times 0.1)"
     )
-    seed: int = Field(0, description="seed of the initial weights")
+    seed: int = Field(0, strict=True, description="seed of the initial weights (a whole number)")
     solvers: list[str] = Field(
         ["newton", "conservative", "implicit", "heun", "rk4"],
         min_length=1,
@@ -232,8 +238,12 @@ class OptimizerSettings(_Section):
         None, description="optimiser (null: smash's for the mapping: "
         + ", ".join(f"{opt} {mapping}" for mapping, opt in DEFAULT_OPTIMIZER.items()) + ")"
     )
-    maxiter: int | None = Field(None, ge=0, description="iterations (sbs: outer iterations); null: smash's default for the optimiser")
-    learning_rate: float | None = Field(None, gt=0, description="adaptive optimisers' learning rate; null: smash's")
+    maxiter: int | None = Field(
+        None, ge=0, strict=True, description="iterations (sbs: outer iterations); null: smash's default for the optimiser"
+    )
+    learning_rate: float | None = Field(
+        None, gt=0, allow_inf_nan=False, description="adaptive optimisers' learning rate (finite, > 0); null: smash's"
+    )
 
     @field_validator("optimizer")
     @classmethod
@@ -283,7 +293,7 @@ class CalibrationParams(_Section):
         description="per mapping (uniform, distributed, ann, cnn, ...): optimizer, maxiter, learning_rate",
     )
     pre_maxiter: int | None = Field(
-        None, ge=0,
+        None, ge=0, strict=True,
         description="hybrids' pre-calibration iterations when no pre-calibrated parent is at hand (null: the guide's)",
     )
 
@@ -326,7 +336,12 @@ class CalibrationParams(_Section):
     @field_validator("calibration_period", "validation_period")
     @classmethod
     def _iso_period(cls, value):
-        return None if value is None else [_timestamp(v) for v in value]
+        if value is None:
+            return None
+        start, end = (_timestamp(v) for v in value)
+        if not pd.Timestamp(start) < pd.Timestamp(end):
+            raise ValueError(f"the start {start} must be before the end {end} (a period is (start, end])")
+        return [start, end]
 
 
 class FigureParams(_Section):

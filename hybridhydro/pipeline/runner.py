@@ -235,7 +235,10 @@ def run(
     notebooks_dir
         Where the stage notebooks are.
     progress
-        Show a progress bar over the stages, and papermill's over the cells of each.
+        Show a progress bar over the stages, and papermill's over the cells of each (in the
+        terminal). The kernels never draw bars: they run with ``HYBRIDHYDRO_PROGRESS=0``
+        (:mod:`hybridhydro.progress`), so the executed notebooks hold no progress lines, with
+        or without ``progress``.
 
     Raises
     ------
@@ -245,7 +248,8 @@ def run(
         A stage raised; later stages did not run.
     """
     import papermill
-    from tqdm.auto import tqdm
+
+    from ..progress import bar as progress_bar
 
     notebooks_dir = Path(notebooks_dir)
     selected = stages_to_run(params, stages, notebooks_dir)
@@ -262,8 +266,8 @@ def run(
     manifest = _start_manifest(output_dir, params, selected)
 
     results: list[StageResult] = []
-    bar = tqdm(selected, desc=params.case, unit="stage", disable=not progress)
-    with tempfile.TemporaryDirectory(prefix="hybridhydro-") as build, _inline_figures():
+    bar = progress_bar(selected, progress=progress, desc=params.case, unit="stage")
+    with tempfile.TemporaryDirectory(prefix="hybridhydro-") as build, _inline_figures(), _quiet_kernels():
         for stage in bar:
             bar.set_postfix_str(stage)
             source = notebooks_dir / f"{stage}.py"
@@ -412,6 +416,27 @@ def _inline_figures():
             os.environ.pop("MPLBACKEND", None)
         else:
             os.environ["MPLBACKEND"] = saved
+
+
+@contextlib.contextmanager
+def _quiet_kernels():
+    """Kernels started here draw no progress bars (``HYBRIDHYDRO_PROGRESS=0``, which they inherit).
+
+    A bar in a kernel lands in the executed notebook, the run's report, as a stderr output of
+    carriage-return lines (hundreds of them for a long calibration); the terminal shows
+    papermill's bar over the cells instead. The caller's own setting is restored afterwards.
+    """
+    from ..progress import ENVIRONMENT_VARIABLE
+
+    saved = os.environ.get(ENVIRONMENT_VARIABLE)
+    os.environ[ENVIRONMENT_VARIABLE] = "0"
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(ENVIRONMENT_VARIABLE, None)
+        else:
+            os.environ[ENVIRONMENT_VARIABLE] = saved
 
 
 def _write_notebook(nb, path: Path) -> None:
