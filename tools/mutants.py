@@ -284,9 +284,16 @@ MUTANTS: list[Mutant] = [
     ),
     # ------------------------------------------------------------------ cost/
     M(
+        "cost-kge-constant-perfect", "hybridhydro/cost/metrics.py",
+        "defined = jnp.isfinite(alpha) & jnp.isfinite(beta)",
+        "defined = jnp.isfinite(alpha) | True",
+        "KGE on constant observations reads the undefined alpha as 1 and reports a perfect score",
+        ("tests/test_edges_arguments.py::test_kge_of_a_perfect_constant_fit_is_not_one",),
+    ),
+    M(
         "cost-kge-bias-term", "hybridhydro/cost/metrics.py",
-        "1.0 - _sqrt((r - 1.0) ** 2 + (alpha - 1.0) ** 2 + (beta - 1.0) ** 2)",
-        "1.0 - _sqrt((r - 1.0) ** 2 + (alpha - 1.0) ** 2)",
+        "value = 1.0 - _sqrt((r - 1.0) ** 2 + (a - 1.0) ** 2 + (b - 1.0) ** 2)",
+        "value = 1.0 - _sqrt((r - 1.0) ** 2 + (a - 1.0) ** 2)",
         "KGE drops its bias term (beta - 1)^2",
         ("tests/test_cost.py::test_metric_matches_numpy_reference_with_gaps[kge]",),
     ),
