@@ -261,6 +261,25 @@ def plausibility_mode(ds: xr.Dataset, where: str = "basin") -> str:
     return str(mode)
 
 
+def _dt_or_problem(ds: xr.Dataset, problems: list[str]) -> float | None:
+    """The basin's ``dt`` (s), or None (and what is wrong with it appended to ``problems``)."""
+    if "dt" not in ds.attrs:
+        return None
+    try:
+        return read_dt(ds.attrs["dt"], "attribute")
+    except ValueError as err:
+        problems.append(str(err))
+        return None
+
+
+def _mode_problem(ds: xr.Dataset, problems: list[str]) -> None:
+    """Append what is wrong with the basin's ``forcing_plausibility`` attribute, if anything."""
+    try:
+        plausibility_mode(ds, "attribute")
+    except ValueError as err:
+        problems.append(str(err))
+
+
 def check_run_basin(ds: xr.Dataset, *, where: str = "basin") -> float:
     """Check what a run needs of ``ds`` before any array is read; return ``dt`` (s).
 
@@ -280,12 +299,7 @@ def check_run_basin(ds: xr.Dataset, *, where: str = "basin") -> float:
     if missing:
         problems.append(f"it lacks {', '.join(missing)}: read it with hybridhydro.read_basin or read_smash_dataset, "
                         "or build it with synthetic_basin")
-    dt = None
-    if "dt" in ds.attrs:
-        try:
-            dt = read_dt(ds.attrs["dt"], "attribute")
-        except ValueError as err:
-            problems.append(str(err))
+    dt = _dt_or_problem(ds, problems)
     for name in _FORCING:
         if name not in ds:
             continue
@@ -303,10 +317,7 @@ def check_run_basin(ds: xr.Dataset, *, where: str = "basin") -> float:
         problems += time_axis_problems(ds["time"].values, dt)
     elif any(n in ds for n in _FORCING):
         problems.append("it has no 'time' coordinate: label each step with its end date")
-    try:
-        plausibility_mode(ds, "attribute")
-    except ValueError as err:
-        problems.append(str(err))
+    _mode_problem(ds, problems)
     if problems:
         raise ValueError(f"{where} cannot be run:\n  - " + "\n  - ".join(problems))
     return float(dt)
@@ -462,22 +473,14 @@ def check_basin(ds: xr.Dataset, *, where: str = "basin") -> None:
     for attr in BASIN_ATTRS:
         if attr not in ds.attrs:
             problems.append(f"attribute {attr!r} is missing")
-    dt = None
-    if "dt" in ds.attrs:
-        try:
-            dt = read_dt(ds.attrs["dt"], "attribute")
-        except ValueError as err:
-            problems.append(str(err))
+    dt = _dt_or_problem(ds, problems)
     if "active_cell" in ds and "flwdir" in ds and ds["active_cell"].dtype.kind == "b":
         codes = ds["flwdir"].values[ds["active_cell"].values]
         if codes.size and (codes.min() < 1 or codes.max() > 8):
             problems.append("active cells must carry a D8 code in 1..8 in 'flwdir'")
     if "time" in ds.variables:
         problems += time_axis_problems(ds["time"].values, dt)
-    try:
-        plausibility_mode(ds, "attribute")
-    except ValueError as err:
-        problems.append(str(err))
+    _mode_problem(ds, problems)
     if problems:
         raise ValueError(f"{where} does not follow the hybridhydro basin schema:\n  - " + "\n  - ".join(problems))
 
