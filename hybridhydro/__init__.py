@@ -41,6 +41,9 @@ from .simulate import network_weights, simulate
 from .structure_name import Structure, calibrated_parameters, parse_structure
 from .structures import ODE_SOLVERS, PARAMETER_BOUNDS, PARAMETER_UNITS, SOURCES, get_module, ill_posed_cells
 from .synthetic import synthetic_basin
+from .cache import compilation_cache_directory, configure_compilation_cache
+
+configure_compilation_cache()  # JAX's persistent compilation cache (hybridhydro.cache says where it is)
 
 __version__ = "0.1.0"
 
@@ -64,6 +67,8 @@ __all__ = [
     "build_mesh",
     "calibrate",
     "calibrated_parameters",
+    "compilation_cache_directory",
+    "configure_compilation_cache",
     "check_basin",
     "closes",
     "evaluate",

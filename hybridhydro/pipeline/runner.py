@@ -18,19 +18,39 @@ from __future__ import annotations
 import ast
 import contextlib
 import difflib
-import json
 import os
 import platform
 import re
+import shutil
 import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from .params import Params
+from .record import (
+    BOOKKEEPING,
+    LOCK_FILE,
+    RUN_MANIFEST,
+    RUN_PARAMS,
+    PipelineError,
+    RunInterrupted,
+    RunLock,
+    RunLocked,
+    StaleInputs,
+    find_os_error,
+    fingerprint,
+    now,
+    os_problem,
+    params_hash,
+    read_manifest,
+    snapshot,
+    stage_problems,
+    write_manifest,
+    written_since,
+)
 
 #: The repository's notebooks (the package is installed in editable mode from the repository).
 NOTEBOOKS_DIR = Path(__file__).resolve().parents[2] / "notebooks"
@@ -39,12 +59,6 @@ NOTEBOOKS_DIR = Path(__file__).resolve().parents[2] / "notebooks"
 STAGE_NAME = re.compile(r"^\d+_\w+$")
 
 KERNEL_NAME = "python3"
-RUN_MANIFEST = "run.json"
-RUN_PARAMS = "params.yaml"
-
-
-class PipelineError(RuntimeError):
-    """A problem the user can fix before anything runs (the message says how)."""
 
 
 class OutputExistsError(PipelineError):
@@ -210,12 +224,43 @@ def parameterize(nb, parameters: dict[str, Any]):
 # --- run and prepare ---------------------------------------------------------------------------
 
 
+def run_plan(params: Params, stages: Sequence[str] | None = None, notebooks_dir: str | Path = NOTEBOOKS_DIR) -> list[str]:
+    """The stages that make up the case's run: ``params.stages`` (all when null), plus ``stages``.
+
+    A stage is current only when every stage of the plan before it is (:mod:`.record`).
+    """
+    available = discover_stages(notebooks_dir)
+    planned = set(stages_to_run(params, None, notebooks_dir))
+    if stages is not None:
+        planned |= set(select_stages(available, stages, where="--stages"))
+    return [s for s in available if s in planned]
+
+
+def run_status(
+    params: Params,
+    output_root: str | Path = "runs",
+    stages: Sequence[str] | None = None,
+    notebooks_dir: str | Path = NOTEBOOKS_DIR,
+) -> str:
+    """``"finished"`` (every stage of the plan is current with these parameters), ``"unfinished"``
+    (the run directory holds a record, not complete or made from other parameters) or
+    ``"absent"`` (no run directory, or no record in it)."""
+    output_dir = Path(output_root).resolve() / params.case
+    manifest = read_manifest(output_dir)
+    if manifest is None:
+        return "absent"
+    plan = run_plan(params, stages, notebooks_dir)
+    problems = stage_problems(output_dir, manifest, plan, params_hash(params))
+    return "finished" if not any(problems.values()) else "unfinished"
+
+
 def run(
     params: Params,
     *,
     output_root: str | Path = "runs",
     stages: Sequence[str] | None = None,
     overwrite: bool = False,
+    resume: bool = False,
     notebooks_dir: str | Path = NOTEBOOKS_DIR,
     progress: bool = True,
 ) -> RunResult:
@@ -230,8 +275,14 @@ def run(
     stages
         Stages to run (stems or unique prefixes), overriding ``params.stages``.
     overwrite
-        Allow writing into a run directory that already holds results. Files of stages that
-        run again are replaced; other files are left as they are.
+        Allow writing into a run directory that already holds results: the selected stages run
+        again, and the files they wrote before are removed first; the other stages' files stay.
+        A stage is refused when the stages before it are not current (:mod:`.record`): made
+        from other parameters, interrupted, failed or changed since.
+    resume
+        Continue the run in its directory from the first stage of ``stages`` that is not
+        current; the stages that are current are skipped. A directory made with other
+        parameters is refused. A missing directory starts a fresh run.
     notebooks_dir
         Where the stage notebooks are.
     progress
@@ -243,16 +294,22 @@ def run(
     Raises
     ------
     OutputExistsError
-        The run directory already holds results and ``overwrite`` is False.
+        The run directory already holds results and neither ``overwrite`` nor ``resume``.
+    RunLocked
+        Another process is writing into the run directory.
+    StaleInputs
+        A selected stage would read files that are not current.
     StageFailed
         A stage raised; later stages did not run.
+    RunInterrupted
+        Ctrl-C: the stage is recorded as interrupted, and the message says how to resume.
     """
-    import papermill
-
-    from ..progress import bar as progress_bar
-
+    if overwrite and resume:
+        raise PipelineError("--overwrite and --resume exclude each other: --resume continues the run where it "
+                            "stopped, --overwrite reruns the chosen stages; give one of them")
     notebooks_dir = Path(notebooks_dir)
     selected = stages_to_run(params, stages, notebooks_dir)
+    plan = run_plan(params, stages, notebooks_dir)
     output_dir = Path(output_root).resolve() / params.case
     # Every notebook is read and parameterised before anything is written: a stage that cannot
     # start leaves no half-made run directory behind.
@@ -260,13 +317,108 @@ def run(
         stage: parameterize(load_stage(notebooks_dir / f"{stage}.py"), params.notebook_parameters(stage, output_dir))
         for stage in selected
     }
-    _claim(output_dir, overwrite, f"the results of case {params.case!r}")
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / RUN_PARAMS).write_text(params.to_yaml())
-    manifest = _start_manifest(output_dir, params, selected)
+    existed = output_dir.exists()
+    if existed and not output_dir.is_dir():
+        raise OutputExistsError(f"{output_dir} exists and is not a directory; choose another case name or --output-root")
+    had_lock = (output_dir / LOCK_FILE).exists()
+    lock = RunLock(output_dir).acquire()
+    try:
+        try:
+            to_run = _stages_to_run_now(params, output_dir, selected, plan, overwrite, resume)
+        except PipelineError:
+            if not existed:
+                shutil.rmtree(output_dir, ignore_errors=True)
+            elif not had_lock:
+                (output_dir / LOCK_FILE).unlink(missing_ok=True)
+            raise
+        return _execute(params, output_dir, to_run, plan, built_nbs, notebooks_dir, progress, resume)
+    finally:
+        lock.release()
+
+
+def _stages_to_run_now(params: Params, output_dir: Path, selected: list[str], plan: list[str], overwrite: bool,
+                       resume: bool) -> list[str]:
+    """The stages this call runs, after the checks that protect the run directory."""
+    manifest = read_manifest(output_dir)
+    current = params_hash(params)
+    held = sorted(p.name for p in output_dir.iterdir() if p.name not in BOOKKEEPING) if output_dir.is_dir() else []
+    has_record = manifest is not None and manifest.get("stages")
+    if resume and has_record and manifest.get("params_sha256") not in (None, current):
+        raise StaleInputs(
+            f"{output_dir} was made with other parameters than {params.params_file or 'these'} "
+            f"({_params_difference(output_dir, params)}); --resume only continues a run with the same parameters. "
+            f"Rerun it with --overwrite (every stage from the first), or give the case another name (`case:`)"
+        )
+    if held and not (overwrite or resume):
+        _claim(output_dir, False, f"the results of case {params.case!r}")
+    problems = stage_problems(output_dir, manifest, plan, current)
+    if resume:
+        pending = [s for s in selected if problems.get(s)]
+        to_run = selected[selected.index(pending[0]):] if pending else []
+    else:
+        to_run = list(selected)
+    if not to_run:
+        return []
+    first, last = plan.index(to_run[0]), plan.index(to_run[-1])
+    skipped = [s for s in plan[first:last + 1] if s not in to_run]
+    if skipped:
+        raise StaleInputs(
+            f"stage {skipped[0]} lies between {to_run[0]} and {to_run[-1]} but is not selected: after {to_run[0]} "
+            f"runs again, {skipped[0]}'s files would no longer match. Add it: --stages {','.join(plan[first:last + 1])}"
+        )
+    stale = [s for s in plan[:first] if problems.get(s)]
+    if stale:
+        raise StaleInputs(
+            f"stage {to_run[0]} reads what the stages before it made, but {stale[0]} is not current: "
+            f"{problems[stale[0]]}. Nothing was run. Run from it: --stages {','.join(plan[plan.index(stale[0]):last + 1])} "
+            f"with --overwrite, or --resume to continue from the first stage that is not current"
+        )
+    return to_run
+
+
+def _params_difference(output_dir: Path, params: Params) -> str:
+    """The keys whose values differ between the run's ``params.yaml`` and ``params``."""
+    try:
+        import yaml
+
+        before = yaml.safe_load((output_dir / RUN_PARAMS).read_text()) or {}
+    except (OSError, ValueError):
+        return "its params.yaml is unreadable"
+    after = params.model_dump(mode="json")
+    keys = [k for k in _flatten(after) if k.split(".")[0] != "stages" and _flatten(before).get(k) != _flatten(after)[k]]
+    return "changed: " + ", ".join(keys[:8]) + (" ..." if len(keys) > 8 else "") if keys else "their hashes differ"
+
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(data, dict):
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            out.update(_flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix.rstrip("."): data}
+
+
+def _execute(params: Params, output_dir: Path, to_run: list[str], plan: list[str], built_nbs: dict, notebooks_dir: Path,
+             progress: bool, resume: bool) -> RunResult:
+    import papermill
+
+    from ..progress import bar as progress_bar
+
+    current = params_hash(params)
+    manifest = read_manifest(output_dir) or {}
+    try:
+        (output_dir / RUN_PARAMS).write_text(params.to_yaml())
+    except OSError as error:
+        raise os_problem(error, output_dir / RUN_PARAMS) from None
+    manifest = _start_manifest(manifest, params, plan, to_run, current)
+    write_manifest(output_dir, manifest)
+    resume_hint = _resume_command(params, output_dir)
 
     results: list[StageResult] = []
-    bar = progress_bar(selected, progress=progress, desc=params.case, unit="stage")
+    if not to_run:
+        _finish(manifest, output_dir, plan, current)
+        return RunResult(output_dir, ())
+    bar = progress_bar(to_run, progress=progress, desc=params.case, unit="stage")
     with tempfile.TemporaryDirectory(prefix="hybridhydro-") as build, _inline_figures(), _quiet_kernels():
         for stage in bar:
             bar.set_postfix_str(stage)
@@ -275,6 +427,14 @@ def run(
             built = Path(build) / f"{stage}.ipynb"
             _write_notebook(nb, built)
             output = output_dir / f"{stage}.ipynb"
+            _remove_outputs(manifest, output_dir, stage, plan)
+            earlier = plan[:plan.index(stage)]
+            manifest["stages"][stage] = {
+                "status": "running", "started": now(), "pid": os.getpid(), "params_sha256": current,
+                "inputs_sha256": fingerprint(manifest["stages"].get(s, {}) for s in earlier),
+            }
+            write_manifest(output_dir, manifest)
+            before = snapshot(output_dir)
             tic = time.perf_counter()
             try:
                 papermill.execute_notebook(
@@ -284,24 +444,112 @@ def run(
                     language="python",
                     cwd=output_dir,
                     progress_bar=progress,
-                    # The kernel is local (localhost, HMAC-signed messages); its start-up advice to
-                    # encrypt the transport is noise here. Kernel errors still show.
-                    extra_arguments=["--IPKernelApp.log_level=ERROR"],
+                    # The kernel's own log is noise on the terminal: its start-up advice to encrypt
+                    # a local transport, and, after a Ctrl-C, the replies it can no longer send.
+                    # A cell's error is in the executed notebook and in StageFailed; a kernel that
+                    # dies is a papermill error. Both still reach the user.
+                    extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
                 )
-            except Exception as error:  # noqa: BLE001  (any failure ends the run, with what we know of it)
-                failure = _failure(error, stage, source, output, nb)
-                _record(manifest, output_dir, stage, "failed", time.perf_counter() - tic, failure=str(failure))
-                _set_input_path(output, source)
+            except KeyboardInterrupt:
                 bar.close()
+                raise _interrupted(manifest, output_dir, stage, before, tic, resume_hint, plan) from None
+            except Exception as error:  # noqa: BLE001  (any failure ends the run, with what we know of it)
+                bar.close()
+                if getattr(error, "ename", None) == "KeyboardInterrupt":  # the kernel got the Ctrl-C first
+                    raise _interrupted(manifest, output_dir, stage, before, tic, resume_hint, plan) from None
+                os_error = find_os_error(error)
+                if os_error is not None and not getattr(error, "ename", None):
+                    failure: Exception = os_problem(os_error)
+                else:
+                    failure = _failure(error, stage, source, output, nb)
+                _safe_set_input_path(output, source)
+                _end_stage(manifest, output_dir, stage, "failed", before, tic, cause=str(failure).splitlines()[0])
                 raise failure from error
             seconds = time.perf_counter() - tic
-            _set_input_path(output, source)
-            _record(manifest, output_dir, stage, "done", seconds)
+            _safe_set_input_path(output, source)
+            _end_stage(manifest, output_dir, stage, "done", before, tic)
             results.append(StageResult(stage, source, output, seconds))
             bar.write(f"{stage}: done in {seconds:.1f} s -> {output}")
-    manifest["finished"] = _now()
-    _write_json(output_dir / RUN_MANIFEST, manifest)
+    _finish(manifest, output_dir, plan, current)
     return RunResult(output_dir, tuple(results))
+
+
+def _start_manifest(previous: dict[str, Any], params: Params, plan: list[str], to_run: list[str], current: str) -> dict[str, Any]:
+    from .. import __version__
+
+    return {
+        "case": params.case,
+        "params_files": [str(f) for f in params.files],
+        "params_sha256": current,
+        "plan": plan,
+        "selected": to_run,
+        "status": "running",
+        "started": now(),
+        "finished": None,
+        "hybridhydro": __version__,
+        "python": platform.python_version(),
+        # stages of earlier runs that this one does not repeat keep their record
+        "stages": dict(previous.get("stages") or {}),
+    }
+
+
+def _remove_outputs(manifest: dict[str, Any], output_dir: Path, stage: str, plan: list[str]) -> None:
+    """Remove the files a stage wrote the last time it ran (only those: never a file of the user's)."""
+    record = manifest["stages"].get(stage) or {}
+    later = {rel for s in plan[plan.index(stage) + 1:] for rel in (manifest["stages"].get(s) or {}).get("outputs", {})}
+    for rel in record.get("outputs", {}):
+        path = output_dir / rel
+        if rel in later or not path.is_file():
+            continue
+        try:
+            path.unlink()
+        except OSError as error:
+            raise os_problem(error, path, "remove") from None
+    for rel in sorted({Path(r).parent for r in record.get("outputs", {})}, key=lambda p: -len(p.parts)):
+        folder = output_dir / rel
+        if rel != Path(".") and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+
+
+def _end_stage(manifest: dict[str, Any], output_dir: Path, stage: str, status: str, before, tic: float, **extra) -> None:
+    record = manifest["stages"][stage]
+    try:
+        outputs = written_since(output_dir, before)
+    except OSError:
+        outputs = {}
+    record.update(status=status, seconds=round(time.perf_counter() - tic, 2), finished=now(), outputs=outputs, **extra)
+    write_manifest(output_dir, manifest)
+
+
+def _interrupted(manifest, output_dir: Path, stage: str, before, tic: float, hint: str, plan: list[str]) -> RunInterrupted:
+    _end_stage(manifest, output_dir, stage, "interrupted", before, tic, cause="KeyboardInterrupt (Ctrl-C)")
+    manifest.update(status="interrupted", finished=now())
+    write_manifest(output_dir, manifest)
+    return RunInterrupted(f"interrupted in stage {stage} after {time.perf_counter() - tic:.0f} s; "
+                          f"continue where it stopped with: {hint}")
+
+
+def _finish(manifest: dict[str, Any], output_dir: Path, plan: list[str], current: str) -> None:
+    problems = stage_problems(output_dir, manifest, plan, current)
+    pending = [s for s in plan if problems.get(s)]
+    manifest["finished"] = now()
+    manifest["status"] = "finished" if not pending else "partial"
+    manifest["not_current"] = {s: problems[s] for s in pending}
+    write_manifest(output_dir, manifest)
+
+
+def _resume_command(params: Params, output_dir: Path) -> str:
+    source = params.params_file or (output_dir / RUN_PARAMS)
+    root = output_dir.parent
+    default_root = (Path("runs").resolve() == root)
+    return f"python -m hybridhydro run {source} --resume" + ("" if default_root else f" --output-root {root}")
+
+
+def _safe_set_input_path(output: Path, source: Path) -> None:
+    try:
+        _set_input_path(output, source)
+    except Exception:  # noqa: BLE001  (a half-written notebook: the failure itself is what to report)
+        pass
 
 
 def prepare(
@@ -350,23 +598,21 @@ def _claim(directory: Path, overwrite: bool, what: str) -> None:
         return
     if not directory.is_dir():
         raise OutputExistsError(f"{directory} exists and is not a directory")
-    entries = sorted(p.name for p in directory.iterdir())
+    entries = sorted(p.name for p in directory.iterdir() if p.name not in BOOKKEEPING or p.name == RUN_MANIFEST)
     if not entries:
         return
     shown = ", ".join(entries[:6]) + (f", ... ({len(entries)} entries)" if len(entries) > 6 else "")
     when = ""
-    manifest = directory / RUN_MANIFEST
-    if manifest.is_file():
-        try:
-            info = json.loads(manifest.read_text())
-            status = {s: v.get("status") for s, v in info.get("stages", {}).items()}
-            when = f" (run started {info.get('started')}; stages: {status})"
-        except (ValueError, AttributeError):
-            pass
+    manifest = read_manifest(directory)
+    if manifest is not None:
+        status = {s: (v or {}).get("status") for s, v in (manifest.get("stages") or {}).items()}
+        when = f" (run started {manifest.get('started')}; stages: {status})"
     raise OutputExistsError(
         f"{directory} already holds {what}{when}: {shown}.\n"
-        f"Nothing was run. To replace them, add --overwrite; to keep them, choose another case name "
-        f"(`case:` in the parameter file) or another --output-root."
+        f"Nothing was run. To continue that run from its first unfinished stage, add --resume. To run the "
+        f"chosen stages again in it, add --overwrite: the files those stages wrote before are replaced, the "
+        f"other stages' files are kept, and a stage whose earlier stages were made from other parameters is "
+        f"refused. To keep it as it is, choose another case name (`case:` in the parameter file) or --output-root."
     )
 
 
@@ -455,43 +701,6 @@ def _set_input_path(output: Path, source: Path) -> None:
     nb = nbformat.read(str(output), as_version=4)
     nb.metadata.setdefault("papermill", {})["input_path"] = str(source.resolve())
     nbformat.write(nb, str(output))
-
-
-def _start_manifest(output_dir: Path, params: Params, stages: list[str]) -> dict[str, Any]:
-    from .. import __version__
-
-    path = output_dir / RUN_MANIFEST
-    previous: dict[str, Any] = {}
-    if path.is_file():
-        try:
-            previous = json.loads(path.read_text()).get("stages", {})
-        except ValueError:
-            previous = {}
-    manifest = {
-        "case": params.case,
-        "params_files": [str(f) for f in params.files],
-        "selected": stages,
-        "started": _now(),
-        "finished": None,
-        "hybridhydro": __version__,
-        "python": platform.python_version(),
-        "stages": previous,  # stages of earlier runs that this one does not repeat keep their record
-    }
-    _write_json(path, manifest)
-    return manifest
-
-
-def _record(manifest: dict[str, Any], output_dir: Path, stage: str, status: str, seconds: float, **extra: Any) -> None:
-    manifest["stages"][stage] = {"status": status, "seconds": round(seconds, 2), "finished": _now(), **extra}
-    _write_json(output_dir / RUN_MANIFEST, manifest)
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    path.write_text(json.dumps(data, indent=2) + "\n")
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def _strip_ansi(text: str) -> str:
