@@ -325,6 +325,7 @@ def train_model(
     cost="nse",
     pretrained: CalibrationResult | None = None,
     progress: bool = True,
+    seed: int = 0,
     **options,
 ) -> CalibrationResult:
     """Calibrate one model of the comparison on the split's calibration gauges and period.
@@ -346,6 +347,9 @@ def train_model(
     pretrained
         For a hybrid: the pre-calibrated parent to start from (skips step 1 of
         :func:`train_hybrid`).
+    seed
+        Seed of the initial weights of a regionalisation network (``ann``, ``cnn``) and of a
+        hybrid's correction network (unless ``hybrid`` sets its own ``seed``).
     """
     m = ModelName.parse(model)
     conf = (settings or {}).get(m.mapping) or {}
@@ -354,9 +358,10 @@ def train_model(
                   progress=progress, learning_rate=conf.get("learning_rate"), **options)
     structure = m.structure(routing)
     if m.hybrid:
+        hybrid = {"seed": seed, **{k: v for k, v in dict(hybrid or {}).items() if not (k == "seed" and v is None)}}
         return train_hybrid(basin, structure, m.mapping, conf.get("optimizer"), conf.get("maxiter"),
-                            pretrained=pretrained, **dict(hybrid or {}), **common)
-    return calibrate(basin, structure, m.mapping, conf.get("optimizer"), conf.get("maxiter"), **common)
+                            pretrained=pretrained, **hybrid, **common)
+    return calibrate(basin, structure, m.mapping, conf.get("optimizer"), conf.get("maxiter"), seed=seed, **common)
 
 
 def train_models(
@@ -366,6 +371,7 @@ def train_models(
     *,
     directory: str | Path | None = None,
     stage: str | None = None,
+    checkpoints: str | Path | None = None,
     **options,
 ) -> tuple[dict[str, CalibrationResult], dict[str, float]]:
     """Train several models of the comparison (:func:`train_model`), saving each to ``directory``.
@@ -375,8 +381,17 @@ def train_models(
     ``result.options["pre_calibration"]["reused"]`` says whether it did. The run directory
     belongs to the pipeline: a model saved there before is replaced. Returns the results and
     the wall time of each training (s).
+
+    ``checkpoints``: a folder where each calibration checkpoints (``<folder>/<model>.npz``, see
+    :func:`hybridhydro.calibrate`), so that a stage interrupted and run again (``python -m
+    hybridhydro run ... --resume``) continues each calibration where it stopped, and a model
+    that had finished is read back from its checkpoint instead of being trained again. A
+    checkpoint records every setting and a fingerprint of the data; one written with other
+    settings is an error, never a silent mix.
     """
     directory = None if directory is None else Path(directory)
+    if checkpoints is not None:
+        options.setdefault("checkpoint_every", 1)
     results, seconds = {}, {}
     for name in models:
         if stage is not None and stage_of(name) != stage:
@@ -386,7 +401,8 @@ def train_models(
         if parent and directory is not None and (directory / parent / "calibration.json").exists():
             pretrained = load_calibration(directory / parent)
         t0 = time.perf_counter()
-        results[name] = train_model(basin, name, split, pretrained=pretrained, **options)
+        checkpoint = {} if checkpoints is None else {"checkpoint": Path(checkpoints) / name}
+        results[name] = train_model(basin, name, split, pretrained=pretrained, **checkpoint, **options)
         seconds[name] = time.perf_counter() - t0
         if parent:
             results[name].options["pre_calibration"]["reused"] = parent if pretrained is not None else None

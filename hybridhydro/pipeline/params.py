@@ -185,7 +185,9 @@ class HybridParams(_Section):
     weight_scale: float = Field(
         0.1, ge=0, description="factor on the initial weights (smash's training guide: He-uniform times 0.1)"
     )
-    seed: int = Field(0, strict=True, description="seed of the initial weights (a whole number)")
+    seed: int | None = Field(
+        None, strict=True, description="seed of the correction networks' initial weights (a whole number); null: the run's `seed`"
+    )
     solvers: list[str] = Field(
         ["newton", "conservative", "implicit", "heun", "rk4"],
         min_length=1,
@@ -376,6 +378,18 @@ class Params(_Section):
         default_factory=CalibrationParams, description="the calibrations, validations and comparison (stages 03-06)"
     )
     figures: FigureParams = Field(default_factory=FigureParams, description="saved figures")
+    seed: int = Field(
+        0,
+        strict=True,
+        description="seed of every network's initial weights (regionalisation and correction networks; "
+        "`python -m hybridhydro batch --seeds` sets it); hybrid.seed, when set, overrides it for the hybrids",
+    )
+
+    @model_validator(mode="after")
+    def _hybrid_seed(self) -> "Params":
+        if self.hybrid.seed is None:
+            self.hybrid.seed = self.seed
+        return self
 
     _files: tuple[Path, ...] = PrivateAttr(default=())
 

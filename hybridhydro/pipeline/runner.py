@@ -427,7 +427,7 @@ def _execute(params: Params, output_dir: Path, to_run: list[str], plan: list[str
             built = Path(build) / f"{stage}.ipynb"
             _write_notebook(nb, built)
             output = output_dir / f"{stage}.ipynb"
-            _remove_outputs(manifest, output_dir, stage, plan)
+            _remove_outputs(manifest, output_dir, stage, plan, resume)
             earlier = plan[:plan.index(stage)]
             manifest["stages"][stage] = {
                 "status": "running", "started": now(), "pid": os.getpid(), "params_sha256": current,
@@ -493,9 +493,15 @@ def _start_manifest(previous: dict[str, Any], params: Params, plan: list[str], t
     }
 
 
-def _remove_outputs(manifest: dict[str, Any], output_dir: Path, stage: str, plan: list[str]) -> None:
-    """Remove the files a stage wrote the last time it ran (only those: never a file of the user's)."""
+def _remove_outputs(manifest: dict[str, Any], output_dir: Path, stage: str, plan: list[str], resume: bool) -> None:
+    """Remove the files a stage wrote the last time it ran (only those: never a file of the user's).
+
+    A stage resumed after an interruption or a failure keeps them: its calibrations continue
+    from the checkpoints it wrote (each checks that it was written with the same settings).
+    """
     record = manifest["stages"].get(stage) or {}
+    if resume and record.get("status") in ("interrupted", "failed", "running"):
+        return
     later = {rel for s in plan[plan.index(stage) + 1:] for rel in (manifest["stages"].get(s) or {}).get("outputs", {})}
     for rel in record.get("outputs", {}):
         path = output_dir / rel
