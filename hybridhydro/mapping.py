@@ -22,7 +22,10 @@ Mappings:
 
 (l, u) are the parameters' bounds (smash's defaults, :data:`hybridhydro.structures.PARAMETER_BOUNDS`,
 or the caller's); every mapping but ``uniform`` and ``distributed`` keeps each value strictly
-inside them. D̃ are the descriptors transformed by :func:`transform_descriptors`.
+inside them. D̃ are the descriptors transformed by :func:`transform_descriptors`, with the
+statistics of the basin the mapping is built on (:class:`DescriptorScaling`, kept in
+:attr:`ParameterMapping.scaling`); a trained mapping applied to another basin is built there
+with the training basin's statistics (``make_mapping(..., scaling=...)``).
 """
 
 from __future__ import annotations
@@ -41,16 +44,91 @@ from .mesh import RoutingPlan, routing_plan
 from .structures import PARAMETER_BOUNDS, STATE_BOUNDS
 
 MAPPINGS = ("uniform", "distributed", "multi-linear", "multi-power", "ann", "cnn")
+#: The mappings whose controls are a function of the descriptors (regionalisations): they apply
+#: to another basin (:meth:`hybridhydro.calibration.CalibrationResult.regionalise`).
+REGIONAL_MAPPINGS = MAPPINGS[2:]
 DESCRIPTOR_TRANSFORMS = ("normalize", "standardize", "keep")
 _POWER_BOUNDS = (0.5, 2.0)
 
 
-def transform_descriptors(basin: xr.Dataset, method: str = "normalize", names: Sequence[str] | None = None) -> np.ndarray:
-    """The basin's descriptors as a float32 ``(y, x, descriptor)`` array, transformed.
+@dataclass(frozen=True, eq=False)
+class DescriptorScaling:
+    """How descriptors are transformed: ``D̃ = (D − offset) / scale``, per descriptor.
 
-    ``normalize``: (x − min)/(max − min); ``standardize``: (x − mean)/std (population std);
-    ``keep``: unchanged. The statistics run over every non-missing cell of the grid, active or
-    not, as in smash. Missing values (NaN) off the active cells become 0 after the transform.
+    The statistics are those of the basin a mapping was built (trained) on
+    (:func:`descriptor_scaling`). A trained regionalisation applied to another basin
+    transforms that basin's descriptors with these same statistics, not with its own: the
+    network (or the multi-* coefficients) learnt a function of ``D̃``, and the new basin's own
+    minimum and maximum would shift every input (a sub-basin, whose descriptors span less,
+    would be stretched back to [0, 1]).
+
+    Attributes
+    ----------
+    method
+        ``normalize`` (offset the minimum, scale max − min), ``standardize`` (the mean, the
+        population standard deviation) or ``keep`` (0 and 1).
+    names
+        The descriptors, in the order the mapping reads them.
+    offset, scale
+        float64 ``(descriptor,)``, each in its descriptor's unit.
+    """
+
+    method: str
+    names: tuple[str, ...]
+    offset: np.ndarray
+    scale: np.ndarray
+
+    def to_json(self) -> dict:
+        """A JSON-able dict (:meth:`from_json` reads it back exactly: floats round-trip)."""
+        return {"method": self.method, "names": list(self.names), "offset": [float(v) for v in self.offset],
+                "scale": [float(v) for v in self.scale]}
+
+    @classmethod
+    def from_json(cls, data: Mapping) -> "DescriptorScaling":
+        try:
+            out = cls(str(data["method"]), tuple(map(str, data["names"])), np.asarray(data["offset"], np.float64),
+                      np.asarray(data["scale"], np.float64))
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"a descriptor scaling needs method, names, offset and scale ({err})") from None
+        if out.method not in DESCRIPTOR_TRANSFORMS or not (len(out.names) == out.offset.size == out.scale.size):
+            raise ValueError(f"a descriptor scaling with method {out.method!r}, {len(out.names)} names, "
+                             f"{out.offset.size} offsets and {out.scale.size} scales is not one")
+        return out
+
+
+def _descriptor_values(basin: xr.Dataset, names: Sequence[str] | None) -> tuple[tuple[str, ...], np.ndarray]:
+    """The descriptor names and their float64 ``(descriptor, y, x)`` rasters, each checked to
+    have a value on every active cell."""
+    if "descriptors" not in basin or basin.sizes.get("descriptor", 0) == 0:
+        raise ValueError(
+            "the basin has no descriptors: regionalisation needs basin['descriptors'] (descriptor, y, x); "
+            "read a dataset with descriptor rasters (e.g. read_smash_dataset('Lez')) or add them"
+        )
+    desc = basin["descriptors"]
+    if names is not None:
+        unknown = [n for n in names if n not in set(map(str, desc["descriptor"].values))]
+        if unknown:
+            raise ValueError(f"unknown descriptor(s) {unknown}; the basin has {list(map(str, desc['descriptor'].values))}")
+        desc = desc.sel(descriptor=list(names))
+    values = desc.transpose("descriptor", "y", "x").values.astype(np.float64)
+    active = basin["active_cell"].values == 1
+    names = tuple(map(str, desc["descriptor"].values))
+    for name, v in zip(names, values):
+        bad = active & ~np.isfinite(v)
+        if bad.any():
+            r, c = np.argwhere(bad)[0]
+            raise ValueError(
+                f"descriptor {name!r} is missing on {int(bad.sum())} active cell(s), e.g. (row {r}, col {c}); "
+                "fill it there (regionalisation needs a value on every active cell)"
+            )
+    return names, values
+
+
+def descriptor_scaling(basin: xr.Dataset, method: str = "normalize", names: Sequence[str] | None = None
+                       ) -> DescriptorScaling:
+    """The statistics of ``basin``'s descriptors that ``method`` uses (see :class:`DescriptorScaling`).
+
+    They run over every non-missing cell of the grid, active or not, as in smash.
 
     Raises
     ------
@@ -60,43 +138,45 @@ def transform_descriptors(basin: xr.Dataset, method: str = "normalize", names: S
     """
     if method not in DESCRIPTOR_TRANSFORMS:
         raise ValueError(f"unknown descriptor transform {method!r}; choose one of {', '.join(DESCRIPTOR_TRANSFORMS)}")
-    if "descriptors" not in basin or basin.sizes.get("descriptor", 0) == 0:
-        raise ValueError(
-            "the basin has no descriptors: regionalisation needs basin['descriptors'] (descriptor, y, x); "
-            "read a dataset with descriptor rasters (e.g. read_smash_dataset('Lez')) or add them"
-        )
-    desc = basin["descriptors"]
-    if names is not None:
-        unknown = sorted(set(names) - set(map(str, desc["descriptor"].values)))
-        if unknown:
-            raise ValueError(f"unknown descriptor(s) {unknown}; the basin has {list(map(str, desc['descriptor'].values))}")
-        desc = desc.sel(descriptor=list(names))
-    values = desc.transpose("descriptor", "y", "x").values.astype(np.float64)
-    active = basin["active_cell"].values == 1
-    out = np.empty_like(values)
-    for k, name in enumerate(map(str, desc["descriptor"].values)):
-        v = values[k]
-        bad = active & ~np.isfinite(v)
-        if bad.any():
-            r, c = np.argwhere(bad)[0]
-            raise ValueError(
-                f"descriptor {name!r} is missing on {int(bad.sum())} active cell(s), e.g. (row {r}, col {c}); "
-                "fill it there (regionalisation needs a value on every active cell)"
-            )
+    names, values = _descriptor_values(basin, names)
+    offset, scale = np.zeros(len(names)), np.ones(len(names))
+    for k, (name, v) in enumerate(zip(names, values)):
         finite = v[np.isfinite(v)]
         if method == "normalize":
             lo, hi = finite.min(), finite.max()
             if hi == lo:
                 raise ValueError(f"descriptor {name!r} is constant ({lo}): it cannot be normalised; drop it")
-            t = (v - lo) / (hi - lo)
+            offset[k], scale[k] = lo, hi - lo
         elif method == "standardize":
             sd = finite.std()
             if sd == 0:
                 raise ValueError(f"descriptor {name!r} is constant ({finite.mean()}): it cannot be standardised; drop it")
-            t = (v - finite.mean()) / sd
-        else:
-            t = v
-        out[k] = np.where(np.isfinite(t), t, 0.0)
+            offset[k], scale[k] = finite.mean(), sd
+    return DescriptorScaling(method, names, offset, scale)
+
+
+def transform_descriptors(basin: xr.Dataset, method: str = "normalize", names: Sequence[str] | None = None,
+                          *, scaling: DescriptorScaling | None = None) -> np.ndarray:
+    """The basin's descriptors as a float32 ``(y, x, descriptor)`` array, transformed.
+
+    ``normalize``: (x − min)/(max − min); ``standardize``: (x − mean)/std (population std);
+    ``keep``: unchanged. The statistics run over every non-missing cell of the grid, active or
+    not, as in smash; with ``scaling`` (e.g. a trained mapping's, :class:`DescriptorScaling`)
+    its statistics, method and descriptor names are used instead of the basin's own (``method``
+    and ``names`` are then ignored). Missing values (NaN) off the active cells become 0 after
+    the transform.
+
+    Raises
+    ------
+    ValueError
+        No descriptors, an unknown method or name, a descriptor missing on an active cell, or a
+        constant descriptor (it cannot be normalised); the message names it.
+    """
+    if scaling is None:
+        scaling = descriptor_scaling(basin, method, names)
+    _, values = _descriptor_values(basin, scaling.names)
+    t = (values - scaling.offset[:, None, None]) / scaling.scale[:, None, None]
+    out = np.where(np.isfinite(t), t, 0.0)
     return np.moveaxis(out, 0, -1).astype(np.float32)
 
 
@@ -133,6 +213,7 @@ class ParameterMapping:
     cells: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
     graph: object = field(default=None, repr=False)  # static half of a network (ann, cnn)
     network_params: object = field(default=None, repr=False)
+    scaling: DescriptorScaling | None = field(default=None, repr=False)  # how the descriptors were transformed
 
     def __call__(self, controls) -> dict[str, jax.Array]:
         lo, hi = jnp.asarray(self.low)[:, None], jnp.asarray(self.high)[:, None]
@@ -219,6 +300,7 @@ def make_mapping(
     hidden: Sequence[int] | None = None,
     seed: int = 0,
     plan: RoutingPlan | None = None,
+    scaling: DescriptorScaling | None = None,
 ) -> ParameterMapping:
     """Build a mapping of ``kind`` for the parameters (or initial states) ``names`` on ``basin``.
 
@@ -243,6 +325,10 @@ def make_mapping(
         ann: hidden widths; cnn: channels of the convolutions.
     seed
         Seed of the network's initialisation.
+    scaling
+        The statistics to transform the descriptors with (a trained mapping's
+        :attr:`ParameterMapping.scaling`, to apply it to another basin); default: this basin's
+        own, computed with ``descriptor_transform`` over ``descriptors``.
     """
     if not isinstance(kind, str) or kind not in MAPPINGS:
         raise ValueError(f"unknown mapping {kind!r}; choose one of {', '.join(MAPPINGS)}")
@@ -264,14 +350,23 @@ def make_mapping(
     common = dict(kind=kind, names=names, low=low, high=high, nac=plan.nac)
     if kind in ("uniform", "distributed"):
         return ParameterMapping(**common)
-    grid = transform_descriptors(basin, descriptor_transform, descriptors)
+    trained = scaling is not None
+    scaling = scaling or descriptor_scaling(basin, descriptor_transform, descriptors)
+    grid = transform_descriptors(basin, scaling=scaling)
     rows, cols = np.asarray(plan.rows), np.asarray(plan.cols)
     cell_desc = grid[rows, cols, :]
     if kind == "multi-power" and (cell_desc < 0).any():
+        if trained:
+            k = int(np.flatnonzero((cell_desc < 0).any(axis=0))[0])
+            raise ValueError(
+                f"multi-power: descriptor {scaling.names[k]!r} of this basin falls below the smallest value of the "
+                "basin the mapping was trained on, and a negative descriptor to a non-integer power is NaN; apply "
+                "it only where the descriptors lie inside the training range"
+            )
         raise ValueError(
             "multi-power raises descriptors to non-integer powers: they must be >= 0; use descriptor_transform='normalize'"
         )
-    common.update(descriptors=cell_desc, cells=(rows, cols))
+    common.update(descriptors=cell_desc, cells=(rows, cols), scaling=scaling)
     if kind in ("multi-linear", "multi-power"):
         return ParameterMapping(**common)
     nd = grid.shape[-1]

@@ -15,6 +15,10 @@ The core never holds a module: code that differentiates splits a module into its
 and its parameter state (``graphdef, state = nnx.split(net)``), passes ``state`` through
 ``jax.grad``/``jit`` as a plain pytree, and merges inside (``nnx.merge(graphdef, state)``).
 :func:`pure` and :func:`apply` are those two halves.
+
+A regionalisation network is saved as its :func:`architecture` (plain JSON) and its weights
+(:func:`network_arrays`, by path), and rebuilt by :func:`from_architecture` and
+:func:`load_network_arrays` (what :func:`hybridhydro.load_calibration` does).
 """
 
 from __future__ import annotations
@@ -337,3 +341,91 @@ def merge(graph, params) -> nnx.Module:
     """The module again, holding ``params`` (e.g. after training)."""
     graphdef, rest = graph
     return nnx.merge(graphdef, params, rest)
+
+
+# ------------------------------------------------------------------------ saving and rebuilding
+
+
+def architecture(net: nnx.Module) -> dict:
+    """What rebuilds a regionalisation network (weights apart), as plain JSON.
+
+    ``{"class": "DescriptorMLP", "n_descriptors", "hidden": [...], "activation", "bounds":
+    [[low, high], ...]}``, or for a :class:`DescriptorCNN` ``"channels"`` and ``"kernel"`` (cells)
+    instead of ``"hidden"``. Bounds are in each output parameter's unit. :func:`from_architecture`
+    builds the network back; :func:`network_arrays` and :func:`load_network_arrays` carry its weights.
+
+    Raises
+    ------
+    ValueError
+        ``net`` is not a :class:`DescriptorMLP` or :class:`DescriptorCNN` (another module cannot
+        be described, so it cannot be saved and rebuilt).
+    """
+    bounds = [[float(a), float(b)] for a, b in zip(np.asarray(net.low[...]), np.asarray(net.high[...]))] \
+        if isinstance(net, (DescriptorMLP, DescriptorCNN)) else None
+    if isinstance(net, DescriptorMLP):
+        sizes = [int(layer.kernel.shape[0]) for layer in net.layers]
+        return {"class": "DescriptorMLP", "n_descriptors": sizes[0], "hidden": sizes[1:], "activation": net.activation,
+                "bounds": bounds}
+    if isinstance(net, DescriptorCNN):
+        shapes = [tuple(int(n) for n in conv.kernel.shape) for conv in net.convs]
+        return {"class": "DescriptorCNN", "n_descriptors": shapes[0][2], "channels": [s[3] for s in shapes],
+                "kernel": shapes[0][0], "activation": net.activation, "bounds": bounds}
+    raise ValueError(f"a {type(net).__name__} cannot be saved and rebuilt: only DescriptorMLP (ann) and "
+                     "DescriptorCNN (cnn) regionalisation networks are described by hybridhydro.networks.architecture")
+
+
+def from_architecture(description: Mapping) -> nnx.Module:
+    """The network :func:`architecture` describes, with freshly initialised weights (seed 0);
+    :func:`load_network_arrays` then puts the trained weights in.
+
+    Raises
+    ------
+    ValueError
+        An unknown class, or a description that lacks a key or holds a bad value (named).
+    """
+    try:
+        kind = description["class"]
+        common = dict(activation=str(description["activation"]))
+        if kind == "DescriptorMLP":
+            return DescriptorMLP(description["n_descriptors"], description["bounds"], description["hidden"], **common)
+        if kind == "DescriptorCNN":
+            return DescriptorCNN(description["n_descriptors"], description["bounds"], description["channels"],
+                                 kernel=description["kernel"], **common)
+    except KeyError as err:
+        raise ValueError(f"the network's description lacks {err}; it was not written by "
+                         "hybridhydro.networks.architecture") from None
+    raise ValueError(f"unknown network class {kind!r} in the description; DescriptorMLP or DescriptorCNN")
+
+
+def network_arrays(net: nnx.Module) -> dict[str, np.ndarray]:
+    """The trainable weights of ``net`` as ``{path: array}`` (paths like ``['layers'][0]['kernel']``)."""
+    _, params = pure(net)
+    return {jax.tree_util.keystr(path).removesuffix(".value"): np.asarray(leaf)
+            for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]}
+
+
+def load_network_arrays(net: nnx.Module, arrays: Mapping[str, np.ndarray], where: str = "the weights") -> nnx.Module:
+    """``net`` (from :func:`from_architecture`) holding ``arrays`` (from :func:`network_arrays`).
+
+    Raises
+    ------
+    ValueError
+        A weight missing from ``arrays``, one too many, or one of another shape (each named,
+        with ``where`` the file or object they came from).
+    """
+    graph, params = pure(net)
+    paths, treedef = jax.tree_util.tree_flatten_with_path(params)
+    keys = [jax.tree_util.keystr(path).removesuffix(".value") for path, _ in paths]
+    missing = [k for k in keys if k not in arrays]
+    extra = sorted(set(arrays) - set(keys))
+    if missing or extra:
+        raise ValueError(f"{where} do not fit the network: "
+                         + "; ".join(p for p in (f"missing {missing}" if missing else "",
+                                                 f"unexpected {extra}" if extra else "") if p))
+    leaves = []
+    for key, (_, like) in zip(keys, paths):
+        value = np.asarray(arrays[key])
+        if value.shape != np.shape(like):
+            raise ValueError(f"{where}: weight {key} has shape {value.shape}, the network needs {np.shape(like)}")
+        leaves.append(jnp.asarray(value, dtype=jnp.asarray(like).dtype))
+    return merge(graph, jax.tree_util.tree_unflatten(treedef, leaves))

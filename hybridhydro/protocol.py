@@ -387,11 +387,14 @@ def train_models(
     hybridhydro run ... --resume``) continues each calibration where it stopped, and a model
     that had finished is read back from its checkpoint instead of being trained again. A
     checkpoint records every setting and a fingerprint of the data; one written with other
-    settings is an error, never a silent mix.
+    settings is an error, never a silent mix. The calibrations resume exactly
+    (``exact_resume``): a stage interrupted and resumed gives the models, and so the table, of
+    a stage never interrupted.
     """
     directory = None if directory is None else Path(directory)
     if checkpoints is not None:
         options.setdefault("checkpoint_every", 1)
+        options.setdefault("exact_resume", True)  # a resumed stage gives the same models, to the bit
     results, seconds = {}, {}
     for name in models:
         if stage is not None and stage_of(name) != stage:

@@ -27,11 +27,14 @@ stops after k iterations without improving the validation (or training) cost and
 best controls.
 
 Checkpoints: with ``checkpoint=path`` the controls, the optimiser state, the iteration and the
-history are written every ``checkpoint_every`` iterations and when the run is interrupted
-(Ctrl-C); calling :func:`calibrate` again with the same arguments resumes where it stopped and
-gives the same result as an uninterrupted run (adaptive optimisers and sbs: bit for bit;
-L-BFGS-B restarts its curvature memory at the checkpoint, so it continues from the same
-controls but not along the same path).
+history are written, as one ``.npz`` file replaced atomically, every ``checkpoint_every``
+iterations and when the run is interrupted (Ctrl-C); calling :func:`calibrate` again with the
+same arguments resumes where it stopped and gives the same result as an uninterrupted run
+(adaptive optimisers and sbs: bit for bit; L-BFGS-B restarts its curvature memory at the
+checkpoint, so it continues from the same controls but not along the same path). The
+checkpoint records every setting that shapes the result (:func:`calibration_signature`), with
+fingerprints of the starting point and of the data; a call that differs in any of them is
+refused with the list of differences, never resumed from another calibration's state.
 
 Periods read ``(start, end]`` as everywhere (:mod:`hybridhydro.periods`): the steps labelled
 ``start < t <= end`` enter the cost; the steps before are a warm-up of the same run.
@@ -45,12 +48,13 @@ import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import jax
 import numpy as np
 import xarray as xr
 
 from .. import structures
 from ..basin import check_run_basin
-from ..mapping import MAPPINGS, default_bounds
+from ..mapping import MAPPINGS, REGIONAL_MAPPINGS, default_bounds
 from ..networks import check_seed, check_widths, merge
 from ..periods import period_mask, select_gauges
 from ..structure_name import calibrated_parameters, parse_structure
@@ -63,8 +67,9 @@ from .optimizers import (
     adam_smash,
     runner_class,
 )
-from .problem import build_problem
-from .result import CalibrationResult, load_calibration
+from .checkpoints import canonical, checkpoint_file, fingerprint, load_finished, save_checkpoint
+from .problem import build_problem, check_regularisation
+from .result import CalibrationResult, basin_crs, load_calibration
 
 __all__ = [
     "DEFAULT_OPTIMIZER",
@@ -221,6 +226,7 @@ def calibrate(
     seed: int = 0,
     checkpoint: str | Path | None = None,
     checkpoint_every: int = 10,
+    exact_resume: bool = False,
     progress: bool = True,
 ) -> CalibrationResult:
     """Calibrate a structure's parameters (and a hybrid's network) on observed discharge.
@@ -274,10 +280,14 @@ def calibrate(
     descriptor_transform, hidden, network, seed
         Regionalisation options (:func:`hybridhydro.mapping.make_mapping`): ``hidden`` a list
         of layer widths >= 1 (cnn: channels), ``seed`` a whole number. ``hidden`` or
-        ``network`` with a mapping that has no network is a warning (they are not used).
+        ``network`` with a mapping that has no network is a warning (they are not used). The
+        descriptors are transformed with this basin's statistics (recorded in the result's
+        ``descriptor_scaling``), a warm start's excepted.
     warm_start
         A result of the same mapping (e.g. a pre-trained regionalisation network, also one read
-        by :func:`load_calibration`) whose controls start this calibration.
+        by :func:`load_calibration`) whose controls start this calibration; a regionalisation
+        keeps the descriptor statistics it was trained with (its ``descriptor_scaling``), on
+        this basin too, so that it continues the same function of the descriptors.
     ode_solver, ode_substeps
         gr4_ode/gr4_ude step scheme and explicit sub-steps (:func:`hybridhydro.prepare_run`);
         recorded in the result, whose :meth:`~CalibrationResult.simulate` reuses them.
@@ -288,8 +298,20 @@ def calibrate(
         their first guess, ``smoothing``/``hard-smoothing`` over the calibrated parameter
         maps); None or ``wjreg=0``: off (smash's default).
     checkpoint, checkpoint_every
-        File (stem) to save to every ``checkpoint_every`` iterations and on Ctrl-C; an existing
-        checkpoint of the same calibration is resumed.
+        File to save to every ``checkpoint_every`` iterations and on Ctrl-C: a stem kept whole
+        (``ck_0.01`` is ``ck_0.01.npz``), or a path ending in ``.npz``. An existing checkpoint of
+        the same calibration is resumed: same settings (every argument that shapes the result,
+        ``maxiter`` included), same starting point, same data (sha256 fingerprints); any other
+        is an error that lists what differs (:mod:`hybridhydro.calibration.checkpoints`).
+    exact_resume
+        With a checkpoint: a resumed calibration is bit-identical to one never interrupted.
+        sbs and the optax optimisers save their whole state, so nothing changes for them.
+        SciPy's L-BFGS-B does not expose its curvature memory: a run resumed from an
+        iteration in the middle continues from that point with a fresh memory, and so
+        differs from an uninterrupted run in the last digits. With ``exact_resume`` it saves
+        only its final state, and an interrupted L-BFGS-B starts again from its first
+        iteration (the same result, more time). The pipeline uses it, so that a resumed run
+        gives the same table.
     progress
         Show a tqdm bar with the cost (on stderr; off anyhow when the environment variable
         ``HYBRIDHYDRO_PROGRESS`` is 0, as in the pipeline's kernels: :mod:`hybridhydro.progress`).
@@ -353,7 +375,7 @@ def calibrate(
     unknown = sorted(set(map(str, names)) - set(s.parameters))
     if unknown:
         raise ValueError(f"unknown parameter(s) {unknown} for {s.name!r}; its parameters are {', '.join(s.parameters)}")
-    check_bounds(s, names, bounds)
+    resolved_bounds = check_bounds(s, names, bounds)
     hybrid = getattr(structures.get_module(s.hydrology), "hybrid", False)
     if train_nn is not None and not isinstance(train_nn, (bool, np.bool_)):
         raise ValueError(f"train_nn must be True, False or None (a hybrid's default: True), got {train_nn!r}")
@@ -390,13 +412,41 @@ def calibrate(
         ode_substeps=ode_substeps, network=network, warm_start=warm_start, regularisation=regularisation,
     )
     inputs = problem.inputs
-    signature = {"structure": s.name, "mapping": mapping, "optimizer": optimizer, "names": list(names),
-                 "cost": list(cost), "seed": seed, "nac": inputs.nac}
+    signature = None
+    if checkpoint is not None:
+        times = basin["time"].values
+        gauge_codes = [str(c) for c in basin["gauge"].values]
+        signature = calibration_signature(
+            problem, structure=s.name, mapping=mapping, optimizer=optimizer, parameters=list(names), maxiter=maxiter,
+            learning_rate=LEARNING_RATES.get(optimizer) if learning_rate is None and optimizer in ADAPTIVE
+            else learning_rate,
+            early_stopping=early_stopping, period=_steps_text(times, calib_steps),
+            gauges=[gauge_codes[g] for g in calib_gauges],
+            validation_period=None if val_steps is None else _steps_text(times, val_steps),
+            validation_gauges=[gauge_codes[g] for g in val_gauges] if validating else None,
+            bounds=resolved_bounds, cost=list(cost), cost_options=cost_options,
+            regularisation=check_regularisation(regularisation), seed=seed, ode_solver=ode_solver,
+            ode_substeps=ode_substeps, train_nn=problem.train_nn,
+            descriptor_transform=descriptor_transform if mapping in REGIONAL_MAPPINGS else None,
+            hidden=list(hidden) if hidden is not None and regional else None,
+            exact_resume=bool(exact_resume) if optimizer == "lbfgsb" else None,
+        )
     runner = runner_class(optimizer)(problem, optimizer, maxiter, learning_rate, early_stopping, validating)
-    controls, history, best, message = runner.run(
-        checkpoint=None if checkpoint is None else Path(checkpoint), checkpoint_every=checkpoint_every,
-        signature=signature, progress=progress,
-    )
+    runner.exact_resume = bool(exact_resume)
+    finished = None if checkpoint is None else load_finished(checkpoint, {"controls": problem.initial}, signature)
+    if finished is not None:  # this very calibration ran to its end before: its result, read back
+        state, meta = finished
+        runner.rows = meta["history"]
+        controls, history, best, message = state["controls"], runner.history(), int(meta["best"]), meta["message"]
+    else:
+        controls, history, best, message = runner.run(
+            checkpoint=None if checkpoint is None else checkpoint_file(checkpoint), checkpoint_every=checkpoint_every,
+            signature=signature, progress=progress,
+        )
+        if checkpoint is not None:
+            save_checkpoint(checkpoint, {"controls": controls},
+                            {"signature": signature, "finished": True, "iteration": int(history.index.max()),
+                             "history": runner.rows, "best": int(best), "message": message})
     values = problem.mapping(controls["mapping"])
     params = {n: inputs.labels.to_grid(np.broadcast_to(np.asarray(v, np.float32), (inputs.nac,)))
               for n, v in {**inputs.parameters, **values}.items()}
@@ -410,8 +460,48 @@ def calibrate(
         structure=s.name.removeprefix("zero-"), mapping=mapping, optimizer=optimizer, parameters=params,
         nn_parameters=nn_out, network=net, controls=controls, history=history, best_iteration=best, message=message,
         options={"period": period, "gauges": [str(basin["gauge"].values[g]) for g in calib_gauges], "cost": cost,
-                 "ode_solver": ode_solver, "ode_substeps": int(ode_substeps), "regularisation": regularisation},
-        coords={"y": basin["y"].values, "x": basin["x"].values},
+                 "ode_solver": ode_solver, "ode_substeps": int(ode_substeps), "regularisation": regularisation,
+                 "parameters": list(names), "bounds": {n: list(b) for n, b in resolved_bounds.items()},
+                 "given": sorted(map(str, initial_parameters)), "descriptor_transform": descriptor_transform},
+        coords={"y": basin["y"].values, "x": basin["x"].values}, crs=basin_crs(basin),
+        descriptor_scaling=problem.mapping.scaling,
     )
+
+
+def _steps_text(times, steps) -> str:
+    """A window of steps (boolean mask) as its first and last labels and its length."""
+    k = np.flatnonzero(steps)
+    first, last = (np.datetime_as_string(np.asarray(times)[i].astype("datetime64[s]")) for i in (k[0], k[-1]))
+    return f"{first} .. {last} ({k.size} steps)"
+
+
+def calibration_signature(problem, **settings) -> dict:
+    """What a checkpoint must match to be resumed: ``settings`` (every argument of
+    :func:`calibrate` that shapes the result, resolved: the learning rate a default stands for,
+    the period as the steps it selects, the gauges as codes, the bounds in force), the
+    regionalisation network's architecture, the number of active cells, and two sha256
+    fingerprints: ``start``, the starting point (the first controls, a warm start's or a
+    network's weights among them, the fixed parameters and initial states, the hybrid's
+    weights), and ``data``, what the loss reads (the forcing on the active cells, the observed
+    discharge and its time labels, the routing plan of the mesh, the imperviousness, the
+    mapping's transformed descriptors, ``dt``). See :mod:`.checkpoints`.
+    """
+    from ..networks import architecture, merge
+
+    inputs, m = problem.inputs, problem.mapping
+    start = [*jax.tree_util.tree_leaves(problem.initial), *jax.tree_util.tree_leaves(inputs.parameters),
+             *jax.tree_util.tree_leaves(inputs.initial_states), *jax.tree_util.tree_leaves(inputs.nn_parameters)]
+    observations = problem.observations or {}
+    data = [*(inputs.forcing[k] for k in sorted(inputs.forcing)), *jax.tree_util.tree_leaves(inputs.plan),
+            inputs.imperviousness, np.float64(inputs.dt), *(observations[k] for k in sorted(observations)),
+            *(x for x in (m.descriptors, m.grid) if x is not None)]
+    out = dict(settings)
+    if m.graph is not None:
+        try:
+            out["network"] = architecture(merge(m.graph, m.network_params))
+        except ValueError:
+            out["network"] = f"{type(merge(m.graph, m.network_params)).__name__} (not described)"
+    out.update(nac=inputs.nac, start=fingerprint(start), data=fingerprint(data))
+    return canonical(out)
 
 

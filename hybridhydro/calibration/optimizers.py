@@ -67,6 +67,8 @@ class Runner:
         self.value = jax.jit(lambda z: problem.loss(self.space.from_opt(z)))
         self.rows: list[dict] = []
         self.t0 = time.perf_counter()
+        #: Only checkpoints a resumed run continues bit-identically (calibrate(exact_resume=)).
+        self.exact_resume = False
 
     def record(self, it, j, jv, g=None, grad_norm=None):
         """One history row; ``g`` a gradient pytree (its inf norm taken in one jitted reduction and
@@ -273,14 +275,16 @@ class LBFGSB(Runner):
             return float(last["j"]), last["g"].copy()
 
         state = {"it": it0, "x": x}
+        consistent = {"saved": (x, it0, list(self.rows))}  # what a Ctrl-C checkpoint holds
 
         def callback(xk):
             state["it"] += 1
             state["x"] = xk
             self.record(state["it"], last["j"], last["jv"], grad_norm=last["gn"])
+            consistent["saved"] = (np.array(xk), state["it"], list(self.rows))
             bar.update(1)
             bar.set_postfix(cost=f"{float(last['j']):.5f}")
-            if checkpoint is not None and state["it"] % checkpoint_every == 0:
+            if checkpoint is not None and state["it"] % checkpoint_every == 0 and not self.exact_resume:
                 save_checkpoint(checkpoint, {"x": jnp.asarray(xk, flat0.dtype)},
                                  {"signature": signature, "iteration": state["it"], "history": self.rows})
             if self.stop_early():
@@ -306,10 +310,16 @@ class LBFGSB(Runner):
         except StopIteration:
             x, message = state["x"], f"early stopping: no improvement for {self.early_stopping} iterations"
         except KeyboardInterrupt:
+            if checkpoint is not None and self.exact_resume:
+                raise KeyboardInterrupt(
+                    f"calibration (L-BFGS-B) interrupted at iteration {consistent['saved'][1]}; with exact_resume it "
+                    "keeps only finished runs, so calling calibrate() again starts it from its first iteration"
+                ) from None
             if checkpoint is not None:
-                save_checkpoint(checkpoint, {"x": jnp.asarray(state["x"], flat0.dtype)},
-                                 {"signature": signature, "iteration": state["it"], "history": self.rows})
-                raise interrupted(checkpoint, f"iteration {state['it']}") from None
+                cx, cit, crows = consistent["saved"]
+                save_checkpoint(checkpoint, {"x": jnp.asarray(cx, flat0.dtype)},
+                                 {"signature": signature, "iteration": cit, "history": crows})
+                raise interrupted(checkpoint, f"iteration {cit}") from None
             raise
         finally:
             bar.close()
@@ -370,11 +380,17 @@ class SBS(Runner):
         bar = progress_bar(total=total, initial=st["it"], progress=progress, desc="calibrate (sbs)")
         message = f"maxiter {self.maxiter} reached"
 
-        def save():
-            if checkpoint is not None:
-                meta_st = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in st.items()}
-                save_checkpoint(checkpoint, {"y": jnp.asarray(st["y"])},
-                                 {"signature": signature, "iteration": st["it"], "history": self.rows, "sbs": meta_st})
+        def snapshot():
+            """The search state and history between two iterations, as a checkpoint holds them."""
+            return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in st.items()}, list(self.rows)
+
+        def save(saved):
+            meta_st, rows = saved
+            save_checkpoint(checkpoint, {"y": jnp.asarray(meta_st["y"])},
+                             {"signature": signature, "iteration": meta_st["it"], "history": rows, "sbs": meta_st})
+
+        # A Ctrl-C may land mid-iteration, with ``st`` half updated: it saves the last whole one.
+        consistent = snapshot()
 
         try:
             while st["it"] < total:
@@ -414,17 +430,18 @@ class SBS(Runner):
                         st["y"], st["z"], st["g"], st["jfaa"], jv_best = x, x.copy(), j, 0, jv
                 st["ia"] = -1
                 self.record(st["it"], st["g"], jv_best)
+                consistent = snapshot()
                 bar.update(1)
                 bar.set_postfix(cost=f"{st['g']:.5f}")
                 if checkpoint is not None and st["it"] % checkpoint_every == 0:
-                    save()
+                    save(consistent)
                 if st["delta"] < 0.01:
                     message = "converged: step below 0.01"
                     break
         except KeyboardInterrupt:
             if checkpoint is not None:
-                save()
-                raise interrupted(checkpoint, f"sub-iteration {st['it']}") from None
+                save(consistent)
+                raise interrupted(checkpoint, f"sub-iteration {consistent[0]['it']}") from None
             raise
         finally:
             bar.close()

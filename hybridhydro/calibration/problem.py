@@ -51,6 +51,11 @@ class Problem:
     inputs
         The prepared run (:class:`~hybridhydro.model.RunInputs`): fixed parameters, states,
         forcing up to the last step a cost reads, the plan.
+    observations
+        What the cost reads besides ``inputs`` and the mapping's descriptors, on the host:
+        ``qobs`` (time, gauge) observed discharge in m3/s over the run (NaN where missing),
+        the step labels ``time``, and for signature costs ``rain`` (time, gauge) in m3/s;
+        with those, the fingerprint of a checkpoint's data.
     """
 
     loss: Callable
@@ -60,6 +65,7 @@ class Problem:
     low: dict | None
     high: dict | None
     inputs: RunInputs
+    observations: dict | None = None
 
 
 def check_regularisation(regularisation: Mapping | None) -> dict | None:
@@ -102,8 +108,12 @@ def build_problem(basin: xr.Dataset, structure: str, mapping_kind: str, names, *
     inputs = prepare_run(basin, s.name, parameters, initial_states, period=(None, times[last]),
                          nn_parameters=nn_parameters, ode_solver=ode_solver, ode_substeps=ode_substeps)
     plan = inputs.plan
+    # A warm start continues the function it learnt of the descriptors transformed with ITS
+    # statistics (those of the basin it was trained on), also on another basin.
+    scaling = getattr(warm_start, "descriptor_scaling", None) if warm_start is not None else None
     m = make_mapping(mapping_kind, names, basin, bounds=bounds, descriptor_transform=descriptor_transform,
-                     network=network, hidden=hidden, seed=seed, plan=plan)
+                     network=network, hidden=hidden, seed=seed, plan=plan,
+                     scaling=scaling if getattr(warm_start, "mapping", None) == mapping_kind else None)
     # First guesses: the user's (validated by prepare_run; a scalar stays a scalar), else smash's default.
     given = dict(parameters or {})
     start_values = {}
@@ -206,7 +216,10 @@ def build_problem(basin: xr.Dataset, structure: str, mapping_kind: str, names, *
     low = high = None
     if b is not None:
         low, high = {"mapping": b[0]}, {"mapping": b[1]}
-    return Problem(loss, m, bool(train_nn and weights is not None), controls0, low, high, inputs)
+    observations = {"qobs": qobs_host, "time": times[:nsteps].astype("datetime64[ns]").astype(np.int64)}
+    if sig_ctx is not None:
+        observations["rain"] = rain_all
+    return Problem(loss, m, bool(train_nn and weights is not None), controls0, low, high, inputs, observations)
 
 
 def check_defined(basin: xr.Dataset, cost, what: str, times, obs, gauges, warmup: int) -> None:
