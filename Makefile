@@ -31,11 +31,12 @@ test: test-fast test-notebooks
 # module fixtures are built once); JOBS=1 runs them in one process.
 JOBS ?= auto
 test-fast: venv
-	$(PY) -m pytest -m "not slow" -q -n $(JOBS) --dist loadfile
+	$(PY) -m pytest -m "not slow and not outputs" -q -n $(JOBS) --dist loadfile
 
 test-notebooks: venv
 	$(PY) -m hybridhydro prepare params/ci.yaml --out $(NBVAL_DIR) --overwrite
 	$(PY) -m pytest --nbval-lax --nbval-current-env -q $(NBVAL_DIR)
+	HYBRIDHYDRO_RUN_DIR=$(NBVAL_DIR) $(PY) -m pytest -m outputs -q -n 0 tests/test_outputs.py
 
 ## make test-slow: the long cases (France-scale mesh) and oracle cases the fast suite already covers
 test-slow: venv

@@ -3,7 +3,9 @@
 The public API, by stage of the data flow (docs/architecture.md draws it):
 
 * basin: :func:`read_smash_dataset`, :func:`read_basin`, :func:`write_basin`,
-  :func:`synthetic_basin`, :func:`check_basin`
+  :func:`synthetic_basin`, :func:`check_basin`, :func:`crop_basin` (the cells upstream of a gauge)
+* outputs: :func:`write_simulation`, :func:`write_parameter_maps` (NetCDF or GeoTIFF), and
+  :func:`to_cf`, the CF conventions every written file follows
 * mesh: :func:`build_mesh`, :class:`Mesh` (more in :mod:`hybridhydro.mesh`)
 * structure: :func:`parse_structure` (the one parser of ``"<snow>-<hydrology>-<routing>"``),
   :class:`Structure`, :func:`calibrated_parameters`, :func:`get_module` (a module's names),
@@ -31,7 +33,8 @@ from .balance import BALANCE_TOLERANCE, balance_closure, closes, water_balance
 from .basin import ForcingWarning, check_basin
 from .calibration import calibrate, load_calibration
 from .cost import evaluate
-from .io import read_basin, read_smash_dataset, write_basin
+from .crop import crop_basin
+from .io import read_basin, read_smash_dataset, to_cf, write_basin, write_parameter_maps, write_simulation
 from .mapping import make_mapping, transform_descriptors
 from .mesh import Mesh, build_mesh
 from .networks import FluxCorrectionNet
@@ -71,6 +74,7 @@ __all__ = [
     "configure_compilation_cache",
     "check_basin",
     "closes",
+    "crop_basin",
     "evaluate",
     "get_module",
     "ill_posed_cells",
@@ -85,7 +89,10 @@ __all__ = [
     "run",
     "simulate",
     "synthetic_basin",
+    "to_cf",
     "transform_descriptors",
     "water_balance",
     "write_basin",
+    "write_parameter_maps",
+    "write_simulation",
 ]

@@ -78,12 +78,17 @@ class VariableSpec:
     units: str
     long_name: str
     required: bool = True
+    standard_name: str = ""  # the CF standard name, "" where CF has none
+    cell_methods: str = ""  # CF cell_methods along time ("time: sum": an amount over the step)
 
 
 BASIN_VARIABLES: dict[str, VariableSpec] = {
-    "prcp": VariableSpec(("time", "y", "x"), "f", "mm", "precipitation depth over the time step"),
-    "pet": VariableSpec(("time", "y", "x"), "f", "mm", "potential evapotranspiration depth over the time step"),
-    "qobs": VariableSpec(("gauge", "time"), "f", "m3 s-1", "observed discharge at the gauge, mean over the time step"),
+    "prcp": VariableSpec(("time", "y", "x"), "f", "mm", "precipitation depth over the time step",
+                         standard_name="lwe_thickness_of_precipitation_amount", cell_methods="time: sum"),
+    "pet": VariableSpec(("time", "y", "x"), "f", "mm", "potential evapotranspiration depth over the time step",
+                        cell_methods="time: sum"),  # CF's water_potential_evaporation_amount is in kg m-2
+    "qobs": VariableSpec(("gauge", "time"), "f", "m3 s-1", "observed discharge at the gauge, mean over the time step",
+                         standard_name="water_volume_transport_in_river_channel", cell_methods="time: mean"),
     "flwdir": VariableSpec(("y", "x"), "i", "1", "D8 flow direction, 1=N 2=NE 3=E 4=SE 5=S 6=SW 7=W 8=NW, 0=no data"),
     "active_cell": VariableSpec(("y", "x"), "b", "1", "cell belongs to the modelled domain"),
     "flwacc": VariableSpec(("y", "x"), "f", "m2", "upstream drainage area, the cell included"),
@@ -92,6 +97,7 @@ BASIN_VARIABLES: dict[str, VariableSpec] = {
     "dx": VariableSpec(("y", "x"), "f", "m", "cell size along x"),
     "dy": VariableSpec(("y", "x"), "f", "m", "cell size along y"),
     "descriptors": VariableSpec(("descriptor", "y", "x"), "f", "1", "physical descriptors (raw values, units per descriptor in attrs)", required=False),
+    # "CRS units": the unit of the basin's CRS; files name it (m, degrees_east): hybridhydro.io.cf.to_cf
     "gauge_x": VariableSpec(("gauge",), "f", "CRS units", "declared outlet x coordinate"),
     "gauge_y": VariableSpec(("gauge",), "f", "CRS units", "declared outlet y coordinate"),
     "gauge_row": VariableSpec(("gauge",), "i", "1", "row of the snapped outlet cell (0 = north)"),

@@ -17,6 +17,8 @@ import numpy as np
 import xarray as xr
 
 from . import structures
+from .basin import BASIN_VARIABLES
+from .io.cf import step_units
 from .model import RunInputs, prepare_run, run
 from .structure_name import Structure, parse_structure
 
@@ -90,12 +92,16 @@ def simulate(
     xarray.Dataset
         ``q`` (gauge, time) in m3/s; ``<state>_initial`` and ``<state>_final`` (y, x) initial
         and final states; ``<parameter>`` (y, x) the parameters used (defaults and the fitted
-        ``ci`` included), all NaN off the active cells; optionally ``<state>`` and ``<flux>``
+        ``ci`` included; a parameter per step, e.g. ``kexc``, in the step's unit: ``mm h-1`` at
+        ``dt = 3600``), all NaN off the active cells; optionally ``<state>`` and ``<flux>``
         (time, y, x) (fluxes with gr4_ode's Newton diagnostics and a hybrid's corrections)
         and ``discharge`` (time, y, x) in m3/s; for a hybrid structure, the network's weights
         as ``nn_weight_<k>`` (``nn_out_<k>``, ``nn_in_<k>``) and ``nn_bias_<k>`` (``nn_out_<k>``)
-        (:func:`network_weights` reads them back). attrs: ``structure``, ``dt``,
-        ``ode_solver``, ``ode_substeps`` (gr4_ode, gr4_ude).
+        (:func:`network_weights` reads them back). Every variable has ``units`` and
+        ``long_name``; discharge its CF ``standard_name``; series their ``cell_methods``
+        (``time: mean`` discharge, ``time: sum`` depths over the step, ``time: point`` states).
+        attrs: ``structure``, ``dt``, ``ode_solver``, ``ode_substeps`` (gr4_ode, gr4_ude).
+        :func:`hybridhydro.write_simulation` writes it as CF NetCDF.
 
     Raises
     ------
@@ -144,8 +150,9 @@ def _weight_variables(weights: Mapping[str, np.ndarray]) -> dict[str, xr.Variabl
     while f"weight_{k}" in weights:
         w, b = np.asarray(weights[f"weight_{k}"]), np.asarray(weights[f"bias_{k}"])
         dims = (f"nn_out_{k}", f"nn_in_{k}")
-        out[f"nn_weight_{k}"] = xr.Variable(dims, w, {"long_name": f"flux-correction network, weight of layer {k}"})
-        out[f"nn_bias_{k}"] = xr.Variable(dims[:1], b, {"long_name": f"flux-correction network, bias of layer {k}"})
+        layer = f"flux-correction network, {{}} of layer {k}"
+        out[f"nn_weight_{k}"] = xr.Variable(dims, w, {"units": "1", "long_name": layer.format("weight")})
+        out[f"nn_bias_{k}"] = xr.Variable(dims[:1], b, {"units": "1", "long_name": layer.format("bias")})
         k += 1
     return out
 
@@ -169,29 +176,27 @@ def network_weights(result: xr.Dataset) -> dict[str, np.ndarray]:
 
 
 _STATE_UNITS = {"he": "mm", "hs": "mm", "hlr": "mm"}
-# Units of the parameters the result carries; the others are dimensionless.
-_PARAMETER_UNITS = {
-    "ci": "mm", "cp": "mm", "ct": "mm", "cl": "mm", "be": "mm", "ca": "mm", "cc": "mm",
-    "kexc": "mm", "llr": "min",
-}
+# What a simulated discharge is in CF's terms: the observed one's standard name and cell method.
+_DISCHARGE = {"standard_name": BASIN_VARIABLES["qobs"].standard_name, "cell_methods": "time: mean"}
 
 
 def _to_dataset(inputs: RunInputs, s: Structure, out, return_discharge_field, params, states) -> xr.Dataset:
     tyx = ("time", "y", "x")
     labels = inputs.labels
+    dt = float(inputs.dt)
     data = {
         "q": xr.Variable(
             ("gauge", "time"),
             np.asarray(out["q"]).T.astype(np.float32),
-            {"units": "m3 s-1", "long_name": "simulated discharge at the gauge cell"},
+            {"units": "m3 s-1", "long_name": "simulated discharge at the gauge cell, mean over the step", **_DISCHARGE},
         )
     }
     # The parameters and initial states the run used (defaults and the fitted ci included):
     # small (y, x) maps that make a result self-describing, e.g. for hybridhydro.balance.
+    # A parameter per time step (kexc, ks, ...) states the step in its unit: "mm h-1" at dt = 3600 s.
     for name, v in params.items():
-        attrs = {"long_name": f"parameter {name} used by the run"}
-        if name in _PARAMETER_UNITS:
-            attrs["units"] = _PARAMETER_UNITS[name]
+        attrs = {"long_name": f"parameter {name} used by the run",
+                 "units": step_units(structures.PARAMETER_UNITS.get(name, "1"), dt)}
         data[name] = _grid_var(labels, v, ("y", "x"), attrs)
     for name, v in states.items():
         data[f"{name}_initial"] = _grid_var(
@@ -202,7 +207,8 @@ def _to_dataset(inputs: RunInputs, s: Structure, out, return_discharge_field, pa
             labels, v, ("y", "x"), {"units": _STATE_UNITS.get(name, "1"), "long_name": f"final state {name}"}
         )
     for name, v in out.get("states", {}).items():
-        attrs = {"units": _STATE_UNITS.get(name, "1"), "long_name": f"state {name} at the end of the step"}
+        attrs = {"units": _STATE_UNITS.get(name, "1"), "long_name": f"state {name} at the end of the step",
+                 "cell_methods": "time: point"}
         data[name] = _grid_var(labels, v, tyx, attrs)
     for name, v in out.get("fluxes", {}).items():
         # qt and the upstream discharges in m3/s as smash reports them; lr's qup is a depth.
@@ -210,15 +216,21 @@ def _to_dataset(inputs: RunInputs, s: Structure, out, return_discharge_field, pa
         if name in structures.get_module(s.hydrology).diagnostics:
             attrs = {"units": "1", "long_name": f"solver diagnostic {name} of the step"}
         elif name in structures.SOURCES:
-            attrs = {"units": "mm", "long_name": structures.SOURCES[name] + " (mm over the step, + creates water)"}
+            attrs = {"units": "mm", "long_name": structures.SOURCES[name] + " (mm over the step, + creates water)",
+                     "cell_methods": "time: sum"}
         elif name.startswith("correction_"):
             attrs = {"units": "1", "long_name": f"flux-correction network output ({name[11:]}), in (-1, 1)"}
+        elif in_m3s:
+            attrs = {"units": "m3 s-1", "long_name": f"internal flux {name}, mean over the step",
+                     "cell_methods": "time: mean"}
         else:
-            attrs = {"units": "m3 s-1" if in_m3s else "mm", "long_name": f"internal flux {name} over the step"}
+            attrs = {"units": "mm", "long_name": f"internal flux {name}: depth over the step",
+                     "cell_methods": "time: sum"}
         data[name] = _grid_var(labels, v, tyx, attrs)
     if return_discharge_field:
         data["discharge"] = _grid_var(
-            labels, out["discharge"], tyx, {"units": "m3 s-1", "long_name": "routed discharge of every cell"}
+            labels, out["discharge"], tyx,
+            {"units": "m3 s-1", "long_name": "routed discharge of every cell, mean over the step", **_DISCHARGE},
         )
     # A basin without gauges (bbox domain) has an empty gauge dimension and maybe no coordinate.
     return xr.Dataset(
@@ -226,10 +238,11 @@ def _to_dataset(inputs: RunInputs, s: Structure, out, return_discharge_field, pa
         coords=inputs.labels.coords,
         attrs={
             "structure": s.name,
-            "dt": float(inputs.dt),
+            "dt": dt,
             "units_note": (
-                "discharge in m3 s-1; fluxes in mm per step except qt (m3 s-1); "
-                "states normalised except he, hs, hlr (mm)"
+                "discharge in m3 s-1; fluxes are depths in mm over the step (cell_methods 'time: sum') "
+                "except qt (m3 s-1); states normalised except he, hs, hlr (mm); parameters per step "
+                "(kexc, ...) in mm per the step's unit"
             ),
         },
     )

@@ -48,6 +48,7 @@ output_dir = "runs/interactive"
 from pathlib import Path
 
 import numpy as np
+import xarray as xr
 
 import hybridhydro as hh
 from hybridhydro import plotting, report
@@ -179,6 +180,26 @@ storm_table = report.balance_table(storm_balances, storm_closures, relative=True
 storm_table.T
 
 # %% [markdown]
+# ## The runs, written for other tools
+#
+# Every run of this stage goes to `simulations/<name>.nc` in the run directory: the forward runs
+# as `forward-<structure>.nc`, the storm as `storm-<structure>[-<solver>].nc`. Each is a CF-1.10
+# NetCDF file any CF tool reads (xarray, CDO, QGIS, Panoply): the discharge at the gauges with
+# their coordinates and areas, the parameters, the states, the routed discharge of every cell,
+# the bounds $(t - \Delta t, t]$ of each step and the CRS (the internal fluxes are left out).
+
+# %%
+written = {f"forward-{forward.structure}": result,
+           f"storm-{forward.structure}": storm_runs[f"{forward.structure} (algebraic)"]}
+if ode is not None:
+    written[f"forward-{forward.ode_structure}"] = ode
+    written.update({f"storm-{forward.ode_structure}-{solver}": storm_runs[f"{forward.ode_structure} {solver}"]
+                    for solver in ("newton", "conservative")})
+sim_files = [hh.write_simulation(sim, basin, output_dir / "simulations" / f"{name}.nc", overwrite=True)
+             for name, sim in written.items()]
+print("\n".join(str(f.relative_to(output_dir)) for f in sim_files))
+
+# %% [markdown]
 # ## What must hold
 #
 # * the simulated discharge is finite and (to float32 round-off) non-negative;
@@ -189,6 +210,7 @@ storm_table.T
 # * the storm: every run closes; the conservative solver loses no water (its `source_solver`
 #   is round-off); where the storm overfills a transfer store (steps without a root), smash's
 #   Newton loses water there (named) and the conservative solver spills it instead.
+# * every run's file reopens with plain xarray.
 
 # %%
 q = result["q"].values
@@ -208,4 +230,5 @@ if forward.ode_structure:
     assert abs(conservative["source_solver (% of rain)"]) < 1e-4, f"the conservative solver lost water\n{storm_table}"
     if newton_storm["without a root (share of cell-steps)"] > 0:  # a store overfilled: Newton lost water there
         assert newton_storm["source_solver (% of rain)"] < 0 < conservative["overflow (% of rain)"], storm_table
+assert all("q" in xr.load_dataset(f) for f in sim_files), f"a simulation file does not reopen: {sim_files}"
 print(f"02_forward: {forward.structure}, {basin.sizes['gauge']} gauges, balance closes to {closure['worst']:.1e} of the water turned over")

@@ -45,6 +45,7 @@ output_dir = "runs/interactive"
 from pathlib import Path
 
 import numpy as np
+import xarray as xr
 
 import hybridhydro as hh
 from hybridhydro import plotting, protocol, report
@@ -199,7 +200,7 @@ if ude:
 split = protocol.Split.load(output_dir / "split.json")  # written by stage 03
 trained, train_seconds = protocol.train_models(
     basin, calibration.models, split, directory=models_dir, stage="05_hybrid", routing=calibration.routing,
-    settings=calibration.optimizers, cost=calibration.cost,
+    settings=calibration.optimizers, cost=calibration.cost, seed=cfg.seed, checkpoints=output_dir / "checkpoints",
     hybrid=dict(hidden=hybrid.hidden, initializer=hybrid.initializer, weight_scale=hybrid.weight_scale,
                 seed=hybrid.seed, pre_maxiter=calibration.pre_maxiter),
 )
@@ -230,6 +231,31 @@ trained_balances, trained_closures = report.water_balances(trained_runs, basin)
 report.balance_table(trained_balances, trained_closures).round(4)
 
 # %% [markdown]
+# ## The runs and maps, written for other tools
+#
+# Every run this stage adds goes to `simulations/<name>.nc` in the run directory (CF-1.10 NetCDF):
+# the untrained hybrids (`untrained-<structure>.nc`), their parents with default parameters
+# (`forward-<structure>.nc`, unless stage 02 wrote them), the solver comparison
+# (`solvers-<structure>-<solver>.nc`, the RK4 reference included), the storm
+# (`storm-<structure>-<solver>.nc`) and the trained hybrids (`<model>.nc`; their parents' runs are
+# stages 03 and 04's). The trained hybrids' parameter maps go to `models/<model>/parameters.tif`.
+
+# %%
+forward_structures = (cfg.forward.structure, cfg.forward.ode_structure)  # stage 02 wrote their default runs
+written = {f"untrained-{name}": run for name, run in runs.items()}
+written.update({f"forward-{protocol.parent_structure(name)}": run for name, run in parents.items()
+                if protocol.parent_structure(name) not in forward_structures})
+if ude:
+    written.update({f"solvers-{ude[0]}-{solver}": run for solver, run in {**solver_runs, "reference": reference}.items()})
+    written.update({f"storm-{ude[0]}-{solver}": run for solver, run in storm_runs.items()})
+written.update(trained_runs)
+sim_files = [hh.write_simulation(sim, basin, output_dir / "simulations" / f"{name}.nc", overwrite=True)
+             for name, sim in written.items()]
+map_files = [hh.write_parameter_maps(r.parameter_maps(), models_dir / name / "parameters.tif", crs=basin.rio.crs,
+                                     dt=basin.attrs["dt"], overwrite=True) for name, r in trained.items()]
+print("\n".join(str(f.relative_to(output_dir)) for f in sim_files + map_files))
+
+# %% [markdown]
 # ## What must hold
 #
 # * zero weights give each parent exactly (smash's default network);
@@ -241,6 +267,7 @@ report.balance_table(trained_balances, trained_closures).round(4)
 #   is at least as close to the reference as smash's Newton and its one implicit step;
 # * every trained hybrid ended at a cost strictly below its first (the parent's), its balance
 #   closes, and the saved model reruns to the same discharge.
+# * every written run reopens with plain xarray, and every trained hybrid has its parameter maps.
 
 # %%
 assert overview["zero weights = parent"].all(), overview
@@ -268,5 +295,6 @@ for name, r in trained.items():
     assert hh.closes(trained_closures[name], hybrid.balance_tolerance), f"{name}: {trained_closures[name]}"
     back = hh.load_calibration(models_dir / name).simulate(basin)["q"].values
     assert np.allclose(back, trained_runs[name]["q"].values, equal_nan=True), f"{name}: the saved model does not rerun"
+assert all("q" in xr.load_dataset(f) for f in sim_files) and all(f.is_file() for f in map_files), sim_files + map_files
 print(f"05_hybrid: {', '.join(hybrid.structures)} built; {len(trained)} hybrids trained; "
       f"balances close to {hybrid.balance_tolerance:g} of the water turned over")

@@ -41,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import xarray as xr
 
 import hybridhydro as hh
 from hybridhydro import plotting, protocol, report
@@ -140,6 +141,20 @@ display(budget_table.style.format("{:.4g}"))
 save(plotting.plot_water_balances(budget_table), "water_balances")
 
 # %% [markdown]
+# ## The runs, written for other tools
+#
+# Stages 03–05 wrote each model's run to `simulations/<model>.nc` in the run directory (CF-1.10
+# NetCDF) and the default-parameter run is stage 02's; this stage writes only the runs of models
+# whose file is missing (a run directory from before, a stage not run).
+
+# %%
+sim_dir = output_dir / "simulations"
+missing = [name for name in sims if not (sim_dir / f"{name}.nc").exists()]
+for name in missing:
+    hh.write_simulation(sims[name], basin, sim_dir / f"{name}.nc")
+print(f"written here: {', '.join(missing) or 'none'}; every model's run is in {sim_dir}")
+
+# %% [markdown]
 # ## What must hold
 #
 # * every model has a finite score in every scenario at every one of its gauges;
@@ -148,6 +163,7 @@ save(plotting.plot_water_balances(budget_table), "water_balances")
 # * every model's water balance closes (the hybrids' to their own tolerance);
 # * `comparison.md` and `comparison_scores.csv` hold the scores of this table (to the 3
 #   decimals the markdown writes).
+# * every model's run is written and reopens with plain xarray.
 
 # %%
 expected = {(m, s, g) for m in sims_with_default for s in protocol.SCENARIOS for g in split.scenario(s)[1]}
@@ -164,4 +180,5 @@ for metric, table in tables.items():
     assert np.allclose(written[metric].values, table.values, atol=5e-4, equal_nan=True), f"comparison.md: {metric} differs"
 csv = pd.read_csv(output_dir / "comparison_scores.csv")
 assert np.allclose(csv[calibration.metrics].values, scores[calibration.metrics].values, equal_nan=True), csv
+assert all("q" in xr.load_dataset(sim_dir / f"{name}.nc") for name in sims), f"a model's run is missing from {sim_dir}"
 print(f"{len(sims)} models scored in {scores['scenario'].nunique()} scenarios; table in {output_dir / 'comparison.md'}")

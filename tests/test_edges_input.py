@@ -820,22 +820,21 @@ def _checkpoint(tmp_path):
     return path, like
 
 
-@pytest.mark.parametrize("suffix,fraction", [(".json", 0.0), (".json", 0.5), (".npz", 0.0), (".npz", 0.5),
-                                             (".npz", 0.9)])
-def test_a_damaged_checkpoint_is_named(tmp_path, suffix, fraction):
+@pytest.mark.parametrize("fraction", [0.0, 0.5, 0.9])
+def test_a_damaged_checkpoint_is_named(tmp_path, fraction):
     path, like = _checkpoint(tmp_path)
-    target = path.with_suffix(suffix)
+    target = tmp_path / "ck.npz"
     data = target.read_bytes()
     target.write_bytes(data[: int(len(data) * fraction)])
-    with pytest.raises(ValueError, match=rf"the checkpoint .*ck{suffix} cannot be read as .*delete .*ck.npz and .*ck.json "
-                                         r"to start over"):
+    with pytest.raises(ValueError, match=r"the checkpoint .*ck.npz cannot be read as .*delete .*ck.npz to start over"):
         load_checkpoint(path, like, {"a": 1})
 
 
-def test_a_checkpoint_without_its_json_is_named(tmp_path):
+def test_a_checkpoint_with_damaged_metadata_is_named(tmp_path):
     path, like = _checkpoint(tmp_path)
-    path.with_suffix(".json").unlink()
-    with pytest.raises(ValueError, match=r"ck.npz has no ck.json beside it"):
+    np.savez(tmp_path / "ck.npz", arr_0=like["x"], arr_1=like["y"], meta=np.frombuffer(b"{not json", np.uint8))
+    with pytest.raises(ValueError, match=r"the checkpoint .*ck.npz cannot be read as a checkpoint \(its JSON "
+                                         r"metadata\).*delete .*ck.npz to start over"):
         load_checkpoint(path, like, {"a": 1})
 
 

@@ -462,7 +462,8 @@ def calibrate(
         options={"period": period, "gauges": [str(basin["gauge"].values[g]) for g in calib_gauges], "cost": cost,
                  "ode_solver": ode_solver, "ode_substeps": int(ode_substeps), "regularisation": regularisation,
                  "parameters": list(names), "bounds": {n: list(b) for n, b in resolved_bounds.items()},
-                 "given": sorted(map(str, initial_parameters)), "descriptor_transform": descriptor_transform},
+                 "given": sorted(map(str, initial_parameters)), "descriptor_transform": descriptor_transform,
+                 "dt": float(inputs.dt)},
         coords={"y": basin["y"].values, "x": basin["x"].values}, crs=basin_crs(basin),
         descriptor_scaling=problem.mapping.scaling,
     )

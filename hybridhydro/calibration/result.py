@@ -211,19 +211,33 @@ class CalibrationResult:
                         **{**solver, **options})
 
     def parameter_maps(self) -> xr.Dataset:
-        """The parameters as an xarray Dataset of (y, x) maps, units as in :mod:`hybridhydro.structures`,
-        with the calibration basin's CRS (rioxarray ``spatial_ref``) where known."""
+        """The parameters as an xarray Dataset of (y, x) maps, units as in :mod:`hybridhydro.structures`
+        (a unit per time step is stated with the calibration's step: ``kexc`` in ``mm h-1`` at
+        3600 s), with the calibration basin's CRS (rioxarray ``spatial_ref``) where known."""
+        from ..io import step_units
         from ..structures import PARAMETER_UNITS
 
         ds = xr.Dataset({n: (("y", "x"), np.asarray(v, np.float32)) for n, v in self.parameters.items()},
                         coords=self.coords)
+        dt = self.options.get("dt")
         for n in ds.data_vars:
-            ds[n].attrs["units"] = PARAMETER_UNITS.get(n, "")
+            units = PARAMETER_UNITS.get(n, "")
+            ds[n].attrs["units"] = step_units(units, dt) if dt else units
+        if dt:
+            ds.attrs["dt"] = float(dt)
         if self.crs:
             import rioxarray  # noqa: F401  (registers the .rio accessor)
 
             ds = ds.rio.write_crs(self.crs)
         return ds
+
+    def write_parameter_maps(self, path: str | Path, *, overwrite: bool = False) -> Path:
+        """The parameter maps as CF NetCDF (``.nc``) or GeoTIFF (``.tif``), with the CRS
+        (:func:`hybridhydro.write_parameter_maps`)."""
+        from ..io import write_parameter_maps
+
+        return write_parameter_maps(self.parameter_maps(), path, crs=self.crs, dt=self.options.get("dt"),
+                                    overwrite=overwrite)
 
     # ------------------------------------------------------------------ files
 
@@ -277,7 +291,12 @@ class CalibrationResult:
 
     def _write_files(self, folder: Path, description, network_arrays) -> dict:
         """Every file but the manifest, into ``folder``; returns the manifest."""
-        self.parameter_maps().to_netcdf(folder / "parameters.nc")
+        maps = self.parameter_maps()
+        if self.options.get("dt"):  # CF (units pint reads, axes, CRS); a result of an older format as it was
+            from ..io import to_cf
+
+            maps = to_cf(maps, crs=self.crs, dt=self.options["dt"], where=f"the parameter maps of {self.structure}")
+        maps.to_netcdf(folder / "parameters.nc")
         self.history.to_csv(folder / "history.csv")
         if self.nn_parameters is not None:
             np.savez(folder / "nn_parameters.npz", **{k: np.asarray(v) for k, v in self.nn_parameters.items()})

@@ -5,6 +5,11 @@ bool ``active_cell``, int8 ``flwdir``, fixed-width string gauge codes even with 
 ``NaN``, attributes, units and the CRS (rioxarray's ``spatial_ref``). Times come back as
 ``datetime64[ns]``.
 
+The file follows the CF conventions (:func:`hybridhydro.io.cf.to_cf`), so that other tools read
+it: ``Conventions``, ``axis`` and standard names, ``time_bounds``, ``grid_mapping``, and units
+pint reads (``CRS units`` written as the CRS's unit, ``m``). What the CF layer added or changed
+is recorded in the file, and :func:`read_basin` takes it back: the basin read is the one written.
+
 Reading checks the file: an empty, truncated or damaged file (an HDF5 error, a missing or
 corrupt zarr chunk) is a ``ValueError`` that names the file (and the variable) and says to
 write it again; the basin read is checked against the schema (:func:`hybridhydro.check_basin`).
@@ -14,21 +19,26 @@ deleted chunk is found instead of read as NaN.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import uuid
 import warnings
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import xarray as xr
 
 from ..basin import check_basin
+from .cf import to_cf
 
 #: attribute that records the NumPy dtype of string variables (the formats do not keep their width)
 _STR_DTYPE_ATTR = "_hybridhydro_str_dtype"
 #: attribute of a zarr store written with every chunk (a missing chunk is then a damaged store)
 _ALL_CHUNKS_ATTR = "_hybridhydro_all_chunks"
+#: attribute that records what the CF layer added to or changed in the basin (read_basin undoes it)
+_CF_UNDO_ATTR = "_hybridhydro_cf_undo"
 _REWRITE = "write it again with hybridhydro.write_basin (in a pipeline run: rerun stage 01_basin)"
 _SUFFIXES = {".nc": "netcdf", ".nc4": "netcdf", ".netcdf": "netcdf", ".zarr": "zarr"}
 
@@ -40,7 +50,8 @@ def _format(path: Path) -> str:
     return fmt
 
 
-def _netcdf_engine() -> str:
+def netcdf_engine() -> str:
+    """The engine xarray writes and reads NetCDF-4 with: h5netcdf when installed, else netCDF4."""
     import importlib.util
 
     return "h5netcdf" if importlib.util.find_spec("h5netcdf") else "netcdf4"
@@ -77,6 +88,59 @@ def _for_storage(ds: xr.Dataset, fmt: str) -> xr.Dataset:
     return out
 
 
+def _plain(value):
+    """An attribute value JSON can hold (NumPy scalars and arrays as Python ones)."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (np.ndarray, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _with_cf(ds: xr.Dataset) -> xr.Dataset:
+    """``ds`` through :func:`~hybridhydro.io.cf.to_cf`, with a record of what that changed."""
+    cf = to_cf(ds, where="the basin being written")
+    undo = {"variables": [n for n in cf.variables if n not in ds.variables], "attrs": {}}
+    pairs = [("", ds.attrs, cf.attrs)] + [(n, ds.variables[n].attrs, v.attrs) for n, v in cf.variables.items()
+                                        if n in ds.variables]
+    for name, before, after in pairs:
+        changes = {k: _plain(before.get(k)) for k in set(before) | set(after)
+                   if k not in before or k not in after or not _same(before[k], after[k])}
+        if changes:
+            undo["attrs"][name] = changes
+    cf.attrs[_CF_UNDO_ATTR] = json.dumps(undo)
+    return cf
+
+
+def _same(a, b) -> bool:
+    try:
+        return bool(np.array_equal(np.asarray(a), np.asarray(b)))
+    except Exception:
+        return a is b
+
+
+def _undo_cf(ds: xr.Dataset) -> xr.Dataset:
+    """Take back what :func:`_with_cf` added or changed (files written before it have no record)."""
+    record = ds.attrs.pop(_CF_UNDO_ATTR, None)
+    if record is None:
+        return ds
+    undo = json.loads(record)
+    ds = ds.drop_vars([n for n in undo["variables"] if n in ds.variables])
+    for var in ds.variables.values():  # xarray kept the reference to the bounds in the encoding
+        if var.encoding.get("bounds") in undo["variables"]:
+            del var.encoding["bounds"]
+    for name, changes in undo["attrs"].items():
+        if name and name not in ds.variables:
+            continue
+        attrs = ds.attrs if name == "" else ds.variables[name].attrs
+        for key, value in changes.items():
+            if value is None:
+                attrs.pop(key, None)
+            else:
+                attrs[key] = value
+    return ds
+
+
 def _restore(ds: xr.Dataset) -> xr.Dataset:
     """Undo :func:`_for_storage`: string dtypes back, ``time`` in nanoseconds."""
     ds.attrs.pop(_ALL_CHUNKS_ATTR, None)
@@ -106,7 +170,8 @@ def write_basin(ds: xr.Dataset, path: str | Path, *, overwrite: bool = False) ->
     Parameters
     ----------
     ds
-        The basin (any Dataset works; see :mod:`hybridhydro.basin` for the schema).
+        The basin (see :mod:`hybridhydro.basin` for the schema; any Dataset works whose units
+        UDUNITS reads and, with a datetime ``time``, whose ``attrs["dt"]`` gives the step).
     path
         Destination file (``.nc``) or directory (``.zarr``).
     overwrite
@@ -123,26 +188,50 @@ def write_basin(ds: xr.Dataset, path: str | Path, *, overwrite: bool = False) ->
     FileExistsError
         ``path`` exists and ``overwrite`` is False.
     ValueError
-        The suffix is neither ``.nc`` nor ``.zarr``.
+        The suffix is neither ``.nc`` nor ``.zarr``; a ``units`` attribute no CF tool reads
+        (:func:`hybridhydro.io.cf.to_cf`).
+    OSError
+        ``path`` cannot be written (the message names it).
     """
     path = Path(path).expanduser()
     fmt = _format(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it, or choose another path")
+    check_target(path, overwrite)
     if not path.parent.is_dir():
         raise FileNotFoundError(f"{path}: the folder {path.parent} does not exist; create it first")
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp{path.suffix}")
+    ds = _with_cf(ds)
     data = _for_storage(ds.load(), fmt)
-    try:
+
+    def write(tmp: Path) -> None:
         if fmt == "zarr":
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=".*does not have a Zarr V3 specification.*")
                 data.to_zarr(tmp, mode="w-", consolidated=False, write_empty_chunks=True)
         else:
-            data.to_netcdf(tmp, engine=_netcdf_engine())
-        if path.exists():
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
-        os.replace(tmp, path)
+            data.to_netcdf(tmp, engine=netcdf_engine())
+
+    return replace_atomically(path, write)
+
+
+def check_target(path: Path, overwrite: bool) -> None:
+    """Refuse to replace ``path`` unless ``overwrite``: a ``FileExistsError`` that says how."""
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it, or choose another path")
+
+
+def replace_atomically(path: Path, write: Callable[[Path], None]) -> Path:
+    """``write(tmp)`` to a temporary path next to ``path``, then move it onto ``path``: a failed
+    write leaves the old file intact. A path that cannot be written is an ``OSError`` naming it."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp{path.suffix}")
+    try:
+        try:
+            write(tmp)
+            if path.exists():
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+            os.replace(tmp, path)
+        except OSError as err:  # no permission, a read-only or full disk: say which path
+            kind = PermissionError if isinstance(err, PermissionError) else OSError
+            raise kind(f"cannot write {path}: {err.strerror or err}; choose a folder you can write to (or fix its "
+                       "permissions)") from err
     finally:
         if tmp.exists():
             shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
@@ -238,12 +327,12 @@ def read_basin(path: str | Path, *, check: bool = True) -> xr.Dataset:
         if path.is_file() and path.stat().st_size == 0:
             raise ValueError(f"{path} is empty (0 bytes); {_REWRITE}")
         try:
-            opened = xr.open_dataset(path, engine=_netcdf_engine(), decode_coords="all")
+            opened = xr.open_dataset(path, engine=netcdf_engine(), decode_coords="all")
         except Exception as err:
             raise _damaged(path, what, err) from None
     with opened:
         ds = _load(opened, path, what)
-    ds = _restore(ds)
+    ds = _undo_cf(_restore(ds))
     if "spatial_ref" in ds.coords:
         import rioxarray  # noqa: F401  (registers the .rio accessor for users of the result)
     if check:

@@ -44,10 +44,12 @@ PARAMETER_DEFAULTS = MappingProxyType(
     }
 )
 
-#: Units of every parameter (spec table 2.1); "dt" is one time step.
+#: Units of every parameter (spec table 2.1), UDUNITS spellings; the token "dt" is one time step
+#: (``hybridhydro.io.cf.step_units(units, dt)`` writes it as the step: "mm dt-1" is "mm h-1" at
+#: hourly steps). "K-1" is per degree of temperature difference (°C or K alike).
 PARAMETER_UNITS = MappingProxyType(
     {
-        "kmlt": "mm degC-1 dt-1", "ci": "mm", "cp": "mm", "ct": "mm", "alpha1": "dt mm-1", "alpha2": "1",
+        "kmlt": "mm K-1 dt-1", "ci": "mm", "cp": "mm", "ct": "mm", "alpha1": "dt mm-1", "alpha2": "1",
         "cl": "mm", "be": "mm", "kexc": "mm dt-1", "aexc": "1", "ca": "mm", "cc": "mm", "kb": "1", "b": "1",
         "cusl": "mm", "cmsl": "mm", "cbsl": "mm", "ks": "mm dt-1", "pbc": "1", "ds": "1", "dsm": "mm dt-1",
         "ws": "1", "llr": "min", "akw": "1", "bkw": "1",
