@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 CASE ?= cance
-# make demo OVERWRITE=1 replaces an earlier runs/$(CASE)/
+# make demo OVERWRITE=1 replaces an earlier runs/$(CASE)/; RESUME=1 continues an interrupted one
 OVERWRITE ?=
+RESUME ?=
 NBVAL_DIR := build/nbval/ci
 export MPLBACKEND := Agg
 export PYTHONHASHSEED := 0
@@ -22,7 +23,7 @@ $(VENV)/.installed: pyproject.toml
 
 ## make demo: install, then run the whole notebook pipeline on the Cance basin into runs/cance/
 demo: venv
-	$(PY) -m hybridhydro run params/$(CASE).yaml $(if $(OVERWRITE),--overwrite)
+	$(PY) -m hybridhydro run params/$(CASE).yaml $(if $(OVERWRITE),--overwrite) $(if $(RESUME),--resume)
 
 ## make test: unit and oracle tests, then every notebook on the tiny synthetic case under nbval
 test: test-fast test-notebooks
