@@ -1,16 +1,20 @@
-"""Command line: ``python -m hybridhydro {check,run,prepare} PARAMS`` (also the ``hybridhydro`` script).
+"""Command line: ``python -m hybridhydro {check,run,prepare} PARAMS`` and
+``python -m hybridhydro batch CASES...`` (also the ``hybridhydro`` script).
 
-Exit status: 0 on success, 1 when a stage fails, 2 when the parameters or the request are wrong
-(nothing ran).
+Exit status: 0 on success, 1 when a stage fails (batch: when a case did not finish), 2 when the
+parameters or the request are wrong (nothing ran), 130 when interrupted (Ctrl-C; the message
+says how to continue).
 """
 
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from .pipeline import batch as _batch
 from .pipeline import params as _params
 from .pipeline import runner as _runner
 
@@ -22,9 +26,9 @@ def _stage_list(text: str) -> list[str]:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m hybridhydro",
-        description="Run the hybridhydro notebook pipeline for one case (a parameter file).",
+        description="Run the hybridhydro notebook pipeline for one case (a parameter file), or a batch of cases.",
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{check,run,prepare}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{check,run,prepare,batch}")
 
     def add(name: str, help: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help, description=help)
@@ -40,19 +44,67 @@ def _parser() -> argparse.ArgumentParser:
     run = add("run", "execute the stages in order into <output-root>/<case>/<stage>.ipynb")
     run.add_argument("--stages", type=_stage_list, default=None, help="comma-separated stages (stems or unique prefixes: 01,02_forward); overrides `stages` in the file")
     run.add_argument("--output-root", type=Path, default=Path("runs"), help="parent of the run directory (default: %(default)s)")
-    run.add_argument("--overwrite", action="store_true", help="write into a run directory that already holds results")
+    run.add_argument("--overwrite", action="store_true",
+                     help="run the chosen stages again in a run directory that already holds results")
+    run.add_argument("--resume", action="store_true", help="continue the run in its directory from its first unfinished stage")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     prepare = add("prepare", "write the parameterised, unexecuted notebooks for `pytest --nbval-lax --nbval-current-env OUT`")
     prepare.add_argument("--out", type=Path, required=True, help="folder for the notebooks; the notebooks also write their results there")
     prepare.add_argument("--stages", type=_stage_list, default=None, help="comma-separated stages, as for run")
     prepare.add_argument("--overwrite", action="store_true", help="replace notebooks prepared there earlier")
+
+    about = ("run many cases, each on a Dask worker: parameter files x a grid of --set values x --seeds; "
+             "finished cases are skipped when the batch is run again")
+    batch = commands.add_parser("batch", help=about, description=about)
+    batch.add_argument("cases", nargs="+", type=Path, metavar="CASE", help="parameter files, e.g. params/ci.yaml")
+    batch.add_argument(
+        "--set", dest="sets", action="append", default=[], metavar="KEY=V1,V2",
+        help="a dotted key and its values (YAML), e.g. calibration.optimizers.distributed.maxiter=3,5; "
+        "several --set make a grid (every combination)",
+    )
+    batch.add_argument("--seeds", default=None, metavar="SEEDS", help="values of the top-level `seed` key: 0-4, 0,3,7 or 0-2,10")
+    batch.add_argument("--jobs", type=int, default=None,
+                       help="workers of the local Dask cluster (default: one per case, at most the CPU count)")
+    batch.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                       help="a running Dask scheduler (tcp://host:8786) instead of the local cluster; its workers must see "
+                       "the same files at the same paths")
+    batch.add_argument("--output-root", type=Path, default=Path("runs"),
+                       help="parent of the batch directory (default: %(default)s)")
+    batch.add_argument("--name", default=None, help="the batch: it goes to <output-root>/<name> (default: batch-<case>)")
+    batch.add_argument("--stages", type=_stage_list, default=None, help="comma-separated stages, as for run")
+    batch.add_argument(
+        "--notebooks", type=Path, default=_runner.NOTEBOOKS_DIR, help="folder of the stage notebooks (default: %(default)s)"
+    )
     return parser
 
 
+def _run_batch(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    cases = _batch.expand(args.cases, args.sets, args.seeds, stages=args.stages, notebooks_dir=args.notebooks)
+    result = _batch.run_batch(
+        cases,
+        name=args.name or _batch.default_name(cases),
+        output_root=args.output_root,
+        jobs=args.jobs,
+        scheduler=args.scheduler,
+        stages=args.stages,
+        notebooks_dir=args.notebooks,
+        command=shlex.join(["python", "-m", "hybridhydro", *argv]),
+    )
+    print(result.summary_md, end="")
+    if result.failed:
+        print(f"error: {result.message()}", file=sys.stderr)
+        return 1
+    print(f"all {len(result.cases)} case(s) finished: {result.directory / 'summary.md'}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
     try:
+        if args.command == "batch":
+            return _run_batch(args, argv)
         params = _params.load_params(args.params)
         if args.command == "check":
             stages = _runner.stages_to_run(params, args.stages, args.notebooks)
@@ -65,6 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 output_root=args.output_root,
                 stages=args.stages,
                 overwrite=args.overwrite,
+                resume=args.resume,
                 notebooks_dir=args.notebooks,
                 progress=not args.no_progress,
             )
@@ -74,6 +127,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 params, args.out, stages=args.stages, overwrite=args.overwrite, notebooks_dir=args.notebooks
             )
             print("\n".join(str(p) for p in written))
+    except (_runner.RunInterrupted, _batch.BatchInterrupted) as interrupted:
+        print(f"error: {interrupted}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:  # outside a stage (the runner records one inside a stage itself)
+        hint = {"run": f"; continue with: python -m hybridhydro {shlex.join(argv)} --resume",
+                "batch": "; rerun the same command to continue"}.get(args.command, "")
+        hint = hint.replace(" --overwrite", "").replace(" --resume --resume", " --resume")
+        print(f"error: interrupted (Ctrl-C){hint}", file=sys.stderr)
+        return 130
     except _runner.StageFailed as failure:
         print(f"error: {failure}", file=sys.stderr)
         return 1

@@ -70,7 +70,7 @@ outlet = report.outlet(basin)
 # %%
 networks = {
     name: hh.FluxCorrectionNet.for_structure(name, hidden=tuple(hybrid.hidden), initializer=hybrid.initializer,
-                                             scale=hybrid.weight_scale, seed=hybrid.seed)
+                                             scale=hybrid.weight_scale, seed=cfg.hybrid_seed)
     for name in hybrid.structures
 }
 runs = {name: hh.simulate(basin, name, nn_parameters=net, **RUN) for name, net in networks.items()}
@@ -202,7 +202,7 @@ trained, train_seconds = protocol.train_models(
     basin, calibration.models, split, directory=models_dir, stage="05_hybrid", routing=calibration.routing,
     settings=calibration.optimizers, cost=calibration.cost, seed=cfg.seed, checkpoints=output_dir / "checkpoints",
     hybrid=dict(hidden=hybrid.hidden, initializer=hybrid.initializer, weight_scale=hybrid.weight_scale,
-                seed=hybrid.seed, pre_maxiter=calibration.pre_maxiter),
+                seed=cfg.hybrid_seed, pre_maxiter=calibration.pre_maxiter),
 )
 protocol.summary(trained, train_seconds)
 

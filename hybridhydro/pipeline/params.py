@@ -385,11 +385,10 @@ class Params(_Section):
         "`python -m hybridhydro batch --seeds` sets it); hybrid.seed, when set, overrides it for the hybrids",
     )
 
-    @model_validator(mode="after")
-    def _hybrid_seed(self) -> "Params":
-        if self.hybrid.seed is None:
-            self.hybrid.seed = self.seed
-        return self
+    @property
+    def hybrid_seed(self) -> int:
+        """The seed of the correction networks: ``hybrid.seed``, or the run's ``seed`` when it is null."""
+        return self.seed if self.hybrid.seed is None else self.hybrid.seed
 
     _files: tuple[Path, ...] = PrivateAttr(default=())
 
