@@ -34,7 +34,9 @@ JOBS ?= auto
 test-fast: venv
 	$(PY) -m pytest -m "not slow and not outputs" -q -n $(JOBS) --dist loadfile
 
+# A fresh folder each time: nothing of an earlier run (a checkpoint, a model) is read back.
 test-notebooks: venv
+	rm -rf $(NBVAL_DIR)
 	$(PY) -m hybridhydro prepare params/ci.yaml --out $(NBVAL_DIR) --overwrite
 	$(PY) -m pytest --nbval-lax --nbval-current-env -q $(NBVAL_DIR)
 	HYBRIDHYDRO_RUN_DIR=$(NBVAL_DIR) $(PY) -m pytest -m outputs -q -n 0 tests/test_outputs.py

@@ -154,3 +154,14 @@ def test_a_checkpoint_of_the_older_two_file_format_is_named(tmp_path):
     with pytest.raises(ValueError, match=r"ck.npz holds no metadata: it was written by an older hybridhydro.*delete "
                                          r".*ck.npz and .*ck.json to start over"):
         load_checkpoint(tmp_path / "ck", {"x": np.zeros(3)}, {"a": 1})
+
+
+def test_a_checkpoint_of_other_code_is_refused_not_read_back(basin, written, monkeypatch):
+    """After an upgrade or an edit of the loss, a finished checkpoint is not passed off as this code's result."""
+    import hybridhydro.calibration as calibration
+
+    assert re.fullmatch(r"[0-9a-f]{64}", calibration.code_fingerprint())
+    monkeypatch.setattr(calibration, "code_fingerprint", lambda: "0" * 64)
+    with pytest.raises(ValueError, match=r"- code \(hybridhydro's source code: the checkpoint was written by another "
+                                         r"version\): sha256 000000000000… in this call"):
+        _run(basin, written)

@@ -43,6 +43,7 @@ Periods read ``(start, end]`` as everywhere (:mod:`hybridhydro.periods`): the st
 from __future__ import annotations
 
 import difflib
+import functools
 import numbers
 import warnings
 from collections.abc import Mapping, Sequence
@@ -502,7 +503,25 @@ def calibration_signature(problem, **settings) -> dict:
             out["network"] = architecture(merge(m.graph, m.network_params))
         except ValueError:
             out["network"] = f"{type(merge(m.graph, m.network_params)).__name__} (not described)"
-    out.update(nac=inputs.nac, start=fingerprint(start), data=fingerprint(data))
+    out.update(nac=inputs.nac, start=fingerprint(start), data=fingerprint(data), code=code_fingerprint())
     return canonical(out)
+
+
+@functools.cache
+def code_fingerprint() -> str:
+    """sha256 of hybridhydro's own source (every ``.py`` of the package, by relative path).
+
+    Part of a checkpoint's signature: a calibration resumed, or a finished one read back, after
+    the code changed (an upgrade, an edit of the loss) is an error that says so, never a result
+    of the old code passed off as the new one's.
+    """
+    import hashlib
+
+    root = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
 
 

@@ -35,6 +35,7 @@ META_KEY = "meta"
 FINGERPRINTS = {
     "data": "the forcing, observed discharge, mesh, descriptors and dt the cost reads",
     "start": "the starting point: initial controls, fixed parameters, initial states, network weights, warm start",
+    "code": "hybridhydro's source code: the checkpoint was written by another version",
 }
 
 
