@@ -376,8 +376,8 @@ MUTANTS: list[Mutant] = [
     # ------------------------------------------------------------------ mapping.py
     M(
         "mapping-normalize-span", "hybridhydro/mapping.py",
-        "t = (v - lo) / (hi - lo)",
-        "t = (v - lo) / hi",
+        "offset[k], scale[k] = lo, hi - lo",
+        "offset[k], scale[k] = lo, hi",
         "descriptor normalisation divides by the maximum, not the range",
         ("tests/test_networks.py::test_descriptor_transforms",),
     ),
@@ -492,6 +492,73 @@ MUTANTS: list[Mutant] = [
         "check_basin accepts an active cell with no flow direction (code 0)",
         ("tests/test_synthetic.py::test_follows_the_basin_schema",
          "tests/test_mutants.py::test_check_basin_refuses_an_active_cell_without_a_direction"),
+    ),
+    # ------------------------------------------------------------------ pipeline/ (run record, batch)
+    M(
+        "record-file-hash-ignored", "hybridhydro/pipeline/record.py",
+        "                if file_hash(path) != digest:",
+        "                if False:",
+        "a stage's file changed by hand still counts as current (its hash is not compared)",
+        ("tests/test_run_integrity.py::test_the_record_names_each_stage_its_files_and_the_parameters",),
+    ),
+    M(
+        "record-params-ignored", "hybridhydro/pipeline/record.py",
+        '        elif record.get("params_sha256") != current:',
+        "        elif False:",
+        "a stage made from other parameters still counts as current",
+        ("tests/test_run_integrity.py::test_a_later_stage_is_refused_on_files_made_from_other_parameters",),
+    ),
+    M(
+        "record-lock-shared", "hybridhydro/pipeline/record.py",
+        "fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)",
+        "fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)",
+        "the run directory's lock is shared: two runs write into one directory",
+        ("tests/test_run_integrity.py::test_a_second_process_cannot_write_into_a_locked_run",),
+    ),
+    M(
+        "batch-iqr-from-median", "hybridhydro/pipeline/batch.py",
+        'stats["iqr"] = stats["q75"] - stats["q25"]',
+        'stats["iqr"] = stats["q75"] - stats["median"]',
+        "the IQR across seeds is measured from the median instead of the first quartile",
+        ("tests/test_batch.py::test_summary_median_and_iqr_across_seeds_match_hand_computation",),
+    ),
+    # ------------------------------------------------------------------ checkpoints, saved models
+    M(
+        "checkpoint-name-cut", "hybridhydro/calibration/checkpoints.py",
+        'return path if path.suffix == ".npz" else path.with_name(path.name + ".npz")',
+        'return path.with_suffix(".npz")',
+        "a checkpoint name is cut at its last dot (ck_0.01 and ck_0.05 share ck_0.npz)",
+        ("tests/test_checkpoints.py::test_two_checkpoints_with_dotted_names_stay_apart",),
+    ),
+    M(
+        "checkpoint-data-not-fingerprinted", "hybridhydro/calibration/__init__.py",
+        "data=fingerprint(data), code=code_fingerprint())",
+        "data=fingerprint(start), code=code_fingerprint())",
+        "the checkpoint's data fingerprint covers the starting point instead of the data",
+        ("tests/test_checkpoints.py::test_a_checkpoint_of_other_data_is_refused",),
+    ),
+    M(
+        "checkpoint-lbfgsb-inexact", "hybridhydro/calibration/optimizers.py",
+        'if checkpoint is not None and state["it"] % checkpoint_every == 0 and not self.exact_resume:',
+        'if checkpoint is not None and state["it"] % checkpoint_every == 0:',
+        "L-BFGS-B saves mid-run checkpoints under exact_resume (a resumed run differs in the last digits)",
+        ("tests/test_protocol_checkpoints.py::test_an_interrupted_stage_resumes_to_the_same_models",),
+    ),
+    M(
+        "saved-model-hash-ignored", "hybridhydro/calibration/result.py",
+        "        if found != digest:",
+        "        if False:",
+        "a saved model's file changed on disk loads without a word",
+        ("tests/test_saved_models.py::test_a_changed_file_is_named",),
+    ),
+    # ------------------------------------------------------------------ io/cf
+    M(
+        "cf-daily-step-in-hours", "hybridhydro/io/cf.py",
+        '_NAMED_STEPS = ((86400, "d"), (3600, "h"), (60, "min"), (1, "s"))',
+        '_NAMED_STEPS = ((86400, "h"), (3600, "h"), (60, "min"), (1, "s"))',
+        "a quantity per daily step is written per hour",
+        ("tests/test_outputs.py::test_step_units_state_the_step_and_parse",
+         "tests/test_outputs.py::test_a_rate_per_step_converts_to_the_same_rate"),
     ),
 ]
 del M
