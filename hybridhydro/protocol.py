@@ -43,12 +43,14 @@ from . import structures
 from .balance import closes  # noqa: F401  (the closure check, also offered here beside balance_closure)
 from .calibration import MAPPINGS, CalibrationResult, calibrate, load_calibration
 from .cost import METRICS, evaluate
+from .mapping import REGIONAL_MAPPINGS
 from .periods import gauge_areas
 
 SCENARIOS = ("calibration", "temporal", "spatial", "spatio-temporal")
 
-#: The mappings that regionalise: parameters as a function of the descriptors.
-REGIONALISATIONS = ("ann", "cnn", "multi-linear", "multi-power")
+#: The mappings that regionalise: parameters as a function of the descriptors (the mapping
+#: module's list, :data:`hybridhydro.mapping.REGIONAL_MAPPINGS`).
+REGIONALISATIONS = REGIONAL_MAPPINGS
 
 #: The models of the paper's comparison (GR4, GR4-MLP, GR4-ODE, GR4-UDE and their mappings).
 PAPER_MODELS = (
@@ -262,6 +264,7 @@ def train_hybrid(
     initializer: str = "he_uniform",
     weight_scale: float = 0.1,
     seed: int = 0,
+    nn_input_scaling: str = "raw",
     **options,
 ) -> CalibrationResult:
     """Train a hybrid structure the way smash's guide does (spec 10.5).
@@ -276,6 +279,10 @@ def train_hybrid(
        starts close to its parent.
     3. **Joint training** of the conceptual parameters (or the regionalisation network) and the
        correction network with ``optimizer`` (default smash's for the mapping).
+
+    ``nn_input_scaling`` (:func:`hybridhydro.calibrate`): with ``"hourly"`` the network trains on
+    ``pn`` and ``en`` in mm per hour, and its initial weights are drawn for those inputs, so the
+    starting corrections and the learning rate mean the same at any ``dt``.
 
     ``options`` go to both :func:`hybridhydro.calibrate` calls (``period``, ``gauges``, ``cost``,
     ``learning_rate``, ``progress``, ...). The result's ``options["pre_calibration"]`` records
@@ -303,9 +310,14 @@ def train_hybrid(
         raise ValueError(f"the pre-calibrated model ({pretrained.structure}) lacks {missing} of {structure!r}")
     net = FluxCorrectionNet.for_structure(s.hydrology, hidden=tuple(hidden), initializer=initializer,
                                           scale=weight_scale, seed=seed)
+    # The initial weights are drawn for the inputs the network trains on; the run takes raw ones.
+    scale = structures.input_scale(module.nn_inputs, float(basin.attrs["dt"]), nn_input_scaling)
+    weights = structures.weights_for_raw_inputs({k: np.asarray(v) for k, v in net.weights().items()}, scale)
+    weights = {k: np.asarray(v) for k, v in weights.items()}
     start = {"warm_start": pretrained} if (pretrained.mapping == mapping and pretrained.controls is not None) else {}
     result = calibrate(basin, structure, mapping, optimizer, maxiter, initial_parameters=pretrained.parameters,
-                       nn_parameters=net, train_nn=True, seed=seed, **start, **options)
+                       nn_parameters=weights, train_nn=True, seed=seed, nn_input_scaling=nn_input_scaling,
+                       **start, **options)
     result.options["pre_calibration"] = {
         "structure": pretrained.structure, "mapping": pretrained.mapping, "optimizer": pretrained.optimizer,
         "iterations": int(len(pretrained.history)),

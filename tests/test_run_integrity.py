@@ -99,7 +99,8 @@ def test_the_record_names_each_stage_its_files_and_the_parameters(tmp_path, nb):
     assert [s.stage for s in result.stages] == ["01_writer", "02_reader"]
     assert (out / "second.txt").read_text() == "dpi 42 seen"
     # nothing left to do: resume runs nothing
-    assert run(params, notebooks_dir=nb, output_root=tmp_path / "runs", progress=False, resume=True).stages == ()
+    again = run(params, notebooks_dir=nb, output_root=tmp_path / "runs", progress=False, resume=True)
+    assert again.stages == () and again.summary().startswith("nothing to run: every stage of")
 
 
 def test_a_later_stage_is_refused_on_files_made_from_other_parameters(tmp_path, nb):

@@ -223,6 +223,7 @@ def calibrate(
     warm_start: CalibrationResult | None = None,
     ode_solver: str = "newton",
     ode_substeps: int = 4,
+    nn_input_scaling: str = "raw",
     regularisation: Mapping | None = None,
     seed: int = 0,
     checkpoint: str | Path | None = None,
@@ -292,6 +293,13 @@ def calibrate(
     ode_solver, ode_substeps
         gr4_ode/gr4_ude step scheme and explicit sub-steps (:func:`hybridhydro.prepare_run`);
         recorded in the result, whose :meth:`~CalibrationResult.simulate` reuses them.
+    nn_input_scaling
+        How a hybrid's network sees ``pn`` and ``en`` while it trains
+        (:data:`hybridhydro.structures.NN_INPUT_SCALINGS`): ``"raw"`` (smash's, mm per time
+        step) or ``"hourly"`` (mm per hour, the same numbers at any ``dt``: the initial weights
+        and the learning rate then mean the same on a daily and an hourly basin). The result's
+        ``nn_parameters`` always act on raw inputs (the layout smash and
+        :func:`hybridhydro.simulate` use): only ``weight_1``'s columns differ.
     regularisation
         smash's regularisation term, ``J = J_obs + wjreg · Σ w_c j_c``:
         ``{"components": ["prior", "smoothing"], "weights": [1, 1], "wjreg": 1e-3}``
@@ -352,6 +360,9 @@ def calibrate(
         raise ValueError(f"early_stopping={early_stopping}: sbs does not stop early (it stops when its step is "
                          "below 0.01); use lbfgsb or an adaptive optimiser, or early_stopping=0")
     checkpoint_every = whole_number("checkpoint_every", checkpoint_every, 1)
+    if nn_input_scaling not in structures.NN_INPUT_SCALINGS:
+        raise ValueError(f"nn_input_scaling={nn_input_scaling!r} is not one of {', '.join(structures.NN_INPUT_SCALINGS)} "
+                         "(raw: smash's inputs in mm per step; hourly: rates in mm per hour, the same at any dt)")
     seed = check_seed(seed)
     initial_parameters = as_dict_argument("initial_parameters", initial_parameters)
     initial_states = as_dict_argument("initial_states", initial_states)
@@ -411,6 +422,7 @@ def calibrate(
         val_steps=None if val_steps is None else np.flatnonzero(val_steps), val_gauges=val_gauges,
         descriptor_transform=descriptor_transform, hidden=hidden, seed=seed, ode_solver=ode_solver,
         ode_substeps=ode_substeps, network=network, warm_start=warm_start, regularisation=regularisation,
+        nn_input_scaling=nn_input_scaling,
     )
     inputs = problem.inputs
     signature = None
@@ -431,6 +443,7 @@ def calibrate(
             descriptor_transform=descriptor_transform if mapping in REGIONAL_MAPPINGS else None,
             hidden=list(hidden) if hidden is not None and regional else None,
             exact_resume=bool(exact_resume) if optimizer == "lbfgsb" else None,
+            nn_input_scaling=nn_input_scaling if problem.train_nn else None,
         )
     runner = runner_class(optimizer)(problem, optimizer, maxiter, learning_rate, early_stopping, validating)
     runner.exact_resume = bool(exact_resume)
@@ -453,7 +466,9 @@ def calibrate(
               for n, v in {**inputs.parameters, **values}.items()}
     nn_out = None
     if hybrid:
-        nn_out = {k: np.asarray(v) for k, v in (controls.get("nn") or inputs.nn_parameters).items()}
+        trained = controls.get("nn")
+        nn_out = {k: np.asarray(v) for k, v in (inputs.nn_parameters if trained is None else
+                                                 structures.weights_for_raw_inputs(trained, problem.nn_scale)).items()}
     net = None
     if problem.mapping.graph is not None:
         net = merge(problem.mapping.graph, controls["mapping"]["network"])
@@ -464,6 +479,7 @@ def calibrate(
                  "ode_solver": ode_solver, "ode_substeps": int(ode_substeps), "regularisation": regularisation,
                  "parameters": list(names), "bounds": {n: list(b) for n, b in resolved_bounds.items()},
                  "given": sorted(map(str, initial_parameters)), "descriptor_transform": descriptor_transform,
+                 "nn_input_scaling": nn_input_scaling if problem.train_nn else None,
                  "dt": float(inputs.dt)},
         coords={"y": basin["y"].values, "x": basin["x"].values}, crs=basin_crs(basin),
         descriptor_scaling=problem.mapping.scaling,

@@ -56,6 +56,10 @@ class Problem:
         ``qobs`` (time, gauge) observed discharge in m3/s over the run (NaN where missing),
         the step labels ``time``, and for signature costs ``rain`` (time, gauge) in m3/s;
         with those, the fingerprint of a checkpoint's data.
+    nn_scale
+        When the network trains: the factor per network input from raw to trained-on inputs
+        (:func:`hybridhydro.structures.input_scale`); ``controls["nn"]`` acts on scaled inputs,
+        :func:`hybridhydro.structures.weights_for_raw_inputs` gives the weights a run uses.
     """
 
     loss: Callable
@@ -66,6 +70,7 @@ class Problem:
     high: dict | None
     inputs: RunInputs
     observations: dict | None = None
+    nn_scale: object = None
 
 
 def check_regularisation(regularisation: Mapping | None) -> dict | None:
@@ -97,7 +102,7 @@ def check_regularisation(regularisation: Mapping | None) -> dict | None:
 def build_problem(basin: xr.Dataset, structure: str, mapping_kind: str, names, *, bounds, parameters, initial_states,
                   nn_parameters, train_nn, cost, cost_options, calib_steps, calib_gauges, val_steps, val_gauges,
                   descriptor_transform, hidden, seed, ode_solver, ode_substeps, network, warm_start=None,
-                  regularisation=None) -> Problem:
+                  regularisation=None, nn_input_scaling: str = "raw") -> Problem:
     """Build the :class:`Problem` of a calibration (arguments as :func:`hybridhydro.calibrate`'s;
     ``calib_steps``/``val_steps`` are step indices, ``calib_gauges``/``val_gauges`` gauge indices)."""
     s = parse_structure(structure)
@@ -188,8 +193,13 @@ def build_problem(basin: xr.Dataset, structure: str, mapping_kind: str, names, *
     if warm_start is not None:
         controls0["mapping"] = warm_controls(controls0["mapping"], warm_start, mapping_kind)
     weights = inputs.nn_parameters
+    # The network trains on its inputs scaled (structures.NN_INPUT_SCALINGS); the run feeds raw
+    # inputs, so the loss hands it the equivalent raw weights (weight_1's columns scaled).
+    nn_scale = None
     if weights is not None and train_nn:
-        controls0["nn"] = dict(weights)
+        nn_scale = jnp.asarray(structures.input_scale(structures.get_module(s.hydrology).nn_inputs, dt,
+                                                      nn_input_scaling))
+        controls0["nn"] = structures.weights_for_scaled_inputs(dict(weights), nn_scale)
     reg = check_regularisation(regularisation)
     if reg is not None and reg["wjreg"] > 0:
         rows, cols = jnp.asarray(np.asarray(plan.rows)), jnp.asarray(np.asarray(plan.cols))
@@ -202,7 +212,9 @@ def build_problem(basin: xr.Dataset, structure: str, mapping_kind: str, names, *
 
     def loss(controls):
         values = m(controls["mapping"])
-        out = run(inputs, parameters=values, nn_parameters=controls.get("nn"))
+        nn = controls.get("nn")
+        out = run(inputs, parameters=values,
+                  nn_parameters=None if nn is None else structures.weights_for_raw_inputs(nn, nn_scale))
         q = out["q"]
         j = cost_on(q, calib_steps, calib_gauges, calib_options)
         if reg is not None and reg["wjreg"] > 0:
@@ -219,7 +231,8 @@ def build_problem(basin: xr.Dataset, structure: str, mapping_kind: str, names, *
     observations = {"qobs": qobs_host, "time": times[:nsteps].astype("datetime64[ns]").astype(np.int64)}
     if sig_ctx is not None:
         observations["rain"] = rain_all
-    return Problem(loss, m, bool(train_nn and weights is not None), controls0, low, high, inputs, observations)
+    return Problem(loss, m, bool(train_nn and weights is not None), controls0, low, high, inputs, observations,
+                   nn_scale)
 
 
 def check_defined(basin: xr.Dataset, cost, what: str, times, obs, gauges, warmup: int) -> None:

@@ -24,7 +24,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from ..calibration.optimizers import DEFAULT_OPTIMIZER
-from ..structures import INITIALIZERS
+from ..structures import INITIALIZERS, NN_INPUT_SCALINGS
 
 #: Basins that hydro-smash ships (``smash.factory.load_dataset``), by their canonical name.
 SMASH_DATASETS = ("Cance", "Lez", "France")
@@ -184,6 +184,11 @@ class HybridParams(_Section):
     )
     weight_scale: float = Field(
         0.1, ge=0, description="factor on the initial weights (smash's training guide: He-uniform times 0.1)"
+    )
+    input_scaling: Literal[NN_INPUT_SCALINGS] = Field(  # type: ignore[valid-type]  (the library's one list)
+        "raw",
+        description="how the networks see pn and en while they train: raw (smash's, mm per step) or hourly "
+        "(mm per hour: the same initial corrections and learning rate at any dt)",
     )
     seed: int | None = Field(
         None, strict=True, description="seed of the correction networks' initial weights (a whole number); null: the run's `seed`"

@@ -127,7 +127,9 @@ class RunResult:
     stages: tuple[StageResult, ...]
 
     def summary(self) -> str:
-        """A small table: stage, wall time, executed notebook."""
+        """A small table: stage, wall time, executed notebook (or why nothing ran)."""
+        if not self.stages:
+            return f"nothing to run: every stage of {self.output_dir} is current (run.json says which ran when)"
         width = max([len("stage"), *(len(s.stage) for s in self.stages)])
         lines = [f"{'stage':<{width}}  {'time (s)':>8}  notebook"]
         lines += [f"{s.stage:<{width}}  {s.seconds:8.1f}  {s.output}" for s in self.stages]

@@ -24,7 +24,16 @@ from functools import partial
 
 from ._gr import gr4_step, gr5_step, gr6_step, grc_step, grd_step, loieau_step
 from ._interception import CI_CANDIDATES, adjust_interception
-from ._mlp import INITIALIZERS, check_weights, initial_weights, mlp
+from ._mlp import (
+    INITIALIZERS,
+    NN_INPUT_SCALINGS,
+    check_weights,
+    initial_weights,
+    input_scale,
+    mlp,
+    weights_for_raw_inputs,
+    weights_for_scaled_inputs,
+)
 from ._module import SOURCES, HydrologicalModule, SnowModule, StepContext, clean_forcing, missing_forcing
 from ._ode import (
     ODE_SOLVERS,
@@ -169,6 +178,10 @@ __all__ = [
     "HYBRID_MODULES",
     "HYDROLOGICAL_MODULES",
     "INITIALIZERS",
+    "NN_INPUT_SCALINGS",
+    "input_scale",
+    "weights_for_raw_inputs",
+    "weights_for_scaled_inputs",
     "NEWTON_MAX_ITERATIONS",
     "NEWTON_TOLERANCE",
     "ODE_SOLVERS",

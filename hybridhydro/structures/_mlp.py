@@ -25,6 +25,43 @@ import numpy as np
 #: Hidden layers a flux-correction network may have (smash's limit).
 MAX_HIDDEN_LAYERS = 2
 
+#: How a flux-correction network sees its forcing inputs (``pn``, ``en``) while it trains:
+#: ``"raw"``, in mm per time step as smash feeds them (the default: smash's networks and
+#: results); ``"hourly"``, as rates in mm per hour, the same numbers at any ``dt``, so that the
+#: initial weights, the learning rate and the trained corrections mean the same on a daily and
+#: an hourly basin. The states (fractions of their capacities) are never scaled.
+NN_INPUT_SCALINGS = ("raw", "hourly")
+
+#: The network inputs that are forcing amounts per time step (mm per dt).
+FORCING_INPUTS = ("pn", "en")
+
+
+def input_scale(nn_inputs, dt: float, scaling: str = "raw") -> np.ndarray:
+    """Factor per network input from what the run feeds (smash's raw inputs) to what the
+    network is trained on: 1 for every input with ``"raw"``; ``3600 / dt`` for ``pn`` and ``en``
+    (mm per step to mm per hour) with ``"hourly"``, 1 for the states. float32, ``(n_in,)``."""
+    if scaling not in NN_INPUT_SCALINGS:
+        raise ValueError(f"nn_input_scaling {scaling!r} is not one of {', '.join(NN_INPUT_SCALINGS)} "
+                         "(raw: smash's inputs in mm per step; hourly: rates in mm per hour, the same at any dt)")
+    factor = 3600.0 / float(dt) if scaling == "hourly" else 1.0
+    return np.asarray([factor if name in FORCING_INPUTS else 1.0 for name in nn_inputs], np.float32)
+
+
+def weights_for_raw_inputs(weights: Mapping, scale) -> dict:
+    """The weights that act on raw inputs as ``weights`` act on scaled ones: ``W1 · (s ⊙ z)``
+    is ``(W1 diag s) · z``, so only ``weight_1``'s columns change. The run (and smash) always
+    feeds raw inputs; a network trained on scaled inputs is saved this way."""
+    out = dict(weights)
+    out["weight_1"] = weights["weight_1"] * jnp.asarray(scale, jnp.asarray(weights["weight_1"]).dtype)[None, :]
+    return out
+
+
+def weights_for_scaled_inputs(weights: Mapping, scale) -> dict:
+    """The inverse of :func:`weights_for_raw_inputs`: the weights a training on scaled inputs starts from."""
+    out = dict(weights)
+    out["weight_1"] = weights["weight_1"] / jnp.asarray(scale, jnp.asarray(weights["weight_1"]).dtype)[None, :]
+    return out
+
 
 def layer_count(weights: Mapping) -> int:
     """Number of dense layers of a weight dict (2 or 3: one or two hidden layers)."""
