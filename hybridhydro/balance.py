@@ -402,6 +402,24 @@ def balance_closure(balance: xr.Dataset, simulation: xr.Dataset | None = None) -
     out.update(unconverged=0.0, no_root=0.0, several_roots=0.0, above_capacity=float("nan"))
     if simulation is None:
         return out
+    out.update(solver_statistics(simulation))
+    structure = parse_structure(simulation.attrs["structure"]) if "structure" in simulation.attrs else None
+    levels = [n for n in (structure.states if structure else ()) if n in STORE_CAPACITY and n in simulation and "time" in simulation[n].dims]
+    if levels:
+        above = np.zeros(simulation[levels[0]].shape, bool)
+        for n in levels:
+            v = simulation[n].values
+            above |= np.nan_to_num(v) > 1.0 + 1e-5  # above float32 round-off of a full store
+        active = np.isfinite(simulation[levels[0]].values)
+        out["above_capacity"] = float(above[active].mean()) if active.any() else 0.0
+    return out
+
+
+def solver_statistics(simulation: xr.Dataset) -> dict[str, float]:
+    """The ODE solver's health in a run (gr4_ode, gr4_ude; zeros for the others), as shares of
+    the solved cell-steps: ``unconverged`` (Newton at its iteration limit, still moving),
+    ``no_root`` (no root of the implicit equation in the feasible box), ``several_roots``."""
+    out = {"unconverged": 0.0, "no_root": 0.0, "several_roots": 0.0}
     if "newton_iterations" in simulation:
         from .structures import NEWTON_MAX_ITERATIONS, SAFEGUARDED_MAX_ITERATIONS
 
@@ -419,15 +437,6 @@ def balance_closure(balance: xr.Dataset, simulation: xr.Dataset | None = None) -
             v = simulation[name].values
             given = np.isfinite(v)
             out[key] = float(np.mean(v[given] == 0)) if given.any() else 0.0
-    structure = parse_structure(simulation.attrs["structure"]) if "structure" in simulation.attrs else None
-    levels = [n for n in (structure.states if structure else ()) if n in STORE_CAPACITY and n in simulation and "time" in simulation[n].dims]
-    if levels:
-        above = np.zeros(simulation[levels[0]].shape, bool)
-        for n in levels:
-            v = simulation[n].values
-            above |= np.nan_to_num(v) > 1.0 + 1e-5  # above float32 round-off of a full store
-        active = np.isfinite(simulation[levels[0]].values)
-        out["above_capacity"] = float(above[active].mean()) if active.any() else 0.0
     return out
 
 

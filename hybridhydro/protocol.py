@@ -42,6 +42,7 @@ import xarray as xr
 from . import structures
 from .balance import closes  # noqa: F401  (the closure check, also offered here beside balance_closure)
 from .calibration import MAPPINGS, CalibrationResult, calibrate, load_calibration
+from .calibration.health import health_summary, training_health
 from .cost import METRICS, evaluate
 from .mapping import REGIONAL_MAPPINGS
 from .periods import gauge_areas
@@ -338,6 +339,7 @@ def train_model(
     pretrained: CalibrationResult | None = None,
     progress: bool = True,
     seed: int = 0,
+    health_restarts: int = 0,
     **options,
 ) -> CalibrationResult:
     """Calibrate one model of the comparison on the split's calibration gauges and period.
@@ -362,6 +364,12 @@ def train_model(
     seed
         Seed of the initial weights of a regionalisation network (``ann``, ``cnn``) and of a
         hybrid's correction network (unless ``hybrid`` sets its own ``seed``).
+    health_restarts
+        The trained model's health (:func:`hybridhydro.calibration.training_health`) is
+        recorded in ``result.options["health"]``. When a check fails and the model has a
+        network (``ann``, ``cnn``, a hybrid), it is trained again from the next seeds, up to
+        this many times; the first healthy training is kept (else the lowest cost), and
+        ``result.options["restarts"]`` records each attempt (seed, best cost, verdict).
     """
     m = ModelName.parse(model)
     conf = (settings or {}).get(m.mapping) or {}
@@ -369,11 +377,41 @@ def train_model(
     common = dict(period=split.calibration_period, gauges=list(split.calibration_gauges), cost=cost,
                   progress=progress, learning_rate=conf.get("learning_rate"), **options)
     structure = m.structure(routing)
-    if m.hybrid:
-        hybrid = {"seed": seed, **{k: v for k, v in dict(hybrid or {}).items() if not (k == "seed" and v is None)}}
-        return train_hybrid(basin, structure, m.mapping, conf.get("optimizer"), conf.get("maxiter"),
-                            pretrained=pretrained, **hybrid, **common)
-    return calibrate(basin, structure, m.mapping, conf.get("optimizer"), conf.get("maxiter"), seed=seed, **common)
+    hybrid = {"seed": seed, **{k: v for k, v in dict(hybrid or {}).items() if not (k == "seed" and v is None)}}
+
+    def train(seed_now: int, checkpoint) -> CalibrationResult:
+        ck = {} if checkpoint is None else {"checkpoint": checkpoint}
+        if m.hybrid:
+            return train_hybrid(basin, structure, m.mapping, conf.get("optimizer"), conf.get("maxiter"),
+                                pretrained=pretrained, **{**hybrid, "seed": seed_now}, **ck, **common)
+        return calibrate(basin, structure, m.mapping, conf.get("optimizer"), conf.get("maxiter"), seed=seed_now,
+                         **ck, **common)
+
+    checkpoint = common.pop("checkpoint", None)
+    first_seed = hybrid["seed"] if m.hybrid else seed
+    attempts = []
+    for k in range(int(health_restarts) + 1):
+        seed_now = first_seed + k
+        ck = None if checkpoint is None else (checkpoint if k == 0 else Path(f"{checkpoint}-seed{seed_now}"))
+        result = train(seed_now, ck)
+        table = training_health(result, basin)
+        attempts.append((result, table, seed_now))
+        has_network = m.hybrid or m.mapping in ("ann", "cnn")
+        if bool(table["ok"].all()) or not has_network:
+            break
+    healthy = [a for a in attempts if bool(a[1]["ok"].all())]
+    result, table, _ = healthy[0] if healthy else min(attempts, key=lambda a: float(a[0].history["cost"].min()))
+    result.options["health"] = [{"check": c, **{k: _plain(v) for k, v in row.items()}}
+                                for c, row in table.to_dict("index").items()]
+    if len(attempts) > 1:
+        result.options["restarts"] = [{"seed": s, "best cost": float(r.history["cost"].min()),
+                                       "health": health_summary(t)} for r, t, s in attempts]
+    return result
+
+
+def _plain(value):
+    """A table value as plain JSON (numpy scalars to Python)."""
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def train_models(
@@ -441,6 +479,10 @@ def summary(results: Mapping[str, CalibrationResult], seconds: Mapping[str, floa
         if seconds is not None and name in seconds:
             row["wall time (s)"] = round(float(seconds[name]), 1)
         row["stopped"] = r.message
+        if r.options.get("health") is not None:
+            row["health"] = health_summary(pd.DataFrame(r.options["health"]).set_index("check"))
+        if r.options.get("restarts"):
+            row["restarts"] = ", ".join(f"seed {a['seed']}: {a['health']}" for a in r.options["restarts"])
         rows[name] = row
     return pd.DataFrame(rows).T
 

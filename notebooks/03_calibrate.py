@@ -83,7 +83,8 @@ save(plotting.plot_split(basin, split), "split")
 models = [m for m in calibration.models if protocol.stage_of(m) == "03_calibrate"]
 results, seconds = protocol.train_models(basin, models, split, directory=models_dir, routing=calibration.routing,
                                          settings=calibration.optimizers, cost=calibration.cost, seed=cfg.seed,
-                                         checkpoints=output_dir / "checkpoints")
+                                         checkpoints=output_dir / "checkpoints",
+                                         health_restarts=calibration.health_restarts)
 protocol.summary(results, seconds)
 
 # %%

@@ -70,9 +70,11 @@ from .optimizers import (
 )
 from .checkpoints import canonical, checkpoint_file, fingerprint, load_finished, save_checkpoint
 from .problem import build_problem, check_regularisation
+from .health import training_health
 from .result import CalibrationResult, basin_crs, load_calibration
 
 __all__ = [
+    "training_health",
     "DEFAULT_OPTIMIZER",
     "LEARNING_RATES",
     "MAPPINGS",

@@ -303,6 +303,11 @@ class CalibrationParams(_Section):
         None, ge=0, strict=True,
         description="hybrids' pre-calibration iterations when no pre-calibrated parent is at hand (null: the guide's)",
     )
+    health_restarts: int = Field(
+        0, ge=0, strict=True,
+        description="a network training whose health checks fail (saturation, vanishing gradient, plateau above "
+        "the parent, unconverged ODE steps) starts again from the next seeds, up to this many times; 0: only recorded",
+    )
 
     @field_validator("models")
     @classmethod
