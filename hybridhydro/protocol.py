@@ -53,18 +53,12 @@ SCENARIOS = ("calibration", "temporal", "spatial", "spatio-temporal")
 #: module's list, :data:`hybridhydro.mapping.REGIONAL_MAPPINGS`).
 REGIONALISATIONS = REGIONAL_MAPPINGS
 
-#: The models of the paper's comparison (GR4, GR4-MLP, GR4-ODE, GR4-UDE and their mappings).
-PAPER_MODELS = (
-    "gr4-uniform",
-    "gr4-distributed",
-    "gr4-ann",
-    "gr4-cnn",
-    "gr4_mlp-distributed",
-    "gr4_mlp-ann",
-    "gr4_ode-distributed",
-    "gr4_ode-ann",
-    "gr4_ude-distributed",
-    "gr4_ude-ann",
+#: The models of the paper's comparison: the four structures (GR4, GR4-MLP, GR4-ODE, GR4-UDE)
+#: times the three spatial mappings (distributed, MLP and CNN regionalisation), and GR4 uniform
+#: (params/paper.yaml runs them, with the paper's kinematic-wave routing).
+PAPER_MODELS = ("gr4-uniform",) + tuple(
+    f"{hydrology}-{mapping}" for hydrology in ("gr4", "gr4_mlp", "gr4_ode", "gr4_ude")
+    for mapping in ("distributed", "ann", "cnn")
 )
 
 #: Readable labels of the hydrologies and mappings, for tables and figures.
@@ -480,7 +474,7 @@ def summary(results: Mapping[str, CalibrationResult], seconds: Mapping[str, floa
             row["wall time (s)"] = round(float(seconds[name]), 1)
         row["stopped"] = r.message
         if r.options.get("health") is not None:
-            row["health"] = health_summary(pd.DataFrame(r.options["health"]).set_index("check"))
+            row["health"] = health_summary(r.options["health"])
         if r.options.get("restarts"):
             row["restarts"] = ", ".join(f"seed {a['seed']}: {a['health']}" for a in r.options["restarts"])
         rows[name] = row

@@ -406,6 +406,79 @@ def network_table(basin: xr.Dataset, networks: Mapping[str, Any], parents: Mappi
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("hybrid")
 
 
+def networks_table(results: Mapping[str, Any]) -> pd.DataFrame:
+    """Every network of the trained models, one row each (the referees' table): which model,
+    its role, its inputs and outputs with their units and bounds, its layers and activations,
+    and its number of trained weights.
+
+    ``results``: :class:`~hybridhydro.calibration.CalibrationResult` by model name (the saved
+    ones read back carry their networks). A flux-correction network reads the states as
+    fractions of their capacities and ``pn``, ``en`` in mm per step (``raw``) or mm per hour
+    (``hourly`` input scaling) and gives corrections in (−1, 1); a regionalisation network reads
+    the descriptors transformed with the training basin's statistics and gives parameters
+    inside their bounds.
+    """
+    from .io import step_units
+
+    rows = {}
+    for model, r in results.items():
+        dt = r.options.get("dt")
+        if r.nn_parameters is not None:
+            module = get_module(parse_structure(r.structure).hydrology)
+            if r.options.get("nn_input_scaling") == "hourly":
+                rate = "mm h-1, as a rate"
+            else:
+                rate = f"mm per step of {dt:g} s" if dt else "mm per time step"
+            inputs = [f"{n} ({rate})" if n in structures.FORCING_INPUTS else f"{n} (1: fraction of capacity)"
+                      for n in module.nn_inputs]
+            w = r.nn_parameters
+            n_layers = sum(1 for k in w if k.startswith("weight_") and np.size(w[k]) > 0)
+            sizes = [int(np.shape(w["weight_1"])[1])] + [int(np.shape(w[f"weight_{k}"])[0]) for k in range(1, n_layers + 1)]
+            layers = " → ".join([str(sizes[0])] + [f"{n} ({'silu' if k < n_layers else 'tanh'})"
+                                                   for k, n in enumerate(sizes[1:], start=1)])
+            rows[f"{model}: flux correction"] = {
+                "model": model, "role": "flux correction", "inputs": ", ".join(inputs),
+                "outputs": ", ".join(f"{o} correction (1)" for o in module.nn_outputs), "bounds": "(-1, 1)",
+                "layers": layers, "weights": int(sum(np.size(v) for v in w.values())),
+            }
+        if r.network is not None:
+            from .networks import architecture
+
+            arch = architecture(r.network)
+            names = list(r.options.get("parameters", []))
+            scaling = getattr(r, "descriptor_scaling", None)
+            descriptors = ", ".join(scaling.names) if scaling is not None else f"{arch['n_descriptors']} descriptors"
+            method = scaling.method if scaling is not None else r.options.get("descriptor_transform", "")
+            units = {n: step_units(PARAMETER_UNITS.get(n, ""), dt) if dt else PARAMETER_UNITS.get(n, "") for n in names}
+            if arch["class"] == "DescriptorMLP":
+                layers = " → ".join([str(arch["n_descriptors"])] + [f"{n} ({arch['activation']})" for n in arch["hidden"]]
+                                    + [f"{len(arch['bounds'])} (tanh, scaled to the bounds)"])
+                role = "regionalisation (MLP, per cell)"
+            else:
+                layers = " → ".join([str(arch["n_descriptors"])]
+                                    + [f"{c} ({arch['kernel']}×{arch['kernel']} conv, {arch['activation']})"
+                                       for c in arch["channels"]]
+                                    + [f"{len(arch['bounds'])} (per-cell dense, tanh scaled to the bounds)"])
+                role = "regionalisation (CNN, neighbourhood)"
+            from .networks import pure
+
+            rows[f"{model}: regionalisation"] = {
+                "model": model, "role": role, "inputs": f"{descriptors} ({method}d, training basin's statistics)",
+                "outputs": ", ".join(f"{n} ({units[n]})" for n in names),
+                "bounds": ", ".join(f"{n} [{lo:g}, {hi:g}]" for n, (lo, hi) in zip(names, arch["bounds"])),
+                "layers": layers,
+                "weights": int(sum(np.size(x) for x in _leaves(pure(r.network)[1]))),
+            }
+    columns = ["model", "role", "inputs", "outputs", "bounds", "layers", "weights"]
+    return pd.DataFrame.from_dict(rows, orient="index", columns=columns).rename_axis("network")
+
+
+def _leaves(tree) -> list:
+    import jax
+
+    return jax.tree_util.tree_leaves(tree)
+
+
 def flux_changes(runs: Mapping[str, xr.Dataset], parents: Mapping[str, xr.Dataset], basin: xr.Dataset) -> pd.DataFrame:
     """Per hybrid and shared flux: the period total over the active cells (mean, mm) of parent and hybrid, and the change."""
     active = basin["active_cell"] == 1

@@ -60,6 +60,19 @@ results = protocol.load_models(models_dir, calibration.models)
 protocol.summary(results)
 
 # %% [markdown]
+# ## The networks
+#
+# Every network of the compared models, read back from the saved models: the flux-correction
+# networks of the hybrids (states as fractions of their capacities, `pn` and `en` per step or
+# as hourly rates, corrections in (−1, 1)) and the regionalisation networks (descriptors
+# transformed with the training basin's statistics, parameters inside their bounds), with their
+# layers and their number of trained weights.
+
+# %%
+networks = report.networks_table(results)
+networks
+
+# %% [markdown]
 # ## Scores in every scenario
 #
 # Every model and, for reference, gr4 with smash's default parameters; the tables are also
@@ -164,6 +177,8 @@ print(f"written here: {', '.join(missing) or 'none'}; every model's run is in {s
 # * `comparison.md` and `comparison_scores.csv` hold the scores of this table (to the 3
 #   decimals the markdown writes).
 # * every model's run is written and reopens with plain xarray.
+# * every model with a network (a hybrid, an ann or cnn regionalisation) has its row in the
+#   networks table, with a positive number of weights.
 
 # %%
 expected = {(m, s, g) for m in sims_with_default for s in protocol.SCENARIOS for g in split.scenario(s)[1]}
@@ -181,4 +196,6 @@ for metric, table in tables.items():
 csv = pd.read_csv(output_dir / "comparison_scores.csv")
 assert np.allclose(csv[calibration.metrics].values, scores[calibration.metrics].values, equal_nan=True), csv
 assert all("q" in xr.load_dataset(sim_dir / f"{name}.nc") for name in sims), f"a model's run is missing from {sim_dir}"
+with_network = {n for n, r in results.items() if r.nn_parameters is not None or r.network is not None}
+assert set(networks["model"]) == with_network and (networks["weights"] > 0).all(), networks
 print(f"{len(sims)} models scored in {scores['scenario'].nunique()} scenarios; table in {output_dir / 'comparison.md'}")

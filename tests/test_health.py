@@ -116,4 +116,8 @@ def test_the_protocol_restarts_a_failed_network_training_from_the_next_seed(basi
     plain = protocol.train_model(basin, "gr4-distributed", split, settings={"distributed": {"maxiter": 2}},
                                  progress=False, health_restarts=2)
     assert "restarts" not in plain.options and not plain.options["health"][0]["ok"]
-    assert "health" in protocol.summary({"gr4-ann": result, "gr4-distributed": plain}).columns
+    summary = protocol.summary({"gr4-ann": result, "gr4-distributed": plain})
+    assert summary.loc["gr4-ann", "health"] == "ok" and summary.loc["gr4-distributed", "health"].startswith("saturated")
+    # a model no check applies to (uniform, sbs: no map, no gradient) is ok, and summarised so
+    uniform = protocol.train_model(basin, "gr4-uniform", split, settings={"uniform": {"maxiter": 1}}, progress=False)
+    assert uniform.options["health"] == [] and protocol.summary({"u": uniform}).loc["u", "health"] == "ok"

@@ -70,6 +70,7 @@ def test_model_names_stages_and_parents():
         with pytest.raises(ValueError, match=match):
             ModelName.parse(bad)
     assert all(str(ModelName.parse(m)) == m for m in protocol.PAPER_MODELS)
+    assert len(protocol.PAPER_MODELS) == 13 and {"gr4_mlp-cnn", "gr4_ode-cnn", "gr4_ude-cnn"} <= set(protocol.PAPER_MODELS)
     assert protocol.parent_structure("gr4_ude-lr") == "gr4_ode-lr"
     assert protocol.parent_structure("gr4_mlp-kw") == "gr4-kw"
     assert protocol.parent_structure("ssn-gr6_mlp-lr") == "ssn-gr6-lr"
@@ -152,3 +153,21 @@ def test_train_models_reuses_the_saved_parent(basin, split, tmp_path):
     table = protocol.summary(hybrids, seconds)
     assert table.loc["gr4_mlp-distributed", "pre-calibration"] == "gr4-uniform"
     assert {"initial cost", "final cost", "wall time (s)", "stopped"} <= set(table.columns)
+
+
+def test_the_paper_parameters_run_every_model_of_the_paper_with_kinematic_wave_routing():
+    from hybridhydro.pipeline.params import REPOSITORY_ROOT
+
+    paper = hh.load_params(REPOSITORY_ROOT / "params" / "paper.yaml")
+    assert tuple(paper.calibration.models) == protocol.PAPER_MODELS
+    assert paper.calibration.routing == "kw"
+
+
+@pytest.mark.parametrize("model", ["gr4_mlp-cnn", "gr4_ude-cnn"])
+def test_the_hybrids_train_with_a_cnn_regionalisation(model):
+    basin = hh.synthetic_basin(nrow=8, ncol=8, ntime=48)
+    result = protocol.train_model(basin, model, make_split(basin), routing="kw", settings={"cnn": {"maxiter": 1}},
+                                  progress=False, hybrid={"hidden": [8]})
+    assert (result.structure, result.mapping) == (model.split("-")[0] + "-kw", "cnn")
+    assert result.network is not None and result.nn_parameters is not None
+    assert np.isfinite(result.history["cost"]).all()

@@ -301,3 +301,28 @@ def test_signature_errors_vanish_for_the_observed_discharge(basin):
     errors = report.signature_errors({"perfect": perfect}, basin)
     assert list(errors.index) == ["perfect"] and "Crc" in errors
     np.testing.assert_allclose(errors.loc["perfect"].dropna().values, 0.0, atol=1e-6)
+
+
+def test_networks_table_lists_every_network_with_units_bounds_and_weights():
+    import numpy as np
+
+    import hybridhydro as hh
+    from hybridhydro import report
+
+    basin = hh.synthetic_basin(nrow=8, ncol=8, ntime=48, dt=10800)
+    net = hh.FluxCorrectionNet.for_structure("gr4_mlp", hidden=(8,), initializer="he_uniform", scale=0.1, seed=0)
+    hybrid = hh.calibrate(basin, "gr4_mlp-lr", "distributed", "adam", 1, nn_parameters=net, train_nn=True,
+                          learning_rate=0.01, progress=False, nn_input_scaling="hourly")
+    ann = hh.calibrate(basin, "gr4-lr", "ann", None, 1, progress=False)
+    table = report.networks_table({"gr4_mlp-distributed": hybrid, "gr4-ann": ann, "gr4-uniform":
+                                   hh.calibrate(basin, "gr4-lr", "uniform", None, 1, progress=False)})
+    assert list(table.index) == ["gr4_mlp-distributed: flux correction", "gr4-ann: regionalisation"]
+    flux = table.loc["gr4_mlp-distributed: flux correction"]
+    assert flux["inputs"] == ("hp (1: fraction of capacity), ht (1: fraction of capacity), pn (mm h-1, as a rate), "
+                              "en (mm h-1, as a rate)")
+    assert flux["layers"] == "4 → 8 (silu) → 4 (tanh)" and flux["bounds"] == "(-1, 1)"
+    assert flux["weights"] == sum(np.size(v) for v in hybrid.nn_parameters.values()) == 4 * 8 + 8 + 8 * 4 + 4
+    regional = table.loc["gr4-ann: regionalisation"]
+    assert "kexc (mm / (3 h))" in regional["outputs"] and "cp [1e-06, 1000]" in regional["bounds"]
+    assert regional["layers"].endswith("4 (tanh, scaled to the bounds)")
+    assert regional["weights"] > 0

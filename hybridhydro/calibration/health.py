@@ -116,7 +116,14 @@ def _saturated_parameters(result, basin: xr.Dataset) -> dict | None:
     return {"value": shares[worst], "where": worst}
 
 
-def health_summary(table: pd.DataFrame) -> str:
-    """``"ok"``, or the failed checks with where: ``"saturated parameters (cp)"``."""
-    failed = table[~table["ok"]] if len(table) else table
-    return "ok" if failed.empty else "; ".join(f"{c} ({w})" for c, w in zip(failed.index, failed["where"]))
+def health_summary(table) -> str:
+    """``"ok"``, or the failed checks with where: ``"saturated parameters (cp)"``.
+
+    ``table``: :func:`training_health`'s table, or its rows as ``result.options["health"]``
+    records them (a list of dicts with ``check``); no check at all is ``"ok"``."""
+    if isinstance(table, pd.DataFrame):
+        rows = [{"check": c, **row} for c, row in table.to_dict("index").items()]
+    else:
+        rows = list(table or [])
+    failed = [f"{row['check']} ({row['where']})" for row in rows if not row["ok"]]
+    return "ok" if not failed else "; ".join(failed)

@@ -25,6 +25,7 @@ from functools import partial
 from ._gr import gr4_step, gr5_step, gr6_step, grc_step, grd_step, loieau_step
 from ._interception import CI_CANDIDATES, adjust_interception
 from ._mlp import (
+    FORCING_INPUTS,
     INITIALIZERS,
     NN_INPUT_SCALINGS,
     check_weights,
@@ -177,6 +178,7 @@ __all__ = [
     "FEASIBLE",
     "HYBRID_MODULES",
     "HYDROLOGICAL_MODULES",
+    "FORCING_INPUTS",
     "INITIALIZERS",
     "NN_INPUT_SCALINGS",
     "input_scale",
