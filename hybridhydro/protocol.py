@@ -294,7 +294,7 @@ def train_hybrid(
     regionalised = mapping in REGIONALISATIONS
     if pretrained is None:
         pmap = pre_mapping or (mapping if regionalised else "uniform")
-        dropped = ("checkpoint", "early_stopping") + (("learning_rate",) if pmap == "uniform" else ())
+        dropped = ("checkpoint", "early_stopping") + (("learning_rate", "lr_schedule") if pmap == "uniform" else ())
         pre_options = {k: v for k, v in options.items() if k not in dropped}
         popt = pre_optimizer  # None: the mapping's default (hybridhydro.calibration.DEFAULT_OPTIMIZER)
         if pre_maxiter is None:
@@ -369,7 +369,8 @@ def train_model(
     conf = (settings or {}).get(m.mapping) or {}
     conf = conf.model_dump() if hasattr(conf, "model_dump") else dict(conf)  # the params' section, or a plain dict
     common = dict(period=split.calibration_period, gauges=list(split.calibration_gauges), cost=cost,
-                  progress=progress, learning_rate=conf.get("learning_rate"), **options)
+                  progress=progress, learning_rate=conf.get("learning_rate"),
+                  lr_schedule=conf.get("schedule") or "constant", **options)
     structure = m.structure(routing)
     hybrid = {"seed": seed, **{k: v for k, v in dict(hybrid or {}).items() if not (k == "seed" and v is None)}}
 

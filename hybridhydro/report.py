@@ -54,6 +54,7 @@ __all__ = [
     "iteration_limit",
     "largest_events",
     "network_table",
+    "networks_table",
     "newton_statistics",
     "outlet",
     "parameter_names",

@@ -62,8 +62,10 @@ from ..structure_name import calibrated_parameters, parse_structure
 from .optimizers import (
     DEFAULT_OPTIMIZER,
     LEARNING_RATES,
+    LR_SCHEDULES,
     MAXITER,
     OPTIMIZERS,
+    SCHEDULED,
     adagrad_smash,
     adam_smash,
     runner_class,
@@ -75,6 +77,7 @@ from .result import CalibrationResult, basin_crs, load_calibration
 
 __all__ = [
     "training_health",
+    "LR_SCHEDULES",
     "DEFAULT_OPTIMIZER",
     "LEARNING_RATES",
     "MAPPINGS",
@@ -215,6 +218,7 @@ def calibrate(
     nn_parameters=None,
     train_nn: bool | None = None,
     learning_rate: float | None = None,
+    lr_schedule: str = "constant",
     validation_period: tuple | None = None,
     validation_gauges=None,
     early_stopping: int = 0,
@@ -295,6 +299,11 @@ def calibrate(
     ode_solver, ode_substeps
         gr4_ode/gr4_ude step scheme and explicit sub-steps (:func:`hybridhydro.prepare_run`);
         recorded in the result, whose :meth:`~CalibrationResult.simulate` reuses them.
+    lr_schedule
+        The learning rate over the iterations of ``adam``, ``sgd``, ``adagrad``, ``rmsprop``
+        (:data:`~hybridhydro.calibration.optimizers.LR_SCHEDULES`): ``constant`` (smash's),
+        ``cosine``, ``exponential`` or ``warmup_cosine``, each from ``learning_rate`` down to 1 %
+        of it at ``maxiter``. Its step count is in the optimiser's state: a checkpoint resumes it.
     nn_input_scaling
         How a hybrid's network sees ``pn`` and ``en`` while it trains
         (:data:`hybridhydro.structures.NN_INPUT_SCALINGS`): ``"raw"`` (smash's, mm per time
@@ -362,6 +371,14 @@ def calibrate(
         raise ValueError(f"early_stopping={early_stopping}: sbs does not stop early (it stops when its step is "
                          "below 0.01); use lbfgsb or an adaptive optimiser, or early_stopping=0")
     checkpoint_every = whole_number("checkpoint_every", checkpoint_every, 1)
+    if lr_schedule not in LR_SCHEDULES:
+        close = difflib.get_close_matches(str(lr_schedule), LR_SCHEDULES, n=1)
+        raise ValueError(f"lr_schedule={lr_schedule!r} is not a schedule"
+                         + (f"; did you mean {close[0]!r}?" if close else "") + f" (schedules: {', '.join(LR_SCHEDULES)})")
+    if lr_schedule != "constant" and optimizer not in SCHEDULED:
+        raise ValueError(f"lr_schedule={lr_schedule!r}: {optimizer} "
+                         + ("follows smash's rule with its constant rate" if optimizer in ADAPTIVE else "has no learning rate")
+                         + f"; a schedule applies to {', '.join(SCHEDULED)}, or keep lr_schedule='constant'")
     if nn_input_scaling not in structures.NN_INPUT_SCALINGS:
         raise ValueError(f"nn_input_scaling={nn_input_scaling!r} is not one of {', '.join(structures.NN_INPUT_SCALINGS)} "
                          "(raw: smash's inputs in mm per step; hourly: rates in mm per hour, the same at any dt)")
@@ -446,9 +463,11 @@ def calibrate(
             hidden=list(hidden) if hidden is not None and regional else None,
             exact_resume=bool(exact_resume) if optimizer == "lbfgsb" else None,
             nn_input_scaling=nn_input_scaling if problem.train_nn else None,
+            lr_schedule=lr_schedule if optimizer in SCHEDULED else None,
         )
     runner = runner_class(optimizer)(problem, optimizer, maxiter, learning_rate, early_stopping, validating)
     runner.exact_resume = bool(exact_resume)
+    runner.lr_schedule = lr_schedule
     finished = None if checkpoint is None else load_finished(checkpoint, {"controls": problem.initial}, signature)
     if finished is not None:  # this very calibration ran to its end before: its result, read back
         state, meta = finished
@@ -482,6 +501,7 @@ def calibrate(
                  "parameters": list(names), "bounds": {n: list(b) for n, b in resolved_bounds.items()},
                  "given": sorted(map(str, initial_parameters)), "descriptor_transform": descriptor_transform,
                  "nn_input_scaling": nn_input_scaling if problem.train_nn else None,
+                 "lr_schedule": lr_schedule if optimizer in SCHEDULED else None,
                  "dt": float(inputs.dt)},
         coords={"y": basin["y"].values, "x": basin["x"].values}, crs=basin_crs(basin),
         descriptor_scaling=problem.mapping.scaling,

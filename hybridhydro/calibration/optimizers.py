@@ -38,6 +38,29 @@ LEARNING_RATES = {"adam": 0.003, "sgd": 0.02, "adagrad": 0.02, "rmsprop": 0.003,
 #: smash's default maximum iterations (spec 10.2); sbs counts outer iterations.
 MAXITER = {"lbfgsb": 100, "adam": 200, "sgd": 200, "adagrad": 200, "rmsprop": 200, "adam_smash": 200,
            "adagrad_smash": 200, "sbs": 50}
+#: Learning-rate schedules of the optax optimisers over ``maxiter`` iterations: ``constant``
+#: (smash's), ``cosine`` (from the rate down to 1 % of it), ``exponential`` (×0.01 over the run),
+#: ``warmup_cosine`` (up from 0 over the first 10 % of the iterations, then cosine down to 1 %).
+LR_SCHEDULES = ("constant", "cosine", "exponential", "warmup_cosine")
+#: The optimisers a schedule applies to (smash's own rules keep their constant rate).
+SCHEDULED = ("adam", "sgd", "adagrad", "rmsprop")
+
+
+def learning_rate_schedule(name: str, learning_rate: float, maxiter: int):
+    """The learning rate per iteration: a float (``constant``) or an optax schedule over ``maxiter``."""
+    steps = max(int(maxiter), 1)
+    if name == "constant":
+        return float(learning_rate)
+    if name == "cosine":
+        return optax.cosine_decay_schedule(learning_rate, decay_steps=steps, alpha=0.01)
+    if name == "exponential":
+        return optax.exponential_decay(learning_rate, transition_steps=steps, decay_rate=0.01)
+    if name == "warmup_cosine":
+        return optax.warmup_cosine_decay_schedule(0.0, learning_rate, warmup_steps=max(steps // 10, 1),
+                                                  decay_steps=steps, end_value=0.01 * learning_rate)
+    raise ValueError(f"unknown learning-rate schedule {name!r}; choose one of {', '.join(LR_SCHEDULES)}")
+
+
 #: smash's default optimiser per mapping (every mapping of :data:`hybridhydro.mapping.MAPPINGS`).
 DEFAULT_OPTIMIZER = {"uniform": "sbs", "distributed": "lbfgsb", "multi-linear": "lbfgsb", "multi-power": "lbfgsb",
                       "ann": "adam", "cnn": "adam"}
@@ -53,6 +76,11 @@ def runner_class(optimizer: str) -> type["Runner"]:
 class Runner:
     """Common bookkeeping: history, progress bar, early stopping, checkpoints, Ctrl-C."""
 
+    #: Only checkpoints a resumed run continues bit-identically (calibrate(exact_resume=)).
+    exact_resume = False
+    #: The adaptive optimisers' learning-rate schedule (:data:`LR_SCHEDULES`).
+    lr_schedule = "constant"
+
     #: max |g| over every leaf of a gradient pytree (smash's ``|proj g|``): one jitted reduction.
     _inf_norm = staticmethod(jax.jit(lambda g: jnp.max(jnp.stack(
         [jnp.max(jnp.abs(x), initial=0.0) for x in jax.tree_util.tree_leaves(g)]))))
@@ -67,8 +95,6 @@ class Runner:
         self.value = jax.jit(lambda z: problem.loss(self.space.from_opt(z)))
         self.rows: list[dict] = []
         self.t0 = time.perf_counter()
-        #: Only checkpoints a resumed run continues bit-identically (calibrate(exact_resume=)).
-        self.exact_resume = False
 
     def record(self, it, j, jv, g=None, grad_norm=None):
         """One history row; ``g`` a gradient pytree (its inf norm taken in one jitted reduction and
@@ -162,6 +188,8 @@ class Adaptive(Runner):
 
     def make(self):
         lr = LEARNING_RATES[self.optimizer] if self.learning_rate is None else float(self.learning_rate)
+        if self.lr_schedule != "constant":
+            lr = learning_rate_schedule(self.lr_schedule, lr, self.maxiter)
         return {"adam": optax.adam, "sgd": optax.sgd, "adagrad": optax.adagrad, "rmsprop": optax.rmsprop,
                 "adam_smash": adam_smash, "adagrad_smash": adagrad_smash}[self.optimizer](lr)
 

@@ -251,6 +251,18 @@ class OptimizerSettings(_Section):
     learning_rate: float | None = Field(
         None, gt=0, allow_inf_nan=False, description="adaptive optimisers' learning rate (finite, > 0); null: smash's"
     )
+    schedule: str = Field(
+        "constant",
+        description="learning-rate schedule of adam, sgd, adagrad, rmsprop: constant (smash's), cosine, exponential, "
+        "warmup_cosine (down to 1 % of the rate at maxiter)",
+    )
+
+    @field_validator("schedule")
+    @classmethod
+    def _known_schedule(cls, value):
+        from ..calibration import LR_SCHEDULES  # the library's one list of schedules
+
+        return _known([value], LR_SCHEDULES, "schedule")[0]
 
     @field_validator("optimizer")
     @classmethod
