@@ -307,8 +307,7 @@ def train_hybrid(
                                           scale=weight_scale, seed=seed)
     # The initial weights are drawn for the inputs the network trains on; the run takes raw ones.
     scale = structures.input_scale(module.nn_inputs, float(basin.attrs["dt"]), nn_input_scaling)
-    weights = structures.weights_for_raw_inputs({k: np.asarray(v) for k, v in net.weights().items()}, scale)
-    weights = {k: np.asarray(v) for k, v in weights.items()}
+    weights = {k: np.asarray(v) for k, v in structures.weights_for_raw_inputs(net.weights(), scale).items()}
     start = {"warm_start": pretrained} if (pretrained.mapping == mapping and pretrained.controls is not None) else {}
     result = calibrate(basin, structure, mapping, optimizer, maxiter, initial_parameters=pretrained.parameters,
                        nn_parameters=weights, train_nn=True, seed=seed, nn_input_scaling=nn_input_scaling,

@@ -443,7 +443,9 @@ def networks_table(results: Mapping[str, Any]) -> pd.DataFrame:
                 "layers": layers, "weights": int(sum(np.size(v) for v in w.values())),
             }
         if r.network is not None:
-            from .networks import architecture
+            import jax
+
+            from .networks import architecture, pure
 
             arch = architecture(r.network)
             names = list(r.options.get("parameters", []))
@@ -461,23 +463,15 @@ def networks_table(results: Mapping[str, Any]) -> pd.DataFrame:
                                        for c in arch["channels"]]
                                     + [f"{len(arch['bounds'])} (per-cell dense, tanh scaled to the bounds)"])
                 role = "regionalisation (CNN, neighbourhood)"
-            from .networks import pure
-
             rows[f"{model}: regionalisation"] = {
                 "model": model, "role": role, "inputs": f"{descriptors} ({method}d, training basin's statistics)",
                 "outputs": ", ".join(f"{n} ({units[n]})" for n in names),
                 "bounds": ", ".join(f"{n} [{lo:g}, {hi:g}]" for n, (lo, hi) in zip(names, arch["bounds"])),
                 "layers": layers,
-                "weights": int(sum(np.size(x) for x in _leaves(pure(r.network)[1]))),
+                "weights": int(sum(np.size(x) for x in jax.tree_util.tree_leaves(pure(r.network)[1]))),
             }
     columns = ["model", "role", "inputs", "outputs", "bounds", "layers", "weights"]
     return pd.DataFrame.from_dict(rows, orient="index", columns=columns).rename_axis("network")
-
-
-def _leaves(tree) -> list:
-    import jax
-
-    return jax.tree_util.tree_leaves(tree)
 
 
 def flux_changes(runs: Mapping[str, xr.Dataset], parents: Mapping[str, xr.Dataset], basin: xr.Dataset) -> pd.DataFrame:

@@ -496,7 +496,7 @@ MUTANTS: list[Mutant] = [
     # ------------------------------------------------------------------ pipeline/ (run record, batch)
     M(
         "record-file-hash-ignored", "hybridhydro/pipeline/record.py",
-        "                if file_hash(path) != digest:",
+        "                if file_sha256(path) != digest:",
         "                if False:",
         "a stage's file changed by hand still counts as current (its hash is not compared)",
         ("tests/test_run_integrity.py::test_the_record_names_each_stage_its_files_and_the_parameters",),

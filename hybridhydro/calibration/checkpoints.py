@@ -185,10 +185,8 @@ def load_finished(path: str | Path, like: dict, signature: dict):
     npz = checkpoint_file(path)
     if not npz.exists():
         return None
-    _, meta = _read(npz)
-    if not meta.get("finished"):
-        return None
-    return load_checkpoint(npz, like, signature)
+    saved, meta = _read(npz)
+    return _checked(npz, saved, meta, like, signature) if meta.get("finished") else None
 
 
 def load_checkpoint(path: str | Path, like: dict, signature: dict):
@@ -206,6 +204,11 @@ def load_checkpoint(path: str | Path, like: dict, signature: dict):
     if not npz.exists():
         return None
     saved, meta = _read(npz)
+    return _checked(npz, saved, meta, like, signature)
+
+
+def _checked(npz: Path, saved: list, meta: dict, like: dict, signature: dict):
+    """``(state, meta)`` of a checkpoint read by :func:`_read`, once its signature and shapes match."""
     mine = canonical(signature)
     theirs = meta.get("signature")
     if theirs != mine:

@@ -9,7 +9,6 @@ calibration, whole: never the files of two.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -23,6 +22,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from ..io.netcdf import file_sha256
 from ..mapping import REGIONAL_MAPPINGS
 
 #: Manifest format written by :meth:`CalibrationResult.save` (1: no file list, before sha256s).
@@ -313,7 +313,7 @@ class CalibrationResult:
             "best_iteration": int(self.best_iteration), "message": self.message, "options": self.options,
             "crs": self.crs, "network": description, "mapping_controls": keys,
             "descriptor_scaling": None if scaling is None else scaling.to_json(),
-            "files": {p.name: _sha256(p) for p in sorted(folder.iterdir())},
+            "files": {p.name: file_sha256(p) for p in sorted(folder.iterdir())},
         }
 
 
@@ -336,14 +336,6 @@ def _swap_in(new: Path, directory: Path) -> None:
         os.replace(old, directory)
         raise
     shutil.rmtree(old, ignore_errors=True)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _jsonable(x):
@@ -387,7 +379,7 @@ def _check_files(directory: Path, meta: dict) -> None:
             raise FileNotFoundError(f"{directory} holds calibration.json but no {name}: the calibration was not "
                                     f"saved completely, or the file was deleted; {_RESAVE}")
     for name, digest in (listed or {}).items():
-        found = _sha256(directory / name)
+        found = file_sha256(directory / name)
         if found != digest:
             raise ValueError(
                 f"{directory / name} cannot be read as the file that was saved: its sha256 {found[:12]}… is not "

@@ -19,6 +19,7 @@ deleted chunk is found instead of read as NaN.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -216,6 +217,15 @@ def check_target(path: Path, overwrite: bool) -> None:
     """Refuse to replace ``path`` unless ``overwrite``: a ``FileExistsError`` that says how."""
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it, or choose another path")
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 (hex) of a file's bytes, read in blocks of 1 MiB: what a manifest records of a file it lists."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def replace_atomically(path: Path, write: Callable[[Path], None]) -> Path:

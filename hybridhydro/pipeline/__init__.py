@@ -8,15 +8,12 @@ The pipeline knows nothing of hydrology: it reads parameters, and runs notebooks
 """
 
 from .params import ParamsError, Params, deep_merge, load_params
+from .record import PipelineError, RunInterrupted, RunLocked, StaleInputs
 from .runner import (
     NOTEBOOKS_DIR,
     OutputExistsError,
-    PipelineError,
-    RunInterrupted,
-    RunLocked,
     RunResult,
     StageFailed,
-    StaleInputs,
     StageResult,
     declared_parameters,
     discover_stages,

@@ -30,7 +30,6 @@ import contextlib
 import copy
 import fcntl
 import itertools
-import json
 import logging
 import os
 import re
@@ -48,7 +47,7 @@ import yaml
 
 from . import runner
 from .params import MAPPING_SOURCE, Params, ParamsError, load_params
-from .record import RUN_LOG
+from .record import RUN_LOG, write_json
 
 __all__ = [
     "BatchCase",
@@ -447,7 +446,7 @@ def run_batch(
         for case, record in zip(cases, records):
             if runner.run_status(case.params, output_root=directory, stages=stages, notebooks_dir=notebooks_dir) == "finished":
                 record.update(status="skipped", note="finished earlier with these parameters")
-        _write_json(directory / BATCH_MANIFEST, manifest)
+        write_json(directory / BATCH_MANIFEST, manifest)
         todo = [(c, r) for c, r in zip(cases, records) if r["status"] != "skipped"]
         echo(f"batch {name}: {len(cases)} case(s), {len(cases) - len(todo)} finished earlier (skipped), "
              f"{len(todo)} to run -> {directory}")
@@ -465,7 +464,7 @@ def run_batch(
                 if record["status"] in ("pending", "submitted"):
                     record["status"] = "interrupted"
             manifest["finished"] = _now()
-            _write_json(directory / BATCH_MANIFEST, manifest)
+            write_json(directory / BATCH_MANIFEST, manifest)
             raise BatchInterrupted(
                 f"batch {name} interrupted; rerun the same command to continue it (finished cases are skipped, "
                 f"the others resume from their first unfinished stage)"
@@ -473,7 +472,7 @@ def run_batch(
         manifest["finished"] = _now()
         summary = write_summary(directory, cases, records)
         manifest["summary"] = {"csv": str(directory / "summary.csv"), "md": str(directory / "summary.md")}
-        _write_json(directory / BATCH_MANIFEST, manifest)
+        write_json(directory / BATCH_MANIFEST, manifest)
     return BatchResult(directory, records, summary)
 
 
@@ -495,7 +494,7 @@ def _run_on_dask(todo, manifest, directory: Path, *, jobs, scheduler, stages, no
             future = client.submit(run_case, spec, key=f"hybridhydro-case-{case.name}-{token}", pure=False)
             futures[future] = record
             record.update(status="submitted", started=_now())
-        _write_json(directory / BATCH_MANIFEST, manifest)
+        write_json(directory / BATCH_MANIFEST, manifest)
         for done, future in enumerate(as_completed(list(futures)), start=1):
             record = futures[future]
             try:
@@ -513,7 +512,7 @@ def _run_on_dask(todo, manifest, directory: Path, *, jobs, scheduler, stages, no
                 _append_log(Path(record["log"]), f"error: {reason}\n")
             record["attempts"] = _attempts(Path(record["log"]), token)
             record["finished"] = _now()
-            _write_json(directory / BATCH_MANIFEST, manifest)
+            write_json(directory / BATCH_MANIFEST, manifest)
             retried = f", {record['attempts']} attempts" if record["attempts"] > 1 else ""
             if record["status"] == "done":
                 echo(f"[{done}/{len(futures)}] {record['name']}: done in {record.get('seconds', 0):.1f} s{retried}")
@@ -839,12 +838,6 @@ def _first_line(text: str | None) -> str:
     if len(lines) > 1 and lines[1].startswith(" "):
         return f"{lines[0].strip()}: {lines[1].strip()}"
     return lines[0].strip() if lines else ""
-
-
-def _write_json(path: Path, data: Mapping[str, Any]) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
 
 
 def _now() -> str:

@@ -31,6 +31,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from ..io.netcdf import file_sha256
+
 RUN_MANIFEST = "run.json"
 RUN_PARAMS = "params.yaml"
 RUN_LOG = "run.log"
@@ -153,14 +155,6 @@ def params_hash(params) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
-def file_hash(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def snapshot(directory: Path) -> dict[str, tuple[int, int]]:
     """Every file of the run (relative path -> (mtime_ns, size)), the runner's own files apart."""
     files = {}
@@ -176,7 +170,7 @@ def snapshot(directory: Path) -> dict[str, tuple[int, int]]:
 def written_since(directory: Path, before: Mapping[str, tuple[int, int]]) -> dict[str, str]:
     """The files created or changed since ``before`` (:func:`snapshot`), with their sha256."""
     after = snapshot(directory)
-    return {rel: file_hash(directory / rel) for rel, stamp in sorted(after.items()) if before.get(rel) != stamp}
+    return {rel: file_sha256(directory / rel) for rel, stamp in sorted(after.items()) if before.get(rel) != stamp}
 
 
 def fingerprint(records: Iterable[Mapping[str, Any]]) -> str:
@@ -201,11 +195,16 @@ def read_manifest(directory: Path) -> dict[str, Any] | None:
 
 
 def write_manifest(directory: Path, manifest: Mapping[str, Any]) -> None:
-    """Write ``run.json`` atomically (a temporary file, then a rename)."""
-    path = Path(directory) / RUN_MANIFEST
-    tmp = path.with_name(RUN_MANIFEST + ".tmp")
+    """Write ``run.json`` atomically (:func:`write_json`)."""
+    write_json(Path(directory) / RUN_MANIFEST, manifest)
+
+
+def write_json(path: Path, data: Mapping[str, Any]) -> None:
+    """Write ``data`` as JSON to ``path`` atomically: ``<name>.tmp`` beside it, then a rename, so a
+    reader never meets half a file. An OS error is one message naming the path (:func:`os_problem`)."""
+    tmp = path.with_name(path.name + ".tmp")
     try:
-        tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+        tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
         os.replace(tmp, path)
     except OSError as error:
         raise os_problem(error, path) from None
@@ -225,8 +224,9 @@ def stage_problems(directory: Path, manifest: Mapping[str, Any] | None, plan: Se
     stages = dict((manifest or {}).get("stages") or {})
     latest_writer: dict[str, str] = {}
     for stage in plan:  # a file belongs to the last stage that wrote it
-        for rel in (stages.get(stage) or {}).get("outputs", {}) if (stages.get(stage) or {}).get("status") == "done" else {}:
-            latest_writer[rel] = stage
+        record = stages.get(stage) or {}
+        if record.get("status") == "done":
+            latest_writer.update(dict.fromkeys(record.get("outputs", {}), stage))
     problems: dict[str, str] = {}
     for i, stage in enumerate(plan):
         record = stages.get(stage)
@@ -255,7 +255,7 @@ def stage_problems(directory: Path, manifest: Mapping[str, Any] | None, plan: Se
                 if not path.is_file():
                     problems[stage] = f"its file {rel} is missing"
                     break
-                if file_hash(path) != digest:
+                if file_sha256(path) != digest:
                     problems[stage] = f"its file {rel} was changed after it ran"
                     break
     return problems

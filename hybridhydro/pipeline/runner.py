@@ -38,7 +38,6 @@ from .record import (
     PipelineError,
     RunInterrupted,
     RunLock,
-    RunLocked,
     StaleInputs,
     find_os_error,
     fingerprint,
@@ -386,8 +385,8 @@ def _params_difference(output_dir: Path, params: Params) -> str:
         before = yaml.safe_load((output_dir / RUN_PARAMS).read_text()) or {}
     except (OSError, ValueError):
         return "its params.yaml is unreadable"
-    after = params.model_dump(mode="json")
-    keys = [k for k in _flatten(after) if k.split(".")[0] != "stages" and _flatten(before).get(k) != _flatten(after)[k]]
+    before, after = _flatten(before), _flatten(params.model_dump(mode="json"))
+    keys = [k for k in after if k.split(".")[0] != "stages" and before.get(k) != after[k]]
     return "changed: " + ", ".join(keys[:8]) + (" ..." if len(keys) > 8 else "") if keys else "their hashes differ"
 
 
