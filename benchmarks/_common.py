@@ -10,6 +10,7 @@ import re
 import statistics
 import time
 import warnings
+from datetime import datetime, timezone
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -65,6 +66,17 @@ def load() -> str:
         return " ".join(Path("/proc/loadavg").read_text().split()[:3])
     except OSError:
         return "n/a"
+
+
+def run_header(load_before: str, started: float, software: str = "") -> str:
+    """The first sentence of a results section: when (UTC), the machine, ``software`` (versions),
+    the load average before and after, and the benchmark's wall time since ``started``
+    (:func:`time.perf_counter`), e.g. ``"2026-11-30 16:30 UTC; <machine>; jax 0.10 (CPU); load
+    average 0.5 0.4 0.3 before, 1.9 1.2 0.7 after; total benchmark time 312 s."``."""
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    versions = f"{software}; " if software else ""
+    return (f"{stamp}; {machine()}; {versions}load average {load_before} before, {load()} after; "
+            f"total benchmark time {time.perf_counter() - started:.0f} s.")
 
 
 def process_notes(load_before: str) -> list[str]:

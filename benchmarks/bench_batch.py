@@ -32,10 +32,9 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
-from _common import load, machine, process_notes, publish
+from _common import load, process_notes, publish, run_header
 
 SECTION = "## Batch reruns on Dask"
 GOAL = 0.6
@@ -149,10 +148,8 @@ def main() -> int:
     ]
     goals = [f"- {len(cases)} ci-sized cases on {args.jobs} workers in at most {GOAL}x the sequential time: "
              f"**{'met' if ratio <= GOAL and not failed else 'missed'}** ({ratio:.2f}x)."]
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    header = (
-        f"{stamp}; {machine()}; load average {load_before} before, {load()} after; total benchmark time "
-        f"{time.perf_counter() - start:.0f} s. {len(cases)} cases: `params/ci.yaml` with seeds 0-{len(cases) - 1}, "
+    header = run_header(load_before, start) + (
+        f" {len(cases)} cases: `params/ci.yaml` with seeds 0-{len(cases) - 1}, "
         f"stages {', '.join(STAGES)}, models {', '.join(MODELS)}; each side once, sequential first, in fresh directories, "
         "each with its own JAX compilation cache, empty at its start."
     )

@@ -39,9 +39,8 @@ import os
 import statistics
 import sys
 import time
-from datetime import datetime, timezone
 
-from _common import HERE, load, machine, publish, quiet
+from _common import HERE, load, publish, quiet, run_header
 
 import numpy as np
 
@@ -221,11 +220,8 @@ def main(argv=None) -> int:
     table += [f"| {w} | {sn:.5f} | {on:.5f} | {ss:.2f} | {os_:.2f} | {oc:.2f} | {ss / os_:.2f} | {it} |"
               for w, sn, on, ss, os_, oc, it in rows]
 
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    header = (
-        f"{stamp}; {machine()}; jax {jax.__version__} (CPU), hydro-smash {smash.__version__}; "
-        f"load average {load_before} before, {load()} after; total benchmark time "
-        f"{time.perf_counter() - t_start:.0f} s. {args.repeat} run(s) of each calibration, ours distributed "
+    header = run_header(load_before, t_start, f"jax {jax.__version__} (CPU), hydro-smash {smash.__version__}") + (
+        f" {args.repeat} run(s) of each calibration, ours distributed "
         f"{2 * args.repeat} (medians); "
         "cost 1 - NSE at the outlet (V3524010, smash's `gauge=\"dws\"`), whole period, no warm-up. "
         "Our times include JIT compilation except in the \"excl. compile\" column."

@@ -28,9 +28,8 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from datetime import datetime, timezone
 
-from _common import HERE, load, machine, process_notes, publish, quiet
+from _common import HERE, load, process_notes, publish, quiet, run_header
 from _common import block as _block
 from _common import timed as _timed
 
@@ -176,11 +175,8 @@ def main(argv=None) -> int:
     rg = grad["smash"] / grad["ours"]
     goals.append(f"- Gradient >= 5x faster than smash `backward_run` on Cance: **{'met' if rg >= 5 else 'missed'}** ({rg:.2f}x).")
 
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    header = (
-        f"{stamp}; {machine()}; jax {jax.__version__} (CPU), hydro-smash {smash.__version__}; "
-        f"load average {load_before} before, {load()} after; total benchmark time "
-        f"{time.perf_counter() - t_start:.0f} s. Medians of {args.repeat} (Cance) / {args.france_repeat} (France) "
+    header = run_header(load_before, t_start, f"jax {jax.__version__} (CPU), hydro-smash {smash.__version__}") + (
+        f" Medians of {args.repeat} (Cance) / {args.france_repeat} (France) "
         "timed calls after a first call; compile s = first call minus median."
     )
     publish(SECTION, header, table, goals, notes)

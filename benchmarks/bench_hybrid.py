@@ -38,9 +38,8 @@ import argparse
 import sys
 import time
 import traceback
-from datetime import datetime, timezone
 
-from _common import HERE, load, machine, process_notes, publish, quiet
+from _common import HERE, load, process_notes, publish, quiet, run_header
 from _common import block as _block
 from _common import timed as _timed
 
@@ -383,11 +382,8 @@ def main(argv=None) -> int:
     )
     notes += process_notes(load_before)
 
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    header = (
-        f"{stamp}; {machine()}; jax {jax.__version__} (CPU), hydro-smash {smash.__version__}; "
-        f"load average {load_before} before, {load()} after; total benchmark time "
-        f"{time.perf_counter() - t_start:.0f} s. Cance, 1440 hourly steps x 383 active cells, lr routing, "
+    header = run_header(load_before, t_start, f"jax {jax.__version__} (CPU), hydro-smash {smash.__version__}") + (
+        f" Cance, 1440 hourly steps x 383 active cells, lr routing, "
         f"smash's default parameters and states. Medians of {args.repeat} timed calls after a first call; "
         "compile s = first call minus median. hybridhydro: `hybridhydro.run` on inputs prepared once by `prepare_run`."
     )

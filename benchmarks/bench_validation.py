@@ -24,9 +24,8 @@ import statistics
 import sys
 import time
 import warnings
-from datetime import datetime, timezone
 
-from _common import load, machine, process_notes, publish
+from _common import load, process_notes, publish, run_header
 
 import numpy as np
 
@@ -120,11 +119,8 @@ def main(argv=None) -> int:
         f"**{'met' if shares[key] < GOAL else 'missed'}** ({100 * shares[key]:.2f} %; worst case here "
         f"{100 * worst:.2f} %)."
     ]
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    header = (
-        f"{stamp}; {machine()}; jax {jax.__version__} ({jax.default_backend().upper()}); load average "
-        f"{load_before} before, {load()} after; total benchmark time {time.perf_counter() - start:.0f} s. "
-        f"Medians of {args.repeat} calls after a first (compiling) one. \"checks / `simulate`\" is the two checks "
+    header = run_header(load_before, start, f"jax {jax.__version__} ({jax.default_backend().upper()})") + (
+        f" Medians of {args.repeat} calls after a first (compiling) one. \"checks / `simulate`\" is the two checks "
         "timed alone (medians of 20) over `simulate` with checks: the measure to read. \"A/B difference\" is "
         "`simulate` with the checks over `simulate` with them replaced by no-ops, calls alternating: it includes "
         "the machine's noise, larger than the checks on this shared 2-core machine."
