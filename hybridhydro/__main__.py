@@ -1,5 +1,6 @@
-"""Command line: ``python -m hybridhydro {check,run,prepare} PARAMS`` and
-``python -m hybridhydro batch CASES...`` (also the ``hybridhydro`` script).
+"""Command line: ``python -m hybridhydro {check,run,prepare} PARAMS``,
+``python -m hybridhydro batch CASES...`` and ``python -m hybridhydro study STUDY`` (also the
+``hybridhydro`` script).
 
 Exit status: 0 on success, 1 when a stage fails (batch: when a case did not finish), 2 when the
 parameters or the request are wrong (nothing ran), 130 when interrupted (Ctrl-C; the message
@@ -17,6 +18,7 @@ from pathlib import Path
 from .pipeline import batch as _batch
 from .pipeline import params as _params
 from .pipeline import runner as _runner
+from .pipeline import study as _study
 
 
 def _stage_list(text: str) -> list[str]:
@@ -28,7 +30,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m hybridhydro",
         description="Run the hybridhydro notebook pipeline for one case (a parameter file), or a batch of cases.",
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{check,run,prepare,batch}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{check,run,prepare,batch,study}")
 
     def add(name: str, help: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help, description=help)
@@ -76,6 +78,18 @@ def _parser() -> argparse.ArgumentParser:
     batch.add_argument(
         "--notebooks", type=Path, default=_runner.NOTEBOOKS_DIR, help="folder of the stage notebooks (default: %(default)s)"
     )
+    study = commands.add_parser(
+        "study", help="a comparison study: every basin of a study file as a batch (seeds x splits x folds), "
+        "then its tables (median [IQR], tiers, acceptance) written into the study's document",
+        description="run a study file (e.g. params/studies/comparison.yaml): each basin is one batch; finished "
+        "runs are skipped, so the command continues a study that stopped; the tables replace the marked section "
+        "of the study's document")
+    study.add_argument("study", type=Path, help="the study file, e.g. params/studies/comparison.yaml")
+    study.add_argument("--output-root", type=Path, default=Path("runs"), help="parent of the batch directories (default: %(default)s)")
+    study.add_argument("--jobs", type=int, default=None, help="workers of the local Dask cluster (default: the CPU count)")
+    study.add_argument("--scheduler", default=None, metavar="ADDRESS", help="a running Dask scheduler instead of the local cluster")
+    study.add_argument("--tables-only", action="store_true", help="run nothing: write the tables of the runs that finished")
+    study.add_argument("--doc", type=Path, default=None, help="write the tables there instead of the study's `doc`")
     return parser
 
 
@@ -105,6 +119,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "batch":
             return _run_batch(args, argv)
+        if args.command == "study":
+            done = _study.run_study(args.study, output_root=args.output_root, jobs=args.jobs, scheduler=args.scheduler,
+                                    tables_only=args.tables_only, doc=args.doc)
+            if done.doc is None:
+                print(done.markdown, end="")
+            if done.failed:
+                print(f"error: {len(done.failed)} run(s) did not finish ({', '.join(done.failed)}); their logs are in "
+                      "their run directories; rerun the same command to retry them", file=sys.stderr)
+                return 1
+            return 0
         params = _params.load_params(args.params)
         if args.command == "check":
             stages = _runner.stages_to_run(params, args.stages, args.notebooks)
@@ -132,7 +156,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except KeyboardInterrupt:  # outside a stage (the runner records one inside a stage itself)
         hint = {"run": f"; continue with: python -m hybridhydro {shlex.join(argv)} --resume",
-                "batch": "; rerun the same command to continue"}.get(args.command, "")
+                "batch": "; rerun the same command to continue",
+                "study": "; rerun the same command to continue (finished runs are skipped)"}.get(args.command, "")
         hint = hint.replace(" --overwrite", "").replace(" --resume --resume", " --resume")
         print(f"error: interrupted (Ctrl-C){hint}", file=sys.stderr)
         return 130

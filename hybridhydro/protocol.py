@@ -194,6 +194,7 @@ def make_split(
     validation_period: Sequence | None = None,
     warmup_fraction: float = 0.1,
     validation_gauges: Sequence[str] | str | None = "smallest",
+    swap_periods: bool = False,
 ) -> Split:
     """A calibration/validation split of ``basin``.
 
@@ -202,6 +203,11 @@ def make_split(
     calibration_period, validation_period
         ``(start, end]`` time labels. By default the run after a warm-up of
         ``warmup_fraction`` of its steps is cut in two halves: calibration then validation.
+    swap_periods
+        Exchange the two periods (the split-sample test's second half, Klemeš 1986):
+        calibrate on the second and validate on the first. The run still covers the whole
+        basin period, so the validation period keeps its warm-up and the calibration period
+        is preceded by the validation one.
     validation_gauges
         The pseudo-ungauged gauges held out of calibration: codes, ``"smallest"`` (the gauge
         with the smallest drained area, the default; none when the basin has one gauge) or
@@ -220,6 +226,8 @@ def make_split(
         label(times[w - 1] if w > 0 else times[0] - (times[1] - times[0])), label(times[mid - 1]))
     validation = tuple(map(label, validation_period)) if validation_period is not None else (
         label(times[mid - 1]), label(times[-1]))
+    if swap_periods:
+        calibration, validation = validation, calibration
     for what, (a, b) in (("calibration_period", calibration), ("validation_period", validation)):
         inside = (times > pd.Timestamp(a)) & (times <= pd.Timestamp(b))
         if not inside.any():
@@ -295,6 +303,8 @@ def train_hybrid(
     if pretrained is None:
         pmap = pre_mapping or (mapping if regionalised else "uniform")
         dropped = ("checkpoint", "early_stopping") + (("learning_rate", "lr_schedule") if pmap == "uniform" else ())
+        if pmap not in ("uniform", "distributed"):
+            dropped += ("transform",)  # the parent's own mapping trains a network: nothing to transform
         pre_options = {k: v for k, v in options.items() if k not in dropped}
         popt = pre_optimizer  # None: the mapping's default (hybridhydro.calibration.DEFAULT_OPTIMIZER)
         if pre_maxiter is None:
@@ -369,7 +379,8 @@ def train_model(
     conf = conf.model_dump() if hasattr(conf, "model_dump") else dict(conf)  # the params' section, or a plain dict
     common = dict(period=split.calibration_period, gauges=list(split.calibration_gauges), cost=cost,
                   progress=progress, learning_rate=conf.get("learning_rate"),
-                  lr_schedule=conf.get("schedule") or "constant", **options)
+                  lr_schedule=conf.get("schedule") or "constant", transform=conf.get("transform") or "normalize",
+                  **options)
     structure = m.structure(routing)
     hybrid = {"seed": seed, **{k: v for k, v in dict(hybrid or {}).items() if not (k == "seed" and v is None)}}
 

@@ -68,6 +68,7 @@ split = protocol.make_split(
     validation_period=calibration.validation_period,
     warmup_fraction=calibration.warmup_fraction,
     validation_gauges=calibration.validation_gauges,
+    swap_periods=calibration.swap_periods,
 )
 split.save(output_dir / "split.json")
 display(split.describe())

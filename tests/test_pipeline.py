@@ -102,6 +102,24 @@ def test_stages_are_numbered_notebooks_in_name_order(two_stages):
     assert discover_stages(two_stages) == ["01_writer", "02_reader"]
 
 
+def test_study_stages_run_only_when_named(tmp_path, case, two_stages):
+    from hybridhydro.pipeline import stages_to_run, study_stages
+    from hybridhydro.pipeline.runner import STUDY_MARK
+
+    study = "# %% [markdown]\n# A study\n" + STUDY_MARK + "\n\n# %% tags=[\"parameters\"]\noutput_dir = 'out'\n"
+    notebooks(two_stages, **{"09_study": study})
+    assert discover_stages(two_stages) == ["01_writer", "02_reader", "09_study"]
+    assert study_stages(two_stages) == ["09_study"]
+    params = load_params(case)
+    assert stages_to_run(params, None, two_stages) == ["01_writer", "02_reader"]  # the default leaves it out
+    assert stages_to_run(params, ["09"], two_stages) == ["09_study"]
+    named = params.model_copy(update={"stages": ["01_writer", "09_study"]})
+    assert stages_to_run(named, None, two_stages) == ["01_writer", "09_study"]
+    # the mark is a whole line: a notebook that only quotes it in a sentence is a pipeline stage
+    notebooks(two_stages, **{"09_study": study.replace(STUDY_MARK, "# see " + STUDY_MARK)})
+    assert study_stages(two_stages) == []
+
+
 def test_select_stages_keeps_pipeline_order_and_accepts_prefixes():
     available = ["01_basin", "02_forward", "03_calibrate"]
     assert select_stages(available, None) == available

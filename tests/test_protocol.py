@@ -43,6 +43,21 @@ def test_default_split_holds_out_the_smallest_gauge(basin, split):
     assert list(split.describe().index) == list(protocol.SCENARIOS)
 
 
+def test_swapped_split_exchanges_the_periods(basin, split):
+    swapped = make_split(basin, swap_periods=True)
+    assert swapped.calibration_period == split.validation_period
+    assert swapped.validation_period == split.calibration_period
+    assert swapped.calibration_gauges == split.calibration_gauges
+    explicit = make_split(basin, calibration_period=split.calibration_period, validation_period=split.validation_period,
+                          swap_periods=True)
+    assert explicit == swapped
+    # leave-one-gauge-out: each gauge held out in turn, the others calibrate
+    codes = [str(g) for g in basin["gauge"].values]
+    folds = [make_split(basin, validation_gauges=[g]) for g in codes]
+    assert [f.validation_gauges for f in folds] == [(g,) for g in codes]
+    assert all(g not in f.calibration_gauges for f, g in zip(folds, codes))
+
+
 def test_split_round_trips_and_says_what_is_wrong(basin, split, tmp_path):
     assert Split.load(split.save(tmp_path / "split.json")) == split
     with pytest.raises(FileNotFoundError, match="stage 03_calibrate writes the split"):

@@ -59,6 +59,7 @@ from ..mapping import MAPPINGS, REGIONAL_MAPPINGS, default_bounds
 from ..networks import check_seed, check_widths, merge
 from ..periods import period_mask, select_gauges
 from ..structure_name import calibrated_parameters, parse_structure
+from .space import TRANSFORMS
 from .optimizers import (
     DEFAULT_OPTIMIZER,
     LEARNING_RATES,
@@ -76,6 +77,7 @@ from .health import training_health
 from .result import CalibrationResult, basin_crs, load_calibration
 
 __all__ = [
+    "TRANSFORMS",
     "training_health",
     "LR_SCHEDULES",
     "DEFAULT_OPTIMIZER",
@@ -219,6 +221,7 @@ def calibrate(
     train_nn: bool | None = None,
     learning_rate: float | None = None,
     lr_schedule: str = "constant",
+    transform: str = "normalize",
     validation_period: tuple | None = None,
     validation_gauges=None,
     early_stopping: int = 0,
@@ -304,6 +307,14 @@ def calibrate(
         (:data:`~hybridhydro.calibration.optimizers.LR_SCHEDULES`): ``constant`` (smash's),
         ``cosine``, ``exponential`` or ``warmup_cosine``, each from ``learning_rate`` down to 1 %
         of it at ``maxiter``. Its step count is in the optimiser's state: a checkpoint resumes it.
+    transform
+        The coordinates in which ``lbfgsb`` and the adaptive optimisers move the bounded
+        parameters of a ``uniform`` or ``distributed`` mapping
+        (:data:`~hybridhydro.calibration.space.TRANSFORMS`): ``"normalize"`` (smash's, each
+        parameter scaled to [0, 1] by its bounds) or ``"sbs"`` (log for capacities and time
+        constants, logit for fractions, asinh for the signed exchange, as smash's sbs does).
+        The ``sbs`` optimiser always works in its own (``"sbs"``) coordinates; networks' weights
+        are never transformed.
     nn_input_scaling
         How a hybrid's network sees ``pn`` and ``en`` while it trains
         (:data:`hybridhydro.structures.NN_INPUT_SCALINGS`): ``"raw"`` (smash's, mm per time
@@ -379,6 +390,15 @@ def calibrate(
         raise ValueError(f"lr_schedule={lr_schedule!r}: {optimizer} "
                          + ("follows smash's rule with its constant rate" if optimizer in ADAPTIVE else "has no learning rate")
                          + f"; a schedule applies to {', '.join(SCHEDULED)}, or keep lr_schedule='constant'")
+    if transform not in TRANSFORMS:
+        close = difflib.get_close_matches(str(transform), TRANSFORMS, n=1)
+        raise ValueError(f"transform={transform!r} is not a transform" + (f"; did you mean {close[0]!r}?" if close else "")
+                         + f" (transforms: {', '.join(TRANSFORMS)}: normalize scales each bounded parameter to [0, 1], "
+                         "sbs takes logs, logits and asinh as smash's sbs does)")
+    if transform != "normalize" and mapping not in ("uniform", "distributed"):
+        raise ValueError(f"transform={transform!r} applies to the bounded parameters of the uniform and distributed "
+                         f"mappings; {mapping!r} calibrates network weights or coefficients, which are not "
+                         "transformed; keep transform='normalize'")
     if nn_input_scaling not in structures.NN_INPUT_SCALINGS:
         raise ValueError(f"nn_input_scaling={nn_input_scaling!r} is not one of {', '.join(structures.NN_INPUT_SCALINGS)} "
                          "(raw: smash's inputs in mm per step; hourly: rates in mm per hour, the same at any dt)")
@@ -464,8 +484,9 @@ def calibrate(
             exact_resume=bool(exact_resume) if optimizer == "lbfgsb" else None,
             nn_input_scaling=nn_input_scaling if problem.train_nn else None,
             lr_schedule=lr_schedule if optimizer in SCHEDULED else None,
+            transform=transform if optimizer != "sbs" else None,
         )
-    runner = runner_class(optimizer)(problem, optimizer, maxiter, learning_rate, early_stopping, validating)
+    runner = runner_class(optimizer)(problem, optimizer, maxiter, learning_rate, early_stopping, validating, transform)
     runner.exact_resume = bool(exact_resume)
     runner.lr_schedule = lr_schedule
     finished = None if checkpoint is None else load_finished(checkpoint, {"controls": problem.initial}, signature)
@@ -502,6 +523,7 @@ def calibrate(
                  "given": sorted(map(str, initial_parameters)), "descriptor_transform": descriptor_transform,
                  "nn_input_scaling": nn_input_scaling if problem.train_nn else None,
                  "lr_schedule": lr_schedule if optimizer in SCHEDULED else None,
+                 "transform": transform if optimizer != "sbs" else None,
                  "dt": float(inputs.dt)},
         coords={"y": basin["y"].values, "x": basin["x"].values}, crs=basin_crs(basin),
         descriptor_scaling=problem.mapping.scaling,

@@ -85,12 +85,13 @@ class Runner:
     _inf_norm = staticmethod(jax.jit(lambda g: jnp.max(jnp.stack(
         [jnp.max(jnp.abs(x), initial=0.0) for x in jax.tree_util.tree_leaves(g)]))))
 
-    def __init__(self, problem: Problem, optimizer, maxiter, learning_rate, early_stopping, validating):
+    def __init__(self, problem: Problem, optimizer, maxiter, learning_rate, early_stopping, validating,
+                 transform: str = "normalize"):
         self.problem, self.optimizer, self.maxiter = problem, optimizer, maxiter
         self.learning_rate = learning_rate
         self.early_stopping = int(early_stopping)
         self.validating = validating
-        self.space = SearchSpace(problem.initial, problem.low, problem.high)
+        self.space = SearchSpace(problem.initial, problem.low, problem.high, transform)
         self.value_and_grad = jax.jit(jax.value_and_grad(lambda z: problem.loss(self.space.from_opt(z)), has_aux=True))
         self.value = jax.jit(lambda z: problem.loss(self.space.from_opt(z)))
         self.rows: list[dict] = []
@@ -371,8 +372,11 @@ class SBS(Runner):
         m = self.problem.mapping
         x_phys = np.asarray(self.problem.initial["mapping"]["values"], np.float64)
         tf = [_sbs_transform(float(a), float(b)) for a, b in zip(m.low, m.high)]
-        lo_t = np.array([t[0](float(a)) if np.isfinite(t[0](float(a))) else -np.inf for t, a in zip(tf, m.low)])
-        hi_t = np.array([t[0](float(b)) if np.isfinite(t[0](float(b))) else np.inf for t, b in zip(tf, m.high)])
+        with np.errstate(divide="ignore"):  # a bound at 0 (log) or at 0 or 1 (logit) is infinite in sbs coordinates
+            lo_t = np.array([t[0](np.float64(a)) for t, a in zip(tf, m.low)])
+            hi_t = np.array([t[0](np.float64(b)) for t, b in zip(tf, m.high)])
+        lo_t = np.where(np.isfinite(lo_t), lo_t, -np.inf)
+        hi_t = np.where(np.isfinite(hi_t), hi_t, np.inf)
         clip_phys = lambda v: np.clip(v, m.low.astype(np.float64), m.high.astype(np.float64))  # noqa: E731
 
         def to_t(v):

@@ -23,6 +23,7 @@ from .runner import (
     run_status,
     select_stages,
     stages_to_run,
+    study_stages,
 )
 
 __all__ = [
@@ -47,4 +48,5 @@ __all__ = [
     "run_status",
     "select_stages",
     "stages_to_run",
+    "study_stages",
 ]

@@ -257,6 +257,19 @@ class OptimizerSettings(_Section):
         "warmup_cosine (down to 1 % of the rate at maxiter)",
     )
 
+    transform: str = Field(
+        "normalize",
+        description="coordinates of the bounded parameters of uniform/distributed under lbfgsb or adam: normalize "
+        "(smash's, [0, 1] by the bounds) or sbs (log, logit, asinh as smash's sbs); the sbs optimiser always uses sbs",
+    )
+
+    @field_validator("transform")
+    @classmethod
+    def _known_transform(cls, value):
+        from ..calibration import TRANSFORMS  # the library's one list of transforms
+
+        return _known([value], TRANSFORMS, "transform")[0]
+
     @field_validator("schedule")
     @classmethod
     def _known_schedule(cls, value):
@@ -303,6 +316,9 @@ class CalibrationParams(_Section):
         None, min_length=2, max_length=2, description="(start, end] of temporal validation; null: the second half"
     )
     warmup_fraction: float = Field(0.1, ge=0, lt=0.5, description="share of the run kept as warm-up when periods are null")
+    swap_periods: bool = Field(
+        False, description="exchange the calibration and validation periods (the split-sample test's other half)"
+    )
     validation_gauges: list[str] | Literal["smallest"] | None = Field(
         "smallest",
         description="gauges held out as pseudo-ungauged: codes, 'smallest' (smallest drained area) or null (none)",
@@ -355,7 +371,13 @@ class CalibrationParams(_Section):
     def _known_mappings(cls, value):
         from ..mapping import MAPPINGS
 
-        return _known(value, MAPPINGS, "mapping(s)", where=" in optimizers")
+        _known(value, MAPPINGS, "mapping(s)", where=" in optimizers")
+        for mapping, settings in value.items():
+            if getattr(settings, "transform", "normalize") != "normalize" and mapping not in ("uniform", "distributed"):
+                raise ValueError(f"optimizers.{mapping}.transform: {settings.transform!r} transforms bounded "
+                                 f"parameters, and {mapping} calibrates network weights or coefficients; remove it "
+                                 "(transforms apply to uniform and distributed)")
+        return value
 
     @field_validator("calibration_period", "validation_period")
     @classmethod
@@ -366,6 +388,87 @@ class CalibrationParams(_Section):
         if not pd.Timestamp(start) < pd.Timestamp(end):
             raise ValueError(f"the start {start} must be before the end {end} (a period is (start, end])")
         return [start, end]
+
+
+class RefereeStudyParams(_Section):
+    """The referees' studies of stage 08_referees (a study stage: it runs only when listed in ``stages``)."""
+
+    mapping: str = Field(
+        "distributed",
+        description="mapping of the gr4_ude (gr4_ude-<calibration.routing>) trained once per solver, from one start",
+    )
+    solvers: list[str] = Field(
+        ["newton", "conservative", "implicit", "rk4:4", "rk4:16"],
+        min_length=1,
+        description="solvers compared in training, '<solver>' or '<solver>:<sub-steps>' (sub-steps matter for heun, rk4)",
+    )
+    optimizer: str | None = Field(None, description="optimiser of the solver study (null: the mapping's, lbfgsb for distributed)")
+    maxiter: int = Field(10, ge=1, strict=True, description="iterations of each solver's training")
+    learning_rate: float | None = Field(
+        None, gt=0, allow_inf_nan=False, description="adaptive optimisers' learning rate (null: smash's)"
+    )
+    reference_substeps: int | None = Field(
+        64, ge=1, le=4096,
+        description="each trained model is also scored by RK4 with this many sub-steps (an accurate solver); null: skip",
+    )
+    budget_models: list[str] = Field(
+        ["gr4-distributed", "gr4_mlp-distributed", "gr4_ude-distributed"],
+        min_length=1,
+        description="models whose cumulative water budget is drawn (read from the run's models/, trained if absent)",
+    )
+    budget_points: int = Field(150, ge=2, le=100000, description="steps at which the cumulative budget is evaluated")
+    diagram_hydrologies: list[str] = Field(
+        ["gr4", "gr4_mlp", "gr4_ode", "gr4_ude"], min_length=1, description="rows of the data-flow diagram grid"
+    )
+    diagram_mappings: list[str] = Field(
+        ["uniform", "distributed", "ann", "cnn"], min_length=1, description="columns of the data-flow diagram grid"
+    )
+
+    @field_validator("solvers")
+    @classmethod
+    def _known_study_solvers(cls, value):
+        from ..studies import parse_solver  # the library's one reading of a solver
+
+        for spec in value:
+            parse_solver(spec)
+        return value
+
+    @field_validator("mapping")
+    @classmethod
+    def _known_study_mapping(cls, value):
+        from ..mapping import MAPPINGS
+
+        return _known([value], MAPPINGS, "mapping")[0]
+
+    @field_validator("diagram_mappings")
+    @classmethod
+    def _known_diagram_mappings(cls, value):
+        from ..mapping import MAPPINGS
+
+        return _known(value, MAPPINGS, "mapping(s)")
+
+    @field_validator("optimizer")
+    @classmethod
+    def _known_study_optimizer(cls, value):
+        from ..calibration import OPTIMIZERS
+
+        return value if value is None else _known([value], OPTIMIZERS, "optimizer")[0]
+
+    @field_validator("budget_models")
+    @classmethod
+    def _known_budget_models(cls, value):
+        from ..protocol import ModelName
+
+        return [str(ModelName.parse(v)) for v in value]
+
+    @field_validator("diagram_hydrologies")
+    @classmethod
+    def _known_hydrologies(cls, value):
+        from .. import structures
+
+        for name in value:
+            structures.get_module(name)
+        return value
 
 
 class FigureParams(_Section):
@@ -392,7 +495,8 @@ class Params(_Section):
     basin: BasinParams = Field(default_factory=BasinParams, description="the basin and the simulation window")
     stages: list[str] | None = Field(
         None,
-        description="notebook stems to run (e.g. [01_basin]); they always run in name order; null: every notebook in notebooks/",
+        description="notebook stems to run (e.g. [01_basin]); they always run in name order; null: every notebook in "
+        "notebooks/ except the study stages (07_known_answer, 08_referees), which run only when listed",
     )
     forward: ForwardParams = Field(default_factory=ForwardParams, description="the forward run (stage 02)")
     hybrid: HybridParams = Field(default_factory=HybridParams, description="the hybrid models (stage 05)")
@@ -400,6 +504,9 @@ class Params(_Section):
         default_factory=CalibrationParams, description="the calibrations, validations and comparison (stages 03-06)"
     )
     figures: FigureParams = Field(default_factory=FigureParams, description="saved figures")
+    referees: RefereeStudyParams = Field(
+        default_factory=RefereeStudyParams, description="the referees' studies (stage 08_referees, run only when listed)"
+    )
     seed: int = Field(
         0,
         strict=True,

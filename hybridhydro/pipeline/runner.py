@@ -57,6 +57,12 @@ NOTEBOOKS_DIR = Path(__file__).resolve().parents[2] / "notebooks"
 #: A stage is a notebook whose name starts with its number: ``01_basin.py``.
 STAGE_NAME = re.compile(r"^\d+_\w+$")
 
+#: A line of a notebook that makes it a *study* stage: a study (the known-answer experiment, the
+#: referees' solver study) runs only when a parameter file's ``stages`` or ``--stages`` names
+#: it, never in the default pipeline (``stages: null``), which stays the six stages of the
+#: comparison.
+STUDY_MARK = "# hybridhydro: study stage"
+
 KERNEL_NAME = "python3"
 
 
@@ -146,6 +152,17 @@ def discover_stages(notebooks_dir: str | Path = NOTEBOOKS_DIR) -> list[str]:
     return sorted(p.stem for p in directory.glob("*.py") if STAGE_NAME.match(p.stem))
 
 
+def study_stages(notebooks_dir: str | Path = NOTEBOOKS_DIR) -> list[str]:
+    """The stages of ``notebooks_dir`` marked as studies (a line :data:`STUDY_MARK`), in name order."""
+    directory = Path(notebooks_dir)
+    out = []
+    for stem in discover_stages(directory):
+        lines = (directory / f"{stem}.py").read_text(encoding="utf-8").splitlines()
+        if any(line.strip() == STUDY_MARK for line in lines):
+            out.append(stem)
+    return out
+
+
 def select_stages(
     available: Sequence[str], requested: Sequence[str] | None, *, where: str = "stages"
 ) -> list[str]:
@@ -173,6 +190,9 @@ def stages_to_run(params: Params, stages: Sequence[str] | None = None, notebooks
     available = discover_stages(notebooks_dir)
     if stages is not None:
         selected = select_stages(available, stages, where="--stages")
+    elif params.stages is None:  # the pipeline: every stage but the studies
+        studies = set(study_stages(notebooks_dir))
+        selected = [s for s in available if s not in studies]
     else:
         where = f"{params.params_file}: stages" if params.params_file else "stages"
         selected = select_stages(available, params.stages, where=where)

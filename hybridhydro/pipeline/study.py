@@ -1,0 +1,347 @@
+"""A comparison study: several basins x seeds x splits, run by the batch runner, summarised as tables.
+
+A study file (YAML, e.g. ``params/studies/comparison.yaml``) names the basins, each with its
+parameter file and its grid (the ``--set`` of :mod:`.batch`), and the seeds::
+
+    name: comparison
+    seeds: 0-4
+    doc: ../../docs/comparison.md            # where the tables go (relative to this file)
+    basins:
+      - label: Cance
+        params: ../cance-study.yaml          # relative to this file
+        set:
+          calibration.swap_periods: [false, true]                  # two splits, one swapped
+          calibration.validation_gauges: [[V3524010], [V3515010], [V3517010]]   # leave one gauge out
+
+``python -m hybridhydro study params/studies/comparison.yaml`` runs each basin as one batch
+(``<output-root>/<name>-<label>``; finished runs are skipped, so a study longer than a working
+session continues where it stopped) and writes the tables into the ``doc`` between the lines
+``<!-- study tables: begin -->`` and ``<!-- study tables: end -->``; whatever the file holds
+outside them (the reading of the tables, the verdict) is kept as it was.
+
+The statistics (:func:`scenario_statistics`) pool every score of a model in a scenario: every
+seed, split, fold and gauge of the scenario. A model is ranked above another only where their
+interquartile ranges do not overlap (:func:`tiers`). The acceptance of the protocol
+(:func:`acceptance`) asks each model to beat the default parameters in every scenario and to
+reach 0.9 of the best calibration score.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from . import batch
+from .record import PipelineError
+
+BEGIN = "<!-- study tables: begin -->"
+END = "<!-- study tables: end -->"
+
+#: The comparison's reference row: gr4 with smash's default parameters (stage 06 scores it).
+DEFAULT_ROW = "default parameters"
+
+#: Scenarios in the order of the tables.
+SCENARIO_ORDER = ("calibration", "temporal", "spatial", "spatio-temporal")
+
+
+class StudyError(PipelineError):
+    """A study file that cannot run: the message says what and where."""
+
+
+class StudyBasin(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    label: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$", description="the basin's name in the tables and batch")
+    params: str = Field(description="its parameter file, relative to the study file")
+    set: dict[str, list[Any]] = Field(default_factory=dict, description="dotted key -> values, as batch --set")
+    note: str = Field("", description="one sentence printed above the basin's tables")
+
+
+class StudySpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+    seeds: str = Field("0-4", description="the seeds, as batch --seeds")
+    doc: str | None = Field(None, description="markdown file that receives the tables, relative to the study file")
+    metrics: list[str] = Field(["nse", "kge"], min_length=1)
+    basins: list[StudyBasin] = Field(min_length=1)
+
+    @field_validator("seeds", mode="before")
+    @classmethod
+    def _text(cls, value):
+        return str(value)
+
+
+def load_study(path: str | Path) -> tuple[StudySpec, Path]:
+    """The study file, validated, and its folder (paths in it are relative to that folder)."""
+    path = Path(path)
+    if not path.is_file():
+        raise StudyError(f"{path}: no such study file (see params/studies/comparison.yaml for one)")
+    try:
+        spec = StudySpec.model_validate(yaml.safe_load(path.read_text()) or {})
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+        raise StudyError(f"{path}: {problems}") from None
+    labels = [b.label for b in spec.basins]
+    if len(set(labels)) != len(labels):
+        raise StudyError(f"{path}: two basins share a label ({labels}); give each its own")
+    for b in spec.basins:
+        if not (path.parent / b.params).is_file():
+            raise StudyError(f"{path}: basin {b.label}: no parameter file {path.parent / b.params}")
+    return spec, path.parent
+
+
+def expand_basin(spec: StudySpec, basin: StudyBasin, folder: Path, stages=None) -> list[batch.BatchCase]:
+    """The batch cases of one basin of the study (its grid x the study's seeds)."""
+    sets = [f"{key}=" + ",".join(json.dumps(v) if not isinstance(v, str) else v for v in values)
+            for key, values in basin.set.items()]
+    return batch.expand([folder / basin.params], sets, spec.seeds, stages=stages)
+
+
+def run_study(
+    path: str | Path,
+    *,
+    output_root: str | Path = "runs",
+    jobs: int | None = None,
+    scheduler: str | None = None,
+    tables_only: bool = False,
+    doc: str | Path | None = None,
+    echo: Callable[[str], None] = print,
+) -> StudyResult:
+    """Run (or, with ``tables_only``, only summarise) every basin of the study; write the tables.
+
+    Returns the markdown of the tables and the runs that did not finish; writes the tables
+    into the study's ``doc`` (or ``doc``). A failed run does not stop the others: the tables
+    show what finished, and rerunning the command retries what did not.
+    """
+    spec, folder = load_study(path)
+    sections, timings, failed = [], [], []
+    for basin in spec.basins:
+        cases = expand_basin(spec, basin, folder)
+        name = f"{spec.name}-{basin.label}"
+        tic = time.perf_counter()
+        if not tables_only:
+            result = batch.run_batch(cases, name=name, output_root=output_root, jobs=jobs, scheduler=scheduler,
+                                     command=f"python -m hybridhydro study {path}", echo=echo)
+            if result.failed:
+                echo(result.message())
+                failed += [c["name"] for c in result.failed]
+        directory = Path(output_root).resolve() / name
+        manifest = _read_manifest(directory)
+        scores, _ = batch.collect_scores(directory, cases, manifest.get("cases") or [_pending(c) for c in cases])
+        timings.append(_timing(basin.label, manifest, len(cases), time.perf_counter() - tic, tables_only))
+        sections.append(basin_tables(basin.label, scores, spec.metrics, note=basin.note, ncases=len(cases),
+                                     health=collect_health(directory, cases)))
+    text = study_markdown(spec, timings, sections)
+    target = Path(doc) if doc is not None else (folder / spec.doc if spec.doc else None)
+    if target is not None:
+        write_between_markers(target, text)
+        echo(f"tables written to {target}")
+    return StudyResult(text, failed, target)
+
+
+@dataclass
+class StudyResult:
+    """What :func:`run_study` did: the tables' markdown, the runs that did not finish, where the tables went."""
+
+    markdown: str
+    failed: list[str]
+    doc: Path | None
+
+
+def _pending(case) -> dict[str, Any]:
+    return {"name": case.name, "status": "pending", "log": ""}
+
+
+def _read_manifest(directory: Path) -> dict[str, Any]:
+    path = directory / batch.BATCH_MANIFEST
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _timing(label: str, manifest: Mapping, ncases: int, seconds: float, tables_only: bool) -> dict[str, Any]:
+    records = manifest.get("cases") or []
+    done = [r for r in records if r.get("status") in ("done", "skipped")]
+    case_seconds = sum(float(r["seconds"]) for r in records if r.get("seconds"))
+    return {"basin": label, "runs": ncases, "finished": len(done),
+            "sum of run times (min)": round(case_seconds / 60, 1),
+            "this command (min)": None if tables_only else round(seconds / 60, 1)}
+
+
+# ------------------------------------------------------------------------------------ statistics
+
+
+def scenario_statistics(scores: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
+    """Median, quartiles and count of every (model, scenario, metric), pooling seeds, splits, folds and gauges."""
+    long = scores.melt(id_vars=["model", "scenario"], value_vars=list(metrics), var_name="metric", value_name="value")
+    groups = long.groupby(["model", "scenario", "metric"], sort=False)["value"]
+    stats = pd.DataFrame({"n": groups.count(), "median": groups.median(), "q25": groups.quantile(0.25),
+                          "q75": groups.quantile(0.75)}).reset_index()
+    return stats
+
+
+def tiers(stats: pd.DataFrame) -> pd.Series:
+    """Rank groups of the models of one (scenario, metric): 1 the best.
+
+    Models are sorted by median (higher is better, as for NSE and KGE); the best model opens
+    tier 1 and every model whose interquartile range overlaps the tier leader's joins it; the
+    best model left opens the next tier. Two models are ranked against each other only when
+    they fall in different tiers, that is when their intervals do not overlap.
+    """
+    ordered = stats.dropna(subset=["median"]).sort_values("median", ascending=False)
+    out, tier, leader = {}, 0, None
+    for _, row in ordered.iterrows():
+        if leader is None or row["q75"] < leader["q25"]:
+            tier, leader = tier + 1, row
+        out[row["model"]] = tier
+    return pd.Series(out, name="tier", dtype="Int64").reindex(stats["model"].values)
+
+
+def acceptance(stats: pd.DataFrame, metric: str = "nse", share: float = 0.9) -> pd.DataFrame:
+    """Per model: does it beat the default parameters in every scenario (medians), and reach
+    ``share`` of the best calibration median? One row per model (the default row left out)."""
+    part = stats[stats["metric"] == metric]
+    wide = part.pivot_table(index="model", columns="scenario", values="median", sort=False)
+    scenarios = [s for s in SCENARIO_ORDER if s in wide.columns]
+    models = [m for m in wide.index if m != DEFAULT_ROW]
+    best = wide.loc[models, "calibration"].max() if "calibration" in wide else float("nan")
+    rows = []
+    for m in models:
+        below = ([s for s in scenarios if not wide.loc[m, s] > wide.loc[DEFAULT_ROW, s]]
+                 if DEFAULT_ROW in wide.index else [])
+        ratio = wide.loc[m, "calibration"] / best if "calibration" in wide and best > 0 else float("nan")
+        rows.append({"model": m, "scenarios not above default": ", ".join(below) or "none",
+                     f"calibration / best": round(float(ratio), 3),
+                     "accepted": (not below) and bool(ratio >= share)})
+    return pd.DataFrame(rows).set_index("model")
+
+
+def collect_health(directory: Path, cases: Sequence[batch.BatchCase]) -> pd.DataFrame:
+    """How often each model's training failed a health check, across the runs of a batch.
+
+    Reads ``models/<model>/calibration.json`` of every run (the trained result's
+    ``options["health"]``); one row per model: runs read, runs with a failed check, and the
+    checks that failed (with how many runs each).
+    """
+    counts: dict[str, dict[str, Any]] = {}
+    for case in cases:
+        models = directory / case.name / "models"
+        for manifest in sorted(models.glob("*/calibration.json")) if models.is_dir() else []:
+            try:
+                options = json.loads(manifest.read_text()).get("options", {})
+            except (OSError, ValueError):
+                continue
+            row = counts.setdefault(manifest.parent.name, {"runs": 0, "unhealthy runs": 0, "failed checks": {}})
+            row["runs"] += 1
+            failed = [h["check"] for h in options.get("health") or [] if not h.get("ok", True)]
+            if failed:
+                row["unhealthy runs"] += 1
+            for check in failed:
+                row["failed checks"][check] = row["failed checks"].get(check, 0) + 1
+    rows = {m: {"runs": r["runs"], "unhealthy runs": r["unhealthy runs"],
+                "failed checks": ", ".join(f"{c} ({n})" for c, n in r["failed checks"].items()) or "none"}
+            for m, r in counts.items()}
+    return pd.DataFrame(rows).T
+
+
+# ------------------------------------------------------------------------------------ markdown
+
+
+def _cell(row) -> str:
+    if pd.isna(row["median"]):
+        return ""
+    return f"{row['median']:.3f} [{row['q25']:.3f}, {row['q75']:.3f}]"
+
+
+def basin_tables(label: str, scores: pd.DataFrame, metrics: Sequence[str], *, note: str = "", ncases: int = 0,
+                 health: pd.DataFrame | None = None) -> str:
+    """The markdown of one basin: per metric, median [q25, q75] and tier per model and scenario;
+    then the acceptance table and the training health."""
+    lines = [f"### {label}", ""]
+    if note:
+        lines += [note, ""]
+    if scores is None or not len(scores):
+        return "\n".join(lines + ["No run of this basin has finished yet.", ""])
+    seeds = sorted(scores["seed"].dropna().unique().tolist()) if "seed" in scores else []
+    nruns = scores["case"].nunique() if "case" in scores else 0
+    lines += [f"{nruns} of {ncases} runs finished (seeds {', '.join(map(str, map(int, seeds)))}). "
+              "Each cell: median [q25, q75] over every seed, split, fold and gauge of the scenario; "
+              "(n) the number of scores; T the tier (1 best): models of one tier have overlapping "
+              "interquartile ranges with the tier's leader and are not ranked against each other.", ""]
+    stats = scenario_statistics(scores, metrics)
+    models = list(dict.fromkeys(scores["model"]))
+    for metric in metrics:
+        part = stats[stats["metric"] == metric]
+        scenarios = [s for s in SCENARIO_ORDER if s in set(part["scenario"])]
+        tier_of = {s: tiers(part[part["scenario"] == s]) for s in scenarios}
+        lines += [f"#### {metric.upper()}", "", "| model | " + " | ".join(scenarios) + " |",
+                  "|---|" + "---|" * len(scenarios)]
+        for m in models:
+            cells = []
+            for s in scenarios:
+                row = part[(part["model"] == m) & (part["scenario"] == s)]
+                if not len(row):
+                    cells.append("")
+                    continue
+                r = row.iloc[0]
+                t = tier_of[s].get(m)
+                cells.append(f"{_cell(r)} ({int(r['n'])}) T{int(t)}" if pd.notna(t) else _cell(r))
+            lines.append(f"| {m} | " + " | ".join(cells) + " |")
+        lines.append("")
+    if "nse" in metrics:
+        acc = acceptance(stats, "nse")
+        lines += ["#### Acceptance (NSE medians)", "",
+                  "Accepted: above the default parameters in every scenario and at least 0.9 of the best "
+                  "calibration median.", "", _frame_markdown(acc), ""]
+    if health is not None and len(health):
+        lines += ["#### Training health", "", "Runs whose trained model failed a check of "
+                  "`hybridhydro.calibration.training_health` (saturated outputs, vanishing gradient, a plateau "
+                  "above the parent's cost, unconverged ODE steps).", "", _frame_markdown(health), ""]
+    return "\n".join(lines)
+
+
+def _frame_markdown(frame: pd.DataFrame) -> str:
+    cols = [str(c) for c in frame.columns]
+    lines = ["| " + " | ".join([frame.index.name or "model", *cols]) + " |", "|---|" + "---|" * len(cols)]
+    for idx, row in frame.iterrows():
+        lines.append(f"| {idx} | " + " | ".join(str(v) for v in row.values) + " |")
+    return "\n".join(lines)
+
+
+def study_markdown(spec: StudySpec, timings: Sequence[Mapping], sections: Sequence[str]) -> str:
+    """The generated part of the study's document: how it was run, then each basin's tables."""
+    import os
+
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    lines = [BEGIN, "", f"_Generated {when} by `python -m hybridhydro study` (study `{spec.name}`, seeds "
+             f"{spec.seeds}) on {platform.machine()} with {os.cpu_count()} CPU core(s); rerunning the command "
+             "skips finished runs and rewrites only this section._", "",
+             "| basin | runs | finished | sum of run times (min) | this command (min) |", "|---|---:|---:|---:|---:|"]
+    for t in timings:
+        lines.append(f"| {t['basin']} | {t['runs']} | {t['finished']} | {t['sum of run times (min)']} | "
+                     f"{'' if t['this command (min)'] is None else t['this command (min)']} |")
+    lines += ["", *sections, END, ""]
+    return "\n".join(lines)
+
+
+def write_between_markers(path: Path, text: str) -> None:
+    """Put ``text`` (which starts with :data:`BEGIN` and ends with :data:`END`) in place of the
+    file's marked section, keeping everything else; append it to a file without markers."""
+    from ..io.netcdf import replace_atomically
+
+    path = Path(path)
+    old = path.read_text() if path.exists() else ""
+    if BEGIN in old and END in old:
+        head, rest = old.split(BEGIN, 1)
+        new = head + text.strip("\n") + rest.split(END, 1)[1]
+    else:
+        new = (old.rstrip("\n") + "\n\n" if old else "") + text
+    replace_atomically(path, lambda tmp: Path(tmp).write_text(new))

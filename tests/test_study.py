@@ -1,0 +1,105 @@
+"""The comparison study: statistics that pool seeds, splits and folds; tiers; acceptance; the command."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from hybridhydro.pipeline import study
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _stats(rows):
+    return pd.DataFrame(rows, columns=["model", "scenario", "metric", "n", "median", "q25", "q75"])
+
+
+def test_tiers_rank_only_where_the_intervals_do_not_overlap():
+    stats = _stats([("a", "calibration", "nse", 5, 0.90, 0.85, 0.95),
+                    ("b", "calibration", "nse", 5, 0.88, 0.80, 0.90),   # overlaps a: same tier
+                    ("c", "calibration", "nse", 5, 0.60, 0.50, 0.70),   # below a's q25: next tier
+                    ("d", "calibration", "nse", 5, 0.55, 0.45, 0.62)])  # overlaps c
+    assert study.tiers(stats).tolist() == [1, 1, 2, 2]
+    # the check can fail: widen c's interval up to a's and it joins tier 1
+    stats.loc[2, "q75"] = 0.86
+    assert study.tiers(stats).tolist() == [1, 1, 1, 2]
+
+
+def test_statistics_pool_seeds_splits_folds_and_gauges():
+    scores = pd.DataFrame({"model": ["m"] * 4 + ["default parameters"] * 4,
+                           "scenario": ["spatial"] * 8, "gauge": ["A", "B", "A", "B"] * 2,
+                           "seed": [0, 0, 1, 1] * 2, "nse": [0.1, 0.2, 0.3, 0.4, 0.0, 0.0, 0.0, 0.0]})
+    stats = study.scenario_statistics(scores, ["nse"])
+    row = stats[stats["model"] == "m"].iloc[0]
+    assert (row["n"], row["median"]) == (4, pytest.approx(0.25))
+    assert (row["q25"], row["q75"]) == (pytest.approx(0.175), pytest.approx(0.325))
+
+
+def test_acceptance_asks_for_every_scenario_above_default_and_0_9_of_the_best():
+    rows = []
+    for model, cal, tem in (("default parameters", 0.1, 0.2), ("good", 0.9, 0.8), ("weak", 0.7, 0.6),
+                            ("below", 0.85, 0.1)):
+        rows += [(model, "calibration", "nse", 3, cal, cal, cal), (model, "temporal", "nse", 3, tem, tem, tem)]
+    acc = study.acceptance(_stats(rows))
+    assert acc.loc["good", "accepted"] and not acc.loc["weak", "accepted"] and not acc.loc["below", "accepted"]
+    assert acc.loc["below", "scenarios not above default"] == "temporal"
+    assert acc.loc["weak", "calibration / best"] == pytest.approx(0.7 / 0.9, abs=1e-3)
+
+
+def test_tables_replace_only_their_section(tmp_path):
+    doc = tmp_path / "comparison.md"
+    doc.write_text(f"# Title\n\nwritten by hand\n\n{study.BEGIN}\nold tables\n{study.END}\n\n## Verdict\n\nkept\n")
+    study.write_between_markers(doc, f"{study.BEGIN}\nnew tables\n{study.END}\n")
+    text = doc.read_text()
+    assert "old tables" not in text and "new tables" in text
+    assert text.startswith("# Title\n\nwritten by hand\n\n") and text.endswith("## Verdict\n\nkept\n")
+    fresh = tmp_path / "fresh.md"
+    study.write_between_markers(fresh, f"{study.BEGIN}\nt\n{study.END}\n")
+    assert fresh.read_text().count(study.BEGIN) == 1
+
+
+def test_a_bad_study_file_says_what_and_where(tmp_path):
+    bad = tmp_path / "s.yaml"
+    bad.write_text("name: s\nbasins: [{label: A, params: nowhere.yaml}]\n")
+    with pytest.raises(study.StudyError, match="basin A: no parameter file"):
+        study.load_study(bad)
+    bad.write_text("name: s\nbasins: [{label: A, params: x.yaml, sett: {}}]\n")
+    with pytest.raises(study.StudyError, match="sett"):
+        study.load_study(bad)
+    with pytest.raises(study.StudyError, match="no such study file"):
+        study.load_study(tmp_path / "none.yaml")
+
+
+def test_the_shipped_studies_expand_to_seeds_x_splits_x_folds():
+    spec, folder = study.load_study(REPO / "params" / "studies" / "comparison.yaml")
+    for basin in spec.basins:
+        cases = study.expand_basin(spec, basin, folder)
+        assert len(cases) == 5 * 2 * 3, basin.label
+        assert {c.seed for c in cases} == set(range(5))
+        swapped = {c.params.calibration.swap_periods for c in cases}
+        held = {tuple(c.params.calibration.validation_gauges) for c in cases}
+        assert swapped == {False, True} and len(held) == 3
+
+
+def test_the_tiny_study_runs_and_writes_its_tables(tmp_path):
+    """The command end to end on the tiny study: batches, scores, tables; a rerun skips every run."""
+    folder = tmp_path / "studies"
+    shutil.copytree(REPO / "params" / "studies", folder)
+    shutil.copy(REPO / "params" / "ci.yaml", tmp_path / "ci.yaml")
+    shutil.copy(REPO / "params" / "base.yaml", tmp_path / "base.yaml")
+    doc = tmp_path / "doc.md"
+    doc.write_text(f"hand text\n\n{study.BEGIN}\n{study.END}\n")
+    lines: list[str] = []
+    done = study.run_study(folder / "ci-comparison.yaml", output_root=tmp_path / "runs", jobs=2, doc=doc,
+                           echo=lines.append)
+    assert done.failed == []
+    text = doc.read_text()
+    assert text.startswith("hand text")
+    assert "4 of 4 runs finished (seeds 0, 1)" in text
+    assert "| gr4-distributed |" in text and "T1" in text and "#### Acceptance" in text
+    again = study.run_study(folder / "ci-comparison.yaml", output_root=tmp_path / "runs", jobs=2, doc=doc,
+                            echo=lines.append)
+    assert not again.failed and any("4 finished earlier (skipped), 0 to run" in line for line in lines)
