@@ -3,7 +3,8 @@
 The public API, by stage of the data flow (docs/architecture.md draws it):
 
 * basin: :func:`read_smash_dataset`, :func:`read_basin`, :func:`write_basin`,
-  :func:`synthetic_basin`, :func:`check_basin`, :func:`crop_basin` (the cells upstream of a gauge)
+  :func:`synthetic_basin`, :func:`known_answer_basin` (a basin whose discharge hides a process
+  GR4 lacks), :func:`check_basin`, :func:`crop_basin` (the cells upstream of a gauge)
 * outputs: :func:`write_simulation`, :func:`write_parameter_maps` (NetCDF or GeoTIFF), and
   :func:`to_cf`, the CF conventions every written file follows
 * mesh: :func:`build_mesh`, :class:`Mesh` (more in :mod:`hybridhydro.mesh`)
@@ -21,19 +22,23 @@ The public API, by stage of the data flow (docs/architecture.md draws it):
 * calibration: :func:`calibrate` (controls -> parameter maps -> run -> cost, minimised;
   :func:`load_calibration` reads a saved one), :func:`evaluate` (metrics per gauge of any
   simulation); periods read ``(start, end]`` everywhere (:mod:`hybridhydro.periods`)
+* baseline: :func:`train_lstm` (a regional LSTM, lumped per gauge: the pure-ML reference of
+  the comparison), :class:`LSTMConfig`, :class:`LSTMResult`, :func:`load_lstm`
 * pipeline: :func:`load_params` (the notebook runner is ``python -m hybridhydro``)
 
 Public modules besides the top level (:data:`PUBLIC_MODULES`): :mod:`~hybridhydro.protocol`
 (the paper's experiment), :mod:`~hybridhydro.report` (tables and figures the notebooks show),
-:mod:`~hybridhydro.plotting` and :mod:`~hybridhydro.periods`. The notebooks use nothing else.
+:mod:`~hybridhydro.plotting`, :mod:`~hybridhydro.periods` and :mod:`~hybridhydro.studies` (the referees'
+studies: solvers in training, cumulative budgets, data-flow diagrams). The notebooks use nothing else.
 """
 
-from . import periods, plotting, protocol, report  # noqa: F401  (public modules)
+from . import periods, plotting, protocol, report, studies  # noqa: F401  (public modules)
 from .balance import BALANCE_TOLERANCE, balance_closure, closes, water_balance
 from .basin import ForcingWarning, check_basin
 from .calibration import calibrate, load_calibration
 from .cost import evaluate
 from .crop import crop_basin
+from .lstm import LSTMConfig, LSTMResult, load_lstm, train_lstm
 from .io import read_basin, read_smash_dataset, to_cf, write_basin, write_parameter_maps, write_simulation
 from .mapping import make_mapping, transform_descriptors
 from .mesh import Mesh, build_mesh
@@ -44,6 +49,7 @@ from .simulate import network_weights, simulate
 from .structure_name import Structure, calibrated_parameters, parse_structure
 from .structures import ODE_SOLVERS, PARAMETER_BOUNDS, PARAMETER_UNITS, SOURCES, get_module, ill_posed_cells
 from .synthetic import synthetic_basin
+from .known_answer import known_answer_basin
 from .cache import compilation_cache_directory, configure_compilation_cache
 
 configure_compilation_cache()  # JAX's persistent compilation cache (hybridhydro.cache says where it is)
@@ -51,12 +57,14 @@ configure_compilation_cache()  # JAX's persistent compilation cache (hybridhydro
 __version__ = "0.1.0"
 
 #: The modules the documentation names as public, besides the package's top level.
-PUBLIC_MODULES = ("periods", "plotting", "protocol", "report")
+PUBLIC_MODULES = ("periods", "plotting", "protocol", "report", "studies")
 
 __all__ = [
     "BALANCE_TOLERANCE",
     "FluxCorrectionNet",
     "ForcingWarning",
+    "LSTMConfig",
+    "LSTMResult",
     "Mesh",
     "ODE_SOLVERS",
     "PARAMETER_BOUNDS",
@@ -79,6 +87,7 @@ __all__ = [
     "get_module",
     "ill_posed_cells",
     "load_calibration",
+    "load_lstm",
     "load_params",
     "make_mapping",
     "network_weights",
@@ -89,7 +98,9 @@ __all__ = [
     "run",
     "simulate",
     "synthetic_basin",
+    "known_answer_basin",
     "to_cf",
+    "train_lstm",
     "transform_descriptors",
     "water_balance",
     "write_basin",

@@ -73,14 +73,33 @@ networks = report.networks_table(results)
 networks
 
 # %% [markdown]
+# ## A pure-ML baseline: a regional LSTM
+#
+# What a model without any hydrology reaches on the same split: an LSTM, lumped per gauge
+# (catchment-mean rain and PET in mm per hour, and the catchment means of the descriptors),
+# trained on the calibration gauges over the calibration period only, in the style of
+# NeuralHydrology's regional LSTM (`hybridhydro.lstm` documents every setting). It reaches the
+# pseudo-ungauged gauges through their descriptors, as the regionalisations do.
+
+# %%
+baselines = {}
+if "lstm" in calibration.baselines:
+    lstm_config = hh.LSTMConfig.for_split(basin, split, calibration.lstm)  # its window fitted to the calibration period
+    lstm = hh.train_lstm(basin, split, lstm_config, seed=cfg.seed)
+    lstm.save(models_dir / "lstm", overwrite=True)
+    baselines["lstm"] = lstm.simulate(basin)
+    print(f"LSTM: {lstm.n_parameters} weights, {len(lstm.history)} iterations, final loss "
+          f"{float(lstm.history['loss'].iloc[-1]):.3f}; settings {lstm_config.to_dict()}")
+
+# %% [markdown]
 # ## Scores in every scenario
 #
-# Every model and, for reference, gr4 with smash's default parameters; the tables are also
-# written to `comparison.md` (and every score to `comparison_scores.csv`).
+# Every model, the baselines and, for reference, gr4 with smash's default parameters; the
+# tables are also written to `comparison.md` (and every score to `comparison_scores.csv`).
 
 # %%
 sims = {name: r.simulate(basin, **RUN) for name, r in results.items()}
-sims_with_default = {"default parameters": hh.simulate(basin, f"gr4-{calibration.routing}"), **sims}
+sims_with_default = {"default parameters": hh.simulate(basin, f"gr4-{calibration.routing}"), **sims, **baselines}
 scores = protocol.score(sims_with_default, basin, split, calibration.metrics)
 tables = report.write_comparison(scores, split, output_dir, calibration.metrics, case=cfg.case)
 for metric, table in tables.items():
@@ -179,6 +198,8 @@ print(f"written here: {', '.join(missing) or 'none'}; every model's run is in {s
 # * every model's run is written and reopens with plain xarray.
 # * every model with a network (a hybrid, an ann or cnn regionalisation) has its row in the
 #   networks table, with a positive number of weights.
+# * the LSTM baseline, when it runs, is scored like the models and reads back from its saved
+#   folder to the same discharge.
 
 # %%
 expected = {(m, s, g) for m in sims_with_default for s in protocol.SCENARIOS for g in split.scenario(s)[1]}
@@ -198,4 +219,7 @@ assert np.allclose(csv[calibration.metrics].values, scores[calibration.metrics].
 assert all("q" in xr.load_dataset(sim_dir / f"{name}.nc") for name in sims), f"a model's run is missing from {sim_dir}"
 with_network = {n for n, r in results.items() if r.nn_parameters is not None or r.network is not None}
 assert set(networks["model"]) == with_network and (networks["weights"] > 0).all(), networks
+if "lstm" in baselines:
+    back = hh.load_lstm(models_dir / "lstm").simulate(basin)["q"].values
+    assert np.array_equal(back, baselines["lstm"]["q"].values, equal_nan=True), "the saved LSTM simulates otherwise"
 print(f"{len(sims)} models scored in {scores['scenario'].nunique()} scenarios; table in {output_dir / 'comparison.md'}")

@@ -261,3 +261,16 @@ def test_os_errors_name_the_path_and_what_to_do(tmp_path, nb, monkeypatch, capsy
     (tmp_path / "afile").write_text("x")
     with pytest.raises(PipelineError, match=r"cannot create the run directory .*afile"):
         run(load_params(case), notebooks_dir=nb, output_root=tmp_path / "afile", progress=False)
+
+
+def test_the_params_hash_ignores_only_the_basin_generators_a_source_does_not_use():
+    from hybridhydro.pipeline import load_params
+    from hybridhydro.pipeline.record import params_hash
+
+    lez = load_params({"basin": {"source": "Lez"}})
+    other = load_params({"basin": {"source": "Lez", "synthetic": {"nrow": 9}}})
+    assert params_hash(lez) == params_hash(other)  # the synthetic basin's settings do not shape a Lez run
+    synthetic = load_params({"basin": {"source": "synthetic"}})
+    changed = load_params({"basin": {"source": "synthetic", "synthetic": {"nrow": 9}}})
+    assert params_hash(synthetic) != params_hash(changed)  # ... but they do shape a synthetic run
+    assert params_hash(lez) != params_hash(load_params({"basin": {"source": "Lez"}, "seed": 3}))

@@ -76,18 +76,63 @@ class SyntheticBasinParams(_Section):
         return _timestamp(value)
 
 
+class KnownAnswerBasinParams(_Section):
+    """Keyword arguments of :func:`hybridhydro.known_answer_basin` (used when ``basin.source`` is ``known_answer``)."""
+
+    cells: int = Field(600, ge=50, le=5000, strict=True, description="about how many active cells (1 km2 each)")
+    ngauge: int = Field(8, ge=2, le=40, strict=True, description="number of gauges: outlets of separate catchments and nested ones")
+    years: float = Field(3.0, ge=0.05, le=30, description="length of the series, in years of 365.25 days")
+    dt: float = Field(86400, description="time step in seconds: 86400 (daily) or 10800 (3-hourly)")
+    truth: Literal["exchange", "slow_store", "gr4"] = Field(
+        "exchange", description="the hidden process: exchange (saturating groundwater loss), slow_store (slow aquifer), gr4 (none)"
+    )
+    noise: float = Field(0.05, ge=0.0, le=1.0, description="standard deviation of the lognormal error of qobs (0: the clean truth)")
+    seed: int = Field(0, strict=True, description="seed of the forcing, descriptors and noise: the same seed gives the same basin")
+    start: str = Field("2015-01-01", description="start of the series; the first step ends at start + dt")
+    routing: Literal["lr", "kw", "lag0", "zero"] = Field(
+        "lr", description="routing of the truth and of q_gr4 (set it to calibration.routing)"
+    )
+    bbox: list[float] | None = Field(
+        None, min_length=4, max_length=4,
+        description="(xmin, xmax, ymin, ymax) in Lambert-93 m where outlets are looked for; null: the Languedoc coast",
+    )
+
+    @field_validator("dt")
+    @classmethod
+    def _known_dt(cls, value: float) -> float:
+        if value not in (86400, 10800):
+            raise ValueError(f"dt must be 86400 (daily) or 10800 (3-hourly) seconds, got {value}")
+        return float(value)
+
+    @field_validator("bbox")
+    @classmethod
+    def _ordered_bbox(cls, value):
+        if value is not None and not (value[0] < value[1] and value[2] < value[3]):
+            raise ValueError(f"bbox must be (xmin, xmax, ymin, ymax) with xmin < xmax and ymin < ymax, got {value}")
+        return value
+
+    @field_validator("start", mode="before")
+    @classmethod
+    def _iso_start(cls, value: Any) -> str:
+        return _timestamp(value)
+
+
 class BasinParams(_Section):
     """Where the basin comes from, and the simulation window."""
 
     source: str = Field(
         "synthetic",
-        description="'Cance', 'Lez' or 'France' (hydro-smash datasets), 'synthetic', or a directory in the smash layout "
+        description="'Cance', 'Lez' or 'France' (hydro-smash datasets), 'synthetic', 'known_answer', or a directory in the smash layout "
         "(relative to the parameter file that sets it)",
     )
     start: str | None = Field(None, description="start of the simulation window, e.g. '2014-09-15 00:00'; null: the dataset's own")
     end: str | None = Field(None, description="end of the simulation window (the last step ends here); null: the dataset's own")
     synthetic: SyntheticBasinParams = Field(
         default_factory=SyntheticBasinParams, description="the synthetic basin, when source is 'synthetic'"
+    )
+    known_answer: KnownAnswerBasinParams = Field(
+        default_factory=KnownAnswerBasinParams,
+        description="the known-answer basin (true maps, a hidden process), when source is 'known_answer'",
     )
 
     @field_validator("start", "end", mode="before")
@@ -98,15 +143,16 @@ class BasinParams(_Section):
     @field_validator("source")
     @classmethod
     def _canonical_source(cls, value: str) -> str:
-        known = {name.lower(): name for name in (*SMASH_DATASETS, "synthetic")}
+        known = {name.lower(): name for name in (*SMASH_DATASETS, "synthetic", "known_answer")}
         return known.get(value.strip().lower(), value)
 
     @model_validator(mode="after")
     def _window(self) -> "BasinParams":
-        if self.source == "synthetic" and (self.start is not None or self.end is not None):
+        if self.source in ("synthetic", "known_answer") and (self.start is not None or self.end is not None):
+            length = "ntime" if self.source == "synthetic" else "years"
             raise ValueError(
-                "basin.start and basin.end select a window of a smash dataset; for a synthetic basin set "
-                "basin.synthetic.start and basin.synthetic.ntime instead"
+                f"basin.start and basin.end select a window of a smash dataset; for a {self.source} basin set "
+                f"basin.{self.source}.start and basin.{self.source}.{length} instead"
             )
         if self.start is not None and self.end is not None and pd.Timestamp(self.start) >= pd.Timestamp(self.end):
             raise ValueError(f"basin.start ({self.start}) must come before basin.end ({self.end})")
@@ -331,6 +377,21 @@ class CalibrationParams(_Section):
         None, ge=0, strict=True,
         description="hybrids' pre-calibration iterations when no pre-calibrated parent is at hand (null: the guide's)",
     )
+    bounds: dict[str, list[float]] | None = Field(
+        None,
+        description="calibration bounds that replace smash's for some parameters, e.g. {cp: [10, 1000]} (a "
+        "remedy for parameters that run to a bound); null: smash's bounds",
+    )
+    baselines: list[Literal["lstm"]] = Field(
+        ["lstm"],
+        description="pure-ML baselines trained on the same split and scored beside the models in stage 06: lstm (a "
+        "regional LSTM, lumped per gauge, hybridhydro.lstm); [] for none",
+    )
+    lstm: dict[str, Any] = Field(
+        default_factory=dict,
+        description="settings of the LSTM baseline that differ from hybridhydro.LSTMConfig's defaults (hidden, "
+        "seq_length, spinup, dropout, learning_rate, iterations, batch_size, clip_norm, ...)",
+    )
     health_restarts: int = Field(
         0, ge=0, strict=True,
         description="a network training whose health checks fail (saturation, vanishing gradient, plateau above "
@@ -343,6 +404,22 @@ class CalibrationParams(_Section):
         from ..protocol import ModelName
 
         return [str(ModelName.parse(v)) for v in value]
+
+    @field_validator("bounds")
+    @classmethod
+    def _bounds_pairs(cls, value):
+        for name, pair in (value or {}).items():
+            if len(pair) != 2 or not pair[0] < pair[1]:
+                raise ValueError(f"bounds.{name}: {pair} is not [low, high] with low < high")
+        return value
+
+    @field_validator("lstm")
+    @classmethod
+    def _lstm_settings(cls, value):
+        from ..lstm import LSTMConfig  # the library's one check of the settings
+
+        LSTMConfig.from_dict(value)
+        return value
 
     @field_validator("routing")
     @classmethod
@@ -701,12 +778,12 @@ def _resolve_source(merged: dict[str, Any], layers: list[tuple[Path, dict[str, A
     if not isinstance(basin, dict) or not isinstance(basin.get("source"), str):
         return
     source = basin["source"]
-    if source.strip().lower() in {name.lower() for name in (*SMASH_DATASETS, "synthetic")}:
+    if source.strip().lower() in {name.lower() for name in (*SMASH_DATASETS, "synthetic", "known_answer")}:
         return
     file = _file_setting(("basin", "source"), layers)
     directory = (file.parent / Path(source).expanduser()).resolve()
     if not directory.is_dir():
-        close = difflib.get_close_matches(source, [*SMASH_DATASETS, "synthetic"], n=1)
+        close = difflib.get_close_matches(source, [*SMASH_DATASETS, "synthetic", "known_answer"], n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise ParamsError(
             f"{file}: basin.source {source!r} is neither a hydro-smash dataset ({', '.join(SMASH_DATASETS)}), "

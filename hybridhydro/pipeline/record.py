@@ -148,10 +148,21 @@ def _read_holder(fd: int) -> str:
 # --- hashes -------------------------------------------------------------------------------------
 
 
+#: Sections of ``basin`` that build a basin (``synthetic``, ``known_answer``): each shapes the
+#: results only when ``basin.source`` names it.
+BASIN_GENERATORS = ("synthetic", "known_answer")
+
+
 def params_hash(params) -> str:
-    """sha256 of the parameters that shape the results (all but ``stages``)."""
+    """sha256 of the parameters that shape the results: all but ``stages``, and but the
+    settings of a basin generator the source does not use (a run of Lez does not go stale
+    when the synthetic basin's settings change, or when a new generator is added)."""
     data = params.model_dump(mode="json")
     data.pop("stages", None)
+    basin = data.get("basin") or {}
+    for generator in BASIN_GENERATORS:
+        if str(basin.get("source", "")).lower() != generator:
+            basin.pop(generator, None)
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
