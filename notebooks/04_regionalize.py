@@ -139,7 +139,8 @@ print("\n".join(str(f.relative_to(output_dir)) for f in sim_files + map_files))
 # %% [markdown]
 # ## What must hold
 #
-# * every regionalisation of the stage was trained, and ended at a cost strictly below its first;
+# * every regionalisation of the stage was trained, and ended at a cost strictly below its first
+#   (or its health check reports that it ended above its start: a finding the tables show);
 # * its parameter maps are finite and within their bounds everywhere, the cells no gauge saw
 #   included;
 # * its discharge is finite and its water balance closes;
@@ -152,7 +153,11 @@ assert ranges["within bounds"].all(), ranges[~ranges["within bounds"]]
 for name, r in results.items():
     cost = r.history["cost"]
     assert np.isfinite(cost).all(), f"{name}: a non-finite cost"
-    assert cost.iloc[-1] < cost.iloc[0], f"{name}: training ended at {cost.iloc[-1]}, not below its first cost {cost.iloc[0]}"
+    # a training that ends above its start is a finding, not a crash: its health check reports it
+    # (summary table, and the study's acceptance); anything else that does not go down is an error
+    unhealthy = {h['check'] for h in (results[name].options.get('health') or []) if not h['ok']}
+    assert cost.iloc[-1] < cost.iloc[0] or 'ended above its start' in unhealthy, (
+        f"{name}: training ended at {cost.iloc[-1]}, not below {cost.iloc[0]}, and no health check says so")
     assert np.isfinite(sims[name]["q"].values).all(), f"{name}: non-finite discharge"
     closure = hh.balance_closure(hh.water_balance(sims[name], basin), sims[name])
     assert hh.closes(closure, cfg.forward.balance_tolerance), f"{name}: {closure}"

@@ -266,7 +266,8 @@ print("\n".join(str(f.relative_to(output_dir)) for f in sim_files + map_files))
 #   too, where the conservative solver loses no water;
 # * converged Newton steps solve their implicit equation; the explicit RK4 with its sub-steps
 #   is at least as close to the reference as smash's Newton and its one implicit step;
-# * every trained hybrid ended at a cost strictly below its first (the parent's), its balance
+# * every trained hybrid ended at a cost strictly below its first (the parent's; or its health
+#   check reports that it ended above its start), its balance
 #   closes, and the saved model reruns to the same discharge.
 # * every written run reopens with plain xarray, and every trained hybrid has its parameter maps.
 
@@ -291,7 +292,11 @@ if "conservative" in storm_closures:
 for name, r in trained.items():
     cost = r.history["cost"]
     assert np.isfinite(cost).all(), f"{name}: a non-finite training cost"
-    assert cost.iloc[-1] < cost.iloc[0], f"{name}: joint training ended at {cost.iloc[-1]}, not below {cost.iloc[0]}"
+    # a training that ends above its start is a finding, not a crash: its health check reports it
+    # (summary table, and the study's acceptance); anything else that does not go down is an error
+    unhealthy = {h['check'] for h in (trained[name].options.get('health') or []) if not h['ok']}
+    assert cost.iloc[-1] < cost.iloc[0] or 'ended above its start' in unhealthy, (
+        f"{name}: joint training ended at {cost.iloc[-1]}, not below {cost.iloc[0]}, and no health check says so")
     # nothing excuses an unexplained residual: solver losses and store rules are named terms
     assert hh.closes(trained_closures[name], hybrid.balance_tolerance), f"{name}: {trained_closures[name]}"
     back = hh.load_calibration(models_dir / name).simulate(basin)["q"].values

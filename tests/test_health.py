@@ -33,7 +33,7 @@ def hybrid(basin):
 
 def test_a_healthy_training_passes_every_check(basin, distributed):
     table = training_health(distributed, basin)
-    assert set(table.index) == {"saturated parameters", "vanishing gradient"}
+    assert set(table.index) == {"saturated parameters", "vanishing gradient", "ended above its start"}
     assert table["ok"].all(), table
     assert health_summary(table) == "ok"
 
@@ -67,6 +67,18 @@ def test_a_hybrid_above_its_parent_fails(basin, hybrid):
     worse.options = {**hybrid.options, "pre_calibration": {"structure": "gr4-lr", "final_cost": best / 2}}
     row = training_health(worse, basin).loc["plateau above the parent"]
     assert not row["ok"] and row["value"] == pytest.approx(2.0)
+
+
+def test_a_training_that_ends_above_its_start_fails(basin, distributed):
+    worse = copy.copy(distributed)
+    worse.history = pd.DataFrame({"cost": [0.5, 0.3, 0.6], "grad_norm": [1.0, 0.5, 0.5]},
+                                 index=pd.Index([0, 1, 2], name="iteration"))
+    worse.best_iteration, worse.message = 1, "maxiter 2 reached"
+    row = training_health(worse, basin).loc["ended above its start"]
+    assert not row["ok"] and row["value"] == pytest.approx(1.2) and "schedule" in row["remedy"]
+    # after early stopping the calibration returns its best iterate: that one is judged
+    worse.message = "early stopping: no improvement for 1 iterations"
+    assert training_health(worse, basin).loc["ended above its start", "value"] == pytest.approx(0.6)
 
 
 def test_saturated_corrections_fail(basin, hybrid):
@@ -118,6 +130,7 @@ def test_the_protocol_restarts_a_failed_network_training_from_the_next_seed(basi
     assert "restarts" not in plain.options and not plain.options["health"][0]["ok"]
     summary = protocol.summary({"gr4-ann": result, "gr4-distributed": plain})
     assert summary.loc["gr4-ann", "health"] == "ok" and summary.loc["gr4-distributed", "health"].startswith("saturated")
-    # a model no check applies to (uniform, sbs: no map, no gradient) is ok, and summarised so
+    # uniform sbs (no map, no gradient): only the end-above-start check applies, and passes
     uniform = protocol.train_model(basin, "gr4-uniform", split, settings={"uniform": {"maxiter": 1}}, progress=False)
-    assert uniform.options["health"] == [] and protocol.summary({"u": uniform}).loc["u", "health"] == "ok"
+    assert [h["check"] for h in uniform.options["health"]] == ["ended above its start"]
+    assert protocol.summary({"u": uniform}).loc["u", "health"] == "ok"

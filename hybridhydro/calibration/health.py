@@ -1,4 +1,4 @@
-"""Is a trained model healthy? Four checks of a calibration's result, each with its diagnosis.
+"""Is a trained model healthy? Six checks of a calibration's result, each with its diagnosis.
 
 A training can end without an error and still be broken: on Lez, a regionalisation network's
 bounded outputs saturate (cp pinned at its bound over the whole basin), its gradient vanishes,
@@ -17,6 +17,11 @@ for that after the fact, from the result, its history and one run of the trained
 ``plateau above the parent``
     a hybrid: its best cost over the cost its pre-calibrated parent reached (it starts from the
     parent, so it should never end above it);
+``ended above its start``
+    the cost of the model the calibration returns (its last iterate, smash's rule for the
+    adaptive optimisers; the best one after early stopping or a divergence) over its first
+    cost: above 1, the training made the model worse than where it started (a learning rate
+    too large for the end of the run);
 ``unconverged ODE steps``
     gr4_ode / gr4_ude: the share of solved cell-steps whose implicit equation has no root or
     whose Newton stopped unconverged (:func:`hybridhydro.balance.solver_statistics`).
@@ -40,6 +45,7 @@ LIMITS = {
     "saturated corrections": 0.25,
     "vanishing gradient": 1e-3,
     "plateau above the parent": 1.05,
+    "ended above its start": 1.0,
     "unconverged ODE steps": 0.01,
 }
 
@@ -48,6 +54,7 @@ REMEDIES = {
     "saturated corrections": "a smaller weight_scale or learning rate, or hybrid.input_scaling: hourly",
     "vanishing gradient": "another seed, a larger learning rate, or inputs scaled (hybrid.input_scaling: hourly)",
     "plateau above the parent": "a smaller learning rate, a smaller weight_scale, or more pre-calibration",
+    "ended above its start": "a smaller learning rate, a decaying schedule (optimizers.<mapping>.schedule), or early stopping",
     "unconverged ODE steps": "ode_solver='conservative' (it names what it clips), or bounds that keep the stores feasible",
 }
 
@@ -79,6 +86,11 @@ def training_health(result, basin: xr.Dataset, simulation: xr.Dataset | None = N
     if pre is not None and np.isfinite(pre.get("final_cost", np.nan)) and pre["final_cost"] > 0:
         ratio = float(h["cost"].min() / pre["final_cost"])
         rows["plateau above the parent"] = {"value": ratio, "where": pre.get("structure", "")}
+    if len(h) > 1 and np.isfinite(h["cost"].iloc[0]) and h["cost"].iloc[0] > 0:
+        returns_best = "early stopping" in str(result.message) or "returned the controls" in str(result.message)
+        returned = float(h["cost"].loc[result.best_iteration] if returns_best else h["cost"].iloc[-1])
+        rows["ended above its start"] = {"value": returned / float(h["cost"].iloc[0]),
+                                         "where": f"iteration {result.best_iteration if returns_best else h.index[-1]}"}
     if "newton_iterations" in simulation or "ode_root_exists" in simulation:
         from ..balance import solver_statistics
 
