@@ -199,6 +199,8 @@ def _start_point(basin, structure, split, start, *, cost, seed, hidden, initiali
             raise ValueError(f"start: a mapping holds 'parameters' (and 'nn_parameters'), got keys {sorted(start)}")
         parameters = dict(start["parameters"])
         weights = start.get("nn_parameters")
+        if hasattr(weights, "weights"):  # a FluxCorrectionNet
+            weights = weights.weights()
         weights = fresh_network() if (weights is None and hybrid) else weights
         origin = "the parameters given" + (" and network" if start.get("nn_parameters") is not None else "")
     else:
@@ -478,7 +480,9 @@ def plot_cumulative_budgets(budgets: Mapping[str, pd.DataFrame], *, reference: s
     fig, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 3.7), constrained_layout=True)
     axes = np.atleast_1d(axes)
     colours = {"rain": "tab:blue", "evaporation": "tab:orange", "outflow": "tab:green", "exchange": "tab:purple",
-               "correction": "tab:red", "storage_change": "tab:brown", "residual": "black", "source_solver": "tab:pink"}
+               "correction": "tab:red", "storage_change": "tab:brown", "residual": "black", "source_solver": "tab:pink",
+               "source_floor": "tab:cyan", "source_steady": "tab:olive", "source_impervious": "tab:gray",
+               "source_clip": "tab:pink"}
     for ax, name in zip(axes, names):
         b = budgets[name]
         for col in b.columns:
@@ -493,7 +497,7 @@ def plot_cumulative_budgets(budgets: Mapping[str, pd.DataFrame], *, reference: s
         ax.set_ylabel("cumulative term (mm, signed as in the budget)")
         ax.set_xlabel("time")
         ax.tick_params(axis="x", labelrotation=30, labelsize=7)
-        ax.legend(fontsize=6, loc="lower left")
+        ax.legend(fontsize=6, loc="upper left")
     if others:
         ax = axes[-1]
         styles = ["-", "--", ":", "-."]
@@ -510,9 +514,10 @@ def plot_cumulative_budgets(budgets: Mapping[str, pd.DataFrame], *, reference: s
         ax.set_ylabel("cumulative difference (mm, signed as in the budget)")
         ax.set_xlabel("time")
         ax.tick_params(axis="x", labelrotation=30, labelsize=7)
-        ax.legend(fontsize=5.5, loc="lower left")
+        ax.legend(fontsize=5.5, loc="upper left")
     if title:
         fig.suptitle(title, fontsize=10)
+        fig.get_layout_engine().set(h_pad=0.08)
     return fig
 
 
@@ -521,11 +526,15 @@ def plot_cumulative_budgets(budgets: Mapping[str, pd.DataFrame], *, reference: s
 
 def plot_solver_study(curves: pd.DataFrame, table: pd.DataFrame | None = None, *, title: str | None = None) -> Figure:
     """The cost curves of :func:`solver_training_study`: training cost and validation cost per
-    iteration, and training cost against wall time, one line per solver."""
+    iteration, and training cost against wall time, one line per solver (with ``table``, each
+    label adds the final temporal NSE and the seconds per iteration)."""
     has_validation = "validation_cost" in curves and curves["validation_cost"].notna().any()
     panels = 3 if has_validation else 2
     fig, axes = plt.subplots(1, panels, figsize=(4.4 * panels, 3.6), constrained_layout=True)
     for label, c in curves.groupby("solver", sort=False):
+        if table is not None and label in table.index:
+            row = table.loc[label]
+            label = f"{label} (temporal NSE {row['temporal NSE']:.3f}, {row['s / iteration (median)']:.2g} s/it)"
         line, = axes[0].plot(c["iteration"], c["cost"], marker=".", ms=3, lw=1.2, label=label)
         if has_validation:
             axes[1].plot(c["iteration"], c["validation_cost"], marker=".", ms=3, lw=1.2, color=line.get_color(),
@@ -683,7 +692,9 @@ def dataflow_diagram(hydrology: str, mapping: str, ax: Axes | None = None, *, ro
     _arrow(ax, (93, 30.6), (93, 16.5))
     gradient = DEFAULT_OPTIMIZER[mapping] != "sbs"
     back = "#c0392b" if gradient else "0.45"
-    what = ("∇J by reverse mode" + (" (IFT through Newton)" if ode else "")) if gradient else "sbs: search, no gradient"
+    what = "sbs: search, no gradient"
+    if gradient:
+        what = "∇J by reverse mode" + (" (IFT through Newton)" if ode else "")
     _arrow(ax, (70.6, 12.5), (46.6, 12.5), colour=back, style="--")
     ax.text(58.5, 18.5, what, ha="center", va="bottom", fontsize=5.2, color=back)
     if hybrid:
