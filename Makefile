@@ -7,6 +7,7 @@ CASE ?= cance
 OVERWRITE ?=
 RESUME ?=
 NBVAL_DIR := build/nbval/ci
+NBVAL_KA_DIR := build/nbval/ci-known-answer
 export MPLBACKEND := Agg
 export PYTHONHASHSEED := 0
 
@@ -35,10 +36,14 @@ test-fast: venv
 	$(PY) -m pytest -m "not slow and not outputs" -q -n $(JOBS) --dist loadfile
 
 # A fresh folder each time: nothing of an earlier run (a checkpoint, a model) is read back.
+# The six stages and the referees' study (08) on the tiny case; the known-answer study (07) on
+# its own tiny basin.
 test-notebooks: venv
-	rm -rf $(NBVAL_DIR)
-	$(PY) -m hybridhydro prepare params/ci.yaml --out $(NBVAL_DIR) --overwrite
+	rm -rf $(NBVAL_DIR) $(NBVAL_KA_DIR)
+	$(PY) -m hybridhydro prepare params/ci.yaml --out $(NBVAL_DIR) --stages 01,02,03,04,05,06,08 --overwrite
 	$(PY) -m pytest --nbval-lax --nbval-current-env -q $(NBVAL_DIR)
+	$(PY) -m hybridhydro prepare params/ci-known-answer.yaml --out $(NBVAL_KA_DIR) --overwrite
+	$(PY) -m pytest --nbval-lax --nbval-current-env -q $(NBVAL_KA_DIR)
 	HYBRIDHYDRO_RUN_DIR=$(NBVAL_DIR) $(PY) -m pytest -m outputs -q -n 0 tests/test_outputs.py
 
 ## make test-slow: the long cases (France-scale mesh) and oracle cases the fast suite already covers

@@ -12,10 +12,12 @@ Public API
 :func:`upstream_masks`         the cells draining through given cells (gauge catchments)
 :func:`catchment_means`        NaN-aware means of a (time, y, x) field over catchments, as smash
 :func:`routing_plan`           the mesh's :class:`RoutingPlan`: the cells in routing order
+:func:`downstream`, :func:`topological_levels`, :func:`accumulate`
+                               the D8 graph of a whole raster: downstream cells, levels, upstream sums
 """
 
 from ._build import build_mesh, build_mesh_from_raster, cell_sizes, read_flwdir
-from ._d8 import DCOL, DROW, detect_sink, from_esri, to_pyflwdir, validate_flwdir
+from ._d8 import DCOL, DROW, accumulate, detect_sink, downstream, from_esri, to_pyflwdir, topological_levels, validate_flwdir
 from ._mesh import Mesh
 from ._plan import RoutingPlan, build_routing_plan, routing_plan
 from ._upstream import catchment_means, upstream_masks
@@ -25,6 +27,9 @@ __all__ = [
     "DROW",
     "Mesh",
     "RoutingPlan",
+    "accumulate",
+    "downstream",
+    "topological_levels",
     "build_routing_plan",
     "build_mesh",
     "build_mesh_from_raster",

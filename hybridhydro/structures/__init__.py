@@ -36,6 +36,7 @@ from ._mlp import (
     weights_for_scaled_inputs,
 )
 from ._module import SOURCES, HydrologicalModule, SnowModule, StepContext, clean_forcing, missing_forcing
+from ._operators import exchange_power, interception, percolation_constant, power_store, production
 from ._ode import (
     ODE_SOLVERS,
     NEWTON_MAX_ITERATIONS,
@@ -216,4 +217,10 @@ __all__ = [
     "parameter_default",
     "parameter_defaults",
     "partition_precipitation",
+    # the GR operators, for models assembled outside the structures (hybridhydro.known_answer)
+    "exchange_power",
+    "interception",
+    "percolation_constant",
+    "power_store",
+    "production",
 ]
