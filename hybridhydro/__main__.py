@@ -90,6 +90,10 @@ def _parser() -> argparse.ArgumentParser:
     study.add_argument("--scheduler", default=None, metavar="ADDRESS", help="a running Dask scheduler instead of the local cluster")
     study.add_argument("--tables-only", action="store_true", help="run nothing: write the tables of the runs that finished")
     study.add_argument("--doc", type=Path, default=None, help="write the tables there instead of the study's `doc`")
+    study.add_argument("--basins", type=_stage_list, default=None, metavar="LABELS",
+                       help="run only these basins of the study (comma-separated labels); the tables cover every basin")
+    study.add_argument("--seeds", default=None, metavar="SEEDS",
+                       help="run only these of the study's seeds now (e.g. 0); the tables cover every run that finished")
     return parser
 
 
@@ -121,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run_batch(args, argv)
         if args.command == "study":
             done = _study.run_study(args.study, output_root=args.output_root, jobs=args.jobs, scheduler=args.scheduler,
-                                    tables_only=args.tables_only, doc=args.doc)
+                                    tables_only=args.tables_only, doc=args.doc, basins=args.basins, seeds=args.seeds)
             if done.doc is None:
                 print(done.markdown, end="")
             if done.failed:

@@ -132,6 +132,7 @@ results = protocol.load_models(models_dir, calibration.models)
 sims = {name: r.simulate(basin, **RUN) for name, r in results.items()}
 reference = {"gr4, true parameters": xr.Dataset({"q": basin["q_gr4"]})}
 scores = protocol.score({**reference, **sims}, truth_basin, split, calibration.metrics)
+scores.to_csv(output_dir / "known_answer_scores.csv", index=False)  # pooled over seeds by `python -m hybridhydro study`
 means = report.scenario_means(scores, calibration.metrics)
 means.round(3)
 
@@ -185,6 +186,7 @@ for scenario in protocol.SCENARIOS:
             rows.append({"model": name, "correction": v.removeprefix("correction_"), "scenario": scenario,
                          "gauge": g, "r": r})
 correlations = pd.DataFrame(rows, columns=["model", "correction", "scenario", "gauge", "r"])
+correlations.to_csv(output_dir / "known_answer_correlations.csv", index=False)
 if len(correlations):
     by_scenario = correlations.pivot_table(index=["model", "correction"], columns="scenario", values="r", aggfunc="mean")
     display(by_scenario.round(3))

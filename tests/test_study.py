@@ -71,6 +71,8 @@ def test_a_bad_study_file_says_what_and_where(tmp_path):
         study.load_study(bad)
     with pytest.raises(study.StudyError, match="no such study file"):
         study.load_study(tmp_path / "none.yaml")
+    with pytest.raises(study.StudyError, match=r"--basins Lezz: not in .* \(its basins: Lez, Cance, known-answer\)"):
+        study.run_study(REPO / "params" / "studies" / "comparison.yaml", basins=["Lezz"], output_root=tmp_path)
 
 
 def test_the_shipped_studies_expand_to_seeds_x_splits_x_folds():
@@ -101,5 +103,31 @@ def test_the_tiny_study_runs_and_writes_its_tables(tmp_path):
     assert "4 of 4 runs finished (seeds 0, 1)" in text
     assert "| gr4-distributed |" in text and "T1" in text and "#### Acceptance" in text
     again = study.run_study(folder / "ci-comparison.yaml", output_root=tmp_path / "runs", jobs=2, doc=doc,
-                            echo=lines.append)
-    assert not again.failed and any("4 finished earlier (skipped), 0 to run" in line for line in lines)
+                            echo=lines.append, seeds="1")
+    assert not again.failed and any("2 finished earlier (skipped), 0 to run" in line for line in lines)
+    assert "4 of 4 runs finished (seeds 0, 1)" in doc.read_text()  # the tables cover every seed that finished
+
+
+def test_known_answer_tables_pool_the_stage_07_files(tmp_path):
+    from types import SimpleNamespace
+
+    cases, records = [], []
+    for truth in ("exchange", "gr4"):
+        for seed in (0, 1):
+            name = f"ka_truth-{truth}_seed-{seed}"
+            (tmp_path / name).mkdir()
+            pd.DataFrame({"model": ["gr4, true parameters", "gr4_mlp-distributed"], "scenario": ["calibration"] * 2,
+                          "gauge": ["KA01"] * 2, "nse": [0.8, 0.9 + 0.01 * seed], "kge": [0.7, 0.8]}).to_csv(
+                tmp_path / name / "known_answer_scores.csv", index=False)
+            pd.DataFrame({"model": ["gr4_mlp-distributed"], "correction": ["water"], "scenario": ["calibration"],
+                          "gauge": ["KA01"], "r": [0.5 + 0.1 * seed]}).to_csv(
+                tmp_path / name / "known_answer_correlations.csv", index=False)
+            cases.append(SimpleNamespace(name=name, grid=(("basin.known_answer.truth", truth),), seed=seed))
+            records.append({"status": "done"})
+    records[-1]["status"] = "unfinished"  # an unfinished run is left out
+    text = study.known_answer_tables(tmp_path, cases, records, ["nse"])
+    assert "*truth: exchange*" in text and "*truth: gr4*" in text
+    assert "| gr4_mlp-distributed | 0.905 [0.903, 0.907] (2) |" in text  # exchange: seeds 0 and 1
+    assert "| gr4_mlp-distributed | 0.900 [0.900, 0.900] (1) |" in text  # gr4: seed 1 unfinished
+    assert "| exchange | gr4_mlp-distributed | water | 0.55 [0.53, 0.57] (2)" in text
+    assert study.known_answer_tables(tmp_path / "none", [], [], ["nse"]) == ""

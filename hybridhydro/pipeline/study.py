@@ -100,11 +100,11 @@ def load_study(path: str | Path) -> tuple[StudySpec, Path]:
     return spec, path.parent
 
 
-def expand_basin(spec: StudySpec, basin: StudyBasin, folder: Path, stages=None) -> list[batch.BatchCase]:
-    """The batch cases of one basin of the study (its grid x the study's seeds)."""
+def expand_basin(spec: StudySpec, basin: StudyBasin, folder: Path, stages=None, seeds: str | None = None) -> list[batch.BatchCase]:
+    """The batch cases of one basin of the study (its grid x the study's seeds, or ``seeds``)."""
     sets = [f"{key}=" + ",".join(json.dumps(v) if not isinstance(v, str) else v for v in values)
             for key, values in basin.set.items()]
-    return batch.expand([folder / basin.params], sets, spec.seeds, stages=stages)
+    return batch.expand([folder / basin.params], sets, seeds or spec.seeds, stages=stages)
 
 
 def run_study(
@@ -115,32 +115,44 @@ def run_study(
     scheduler: str | None = None,
     tables_only: bool = False,
     doc: str | Path | None = None,
+    basins: Sequence[str] | None = None,
+    seeds: str | None = None,
     echo: Callable[[str], None] = print,
 ) -> StudyResult:
     """Run (or, with ``tables_only``, only summarise) every basin of the study; write the tables.
 
     Returns the markdown of the tables and the runs that did not finish; writes the tables
-    into the study's ``doc`` (or ``doc``). A failed run does not stop the others: the tables
+    into the study's ``doc`` (or ``doc``). ``basins`` (labels) runs only those basins; the
+    tables still cover every basin, from the runs that finished. ``seeds`` runs only those
+    seeds now (e.g. ``"0"`` first, the others later: the runs keep their names, so a later
+    run of every seed skips them). A failed run does not stop the others: the tables
     show what finished, and rerunning the command retries what did not.
     """
     spec, folder = load_study(path)
+    labels = [b.label for b in spec.basins]
+    unknown = [b for b in basins or () if b not in labels]
+    if unknown:
+        raise StudyError(f"--basins {', '.join(unknown)}: not in {path} (its basins: {', '.join(labels)})")
     sections, timings, failed = [], [], []
     for basin in spec.basins:
         cases = expand_basin(spec, basin, folder)
         name = f"{spec.name}-{basin.label}"
         tic = time.perf_counter()
-        if not tables_only:
-            result = batch.run_batch(cases, name=name, output_root=output_root, jobs=jobs, scheduler=scheduler,
+        runs_now = not tables_only and (basins is None or basin.label in basins)
+        if runs_now:
+            todo = cases if seeds is None else expand_basin(spec, basin, folder, seeds=seeds)
+            result = batch.run_batch(todo, name=name, output_root=output_root, jobs=jobs, scheduler=scheduler,
                                      command=f"python -m hybridhydro study {path}", echo=echo)
             if result.failed:
                 echo(result.message())
                 failed += [c["name"] for c in result.failed]
         directory = Path(output_root).resolve() / name
-        manifest = _read_manifest(directory)
-        scores, _ = batch.collect_scores(directory, cases, manifest.get("cases") or [_pending(c) for c in cases])
-        timings.append(_timing(basin.label, manifest, len(cases), time.perf_counter() - tic, tables_only))
+        records = run_records(directory, cases)
+        scores, _ = batch.collect_scores(directory, cases, records)
+        timings.append(_timing(basin.label, records, len(cases), time.perf_counter() - tic, not runs_now))
         sections.append(basin_tables(basin.label, scores, spec.metrics, note=basin.note, ncases=len(cases),
                                      health=collect_health(directory, cases)))
+        sections.append(known_answer_tables(directory, cases, records, spec.metrics))
     text = study_markdown(spec, timings, sections)
     target = Path(doc) if doc is not None else (folder / spec.doc if spec.doc else None)
     if target is not None:
@@ -158,21 +170,27 @@ class StudyResult:
     doc: Path | None
 
 
-def _pending(case) -> dict[str, Any]:
-    return {"name": case.name, "status": "pending", "log": ""}
+def run_records(directory: Path, cases: Sequence[batch.BatchCase]) -> list[dict[str, Any]]:
+    """Each case's status read from its run directory (``done`` when every stage of its plan is
+    current with its parameters), whichever batch command ran it, with the seconds its stages took."""
+    from . import runner
+    from .record import read_manifest
+
+    out = []
+    for case in cases:
+        status = runner.run_status(case.params, output_root=directory)
+        manifest = read_manifest(directory / case.name) or {}
+        seconds = sum(float(st.get("seconds") or 0.0) for st in (manifest.get("stages") or {}).values())
+        out.append({"name": case.name, "status": "done" if status == "finished" else status,
+                    "log": str(directory / case.name / batch.RUN_LOG), "seconds": seconds or None})
+    return out
 
 
-def _read_manifest(directory: Path) -> dict[str, Any]:
-    path = directory / batch.BATCH_MANIFEST
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
-def _timing(label: str, manifest: Mapping, ncases: int, seconds: float, tables_only: bool) -> dict[str, Any]:
-    records = manifest.get("cases") or []
+def _timing(label: str, records: Sequence[Mapping], ncases: int, seconds: float, tables_only: bool) -> dict[str, Any]:
     done = [r for r in records if r.get("status") in ("done", "skipped")]
-    case_seconds = sum(float(r["seconds"]) for r in records if r.get("seconds"))
+    case_seconds = sum(float(r["seconds"]) for r in records if r.get("seconds") and r.get("status") == "done")
     return {"basin": label, "runs": ncases, "finished": len(done),
-            "sum of run times (min)": round(case_seconds / 60, 1),
+            "sum of finished run times (min)": round(case_seconds / 60, 1),
             "this command (min)": None if tables_only else round(seconds / 60, 1)}
 
 
@@ -252,6 +270,64 @@ def collect_health(directory: Path, cases: Sequence[batch.BatchCase]) -> pd.Data
     return pd.DataFrame(rows).T
 
 
+def _collect_csv(directory: Path, cases, records, filename: str) -> pd.DataFrame:
+    """One CSV of every finished run, with the run's grid values and seed as columns."""
+    frames = []
+    for case, record in zip(cases, records):
+        path = directory / case.name / filename
+        if record["status"] == "done" and path.is_file():
+            frame = pd.read_csv(path, dtype={"gauge": str})
+            for key, value in case.grid:
+                frame[key.split(".")[-1]] = value if not isinstance(value, list | dict) else json.dumps(value)
+            frame["seed"] = case.seed
+            frames.append(frame)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def known_answer_tables(directory: Path, cases, records, metrics: Sequence[str]) -> str:
+    """For runs of a known-answer basin (stage 07 wrote ``known_answer_scores.csv`` and
+    ``known_answer_correlations.csv``): the models scored against the clean truth, and the
+    correlation of each hybrid's correction with the hidden flux, median [q25, q75] per truth
+    and scenario over seeds, splits and gauges. Empty for other basins."""
+    scores = _collect_csv(directory, cases, records, "known_answer_scores.csv")
+    if not len(scores):
+        return ""
+    by = ["truth"] if "truth" in scores else []
+    lines = ["#### Against the clean truth (stage 07)", "",
+             "The models scored against the discharge without noise; `gr4, true parameters` is GR4 with "
+             "the true maps, which lacks only the hidden process (NSE, median [q25, q75] (n)).", ""]
+    for key, part in (scores.groupby(by, sort=False) if by else [((None,), scores)]):
+        title = f"truth: {key[0] if isinstance(key, tuple) else key}" if by else "every run"
+        stats = scenario_statistics(part, ["nse"])
+        scenarios = [x for x in SCENARIO_ORDER if x in set(stats["scenario"])]
+        lines += [f"*{title}*", "", "| model | " + " | ".join(scenarios) + " |", "|---|" + "---|" * len(scenarios)]
+        for m in dict.fromkeys(part["model"]):
+            cells = []
+            for x in scenarios:
+                row = stats[(stats["model"] == m) & (stats["scenario"] == x)]
+                cells.append(f"{_cell(row.iloc[0])} ({int(row.iloc[0]['n'])})" if len(row) else "")
+            lines.append(f"| {m} | " + " | ".join(cells) + " |")
+        lines.append("")
+    corr = _collect_csv(directory, cases, records, "known_answer_correlations.csv")
+    if len(corr):
+        lines += ["#### The hybrids' corrections against the hidden flux (stage 07)", "",
+                  "Pearson r between each correction (catchment mean per step) and the hidden flux, per "
+                  "gauge and scenario, median [q25, q75] (n) over seeds, splits and gauges.", ""]
+        keys = (["truth"] if "truth" in corr else []) + ["model", "correction"]
+        lines += ["| " + " | ".join(keys) + " | all scenarios | calibration | spatial |",
+                  "|" + "---|" * (len(keys) + 3)]
+        for key, part in corr.groupby(keys, sort=False):
+            key = key if isinstance(key, tuple) else (key,)
+            cells = []
+            for subset in (part, part[part["scenario"] == "calibration"], part[part["scenario"] == "spatial"]):
+                r = subset["r"].dropna()
+                cells.append(f"{r.median():.2f} [{r.quantile(0.25):.2f}, {r.quantile(0.75):.2f}] ({r.size})"
+                             if r.size else "")
+            lines.append("| " + " | ".join(map(str, key)) + " | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 # ------------------------------------------------------------------------------------ markdown
 
 
@@ -324,9 +400,9 @@ def study_markdown(spec: StudySpec, timings: Sequence[Mapping], sections: Sequen
     lines = [BEGIN, "", f"_Generated {when} by `python -m hybridhydro study` (study `{spec.name}`, seeds "
              f"{spec.seeds}) on {platform.machine()} with {os.cpu_count()} CPU core(s); rerunning the command "
              "skips finished runs and rewrites only this section._", "",
-             "| basin | runs | finished | sum of run times (min) | this command (min) |", "|---|---:|---:|---:|---:|"]
+             "| basin | runs | finished | sum of finished run times (min) | this command (min) |", "|---|---:|---:|---:|---:|"]
     for t in timings:
-        lines.append(f"| {t['basin']} | {t['runs']} | {t['finished']} | {t['sum of run times (min)']} | "
+        lines.append(f"| {t['basin']} | {t['runs']} | {t['finished']} | {t['sum of finished run times (min)']} | "
                      f"{'' if t['this command (min)'] is None else t['this command (min)']} |")
     lines += ["", *sections, END, ""]
     return "\n".join(lines)
