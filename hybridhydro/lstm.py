@@ -156,7 +156,6 @@ from __future__ import annotations
 import json
 import math
 import numbers
-import os
 import shutil
 import tempfile
 import time
@@ -760,7 +759,7 @@ class LSTMResult:
             ``directory`` holds a saved LSTM and ``overwrite`` is False; or it holds other files
             (no ``lstm.json``): those are never deleted, overwrite or not.
         """
-        from .io.netcdf import file_sha256
+        from .io.netcdf import file_sha256, swap_directory
 
         directory = Path(directory)
         if directory.exists() and not directory.is_dir():
@@ -787,18 +786,7 @@ class LSTMResult:
                 "files": {_WEIGHTS: file_sha256(tmp / _WEIGHTS)},
             }
             (tmp / _META).write_text(json.dumps(meta, indent=1))
-            if directory.exists():
-                old = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.old-"))
-                os.rmdir(old)
-                os.replace(directory, old)
-                try:
-                    os.replace(tmp, directory)
-                except BaseException:
-                    os.replace(old, directory)
-                    raise
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, directory)
+            swap_directory(tmp, directory)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

@@ -10,7 +10,6 @@ calibration, whole: never the files of two.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import tempfile
@@ -22,7 +21,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from ..io.netcdf import file_sha256
+from ..io.netcdf import file_sha256, swap_directory
 from ..mapping import REGIONAL_MAPPINGS
 
 #: Manifest format written by :meth:`CalibrationResult.save` (1: no file list, before sha256s).
@@ -283,7 +282,7 @@ class CalibrationResult:
         try:
             meta = self._write_files(tmp, description, network_arrays)
             (tmp / "calibration.json").write_text(json.dumps(meta, indent=1, default=_jsonable))
-            _swap_in(tmp, directory)
+            swap_directory(tmp, directory)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -317,25 +316,6 @@ class CalibrationResult:
         }
 
 
-def _swap_in(new: Path, directory: Path) -> None:
-    """Put the complete directory ``new`` in place of ``directory`` (renames in one folder).
-
-    The old directory is first renamed aside, then ``new`` takes its name, then the old one is
-    deleted; if the second rename fails the old one is put back. (POSIX has no atomic exchange
-    of two directories: between the renames, ``directory`` is briefly absent, never mixed.)
-    """
-    if not directory.exists():
-        os.replace(new, directory)
-        return
-    old = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.old-"))
-    os.rmdir(old)
-    os.replace(directory, old)
-    try:
-        os.replace(new, directory)
-    except BaseException:
-        os.replace(old, directory)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _jsonable(x):

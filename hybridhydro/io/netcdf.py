@@ -23,6 +23,7 @@ import hashlib
 import json
 import os
 import shutil
+import tempfile
 import uuid
 import warnings
 from pathlib import Path
@@ -246,6 +247,27 @@ def replace_atomically(path: Path, write: Callable[[Path], None]) -> Path:
         if tmp.exists():
             shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
     return path
+
+
+def swap_directory(new: Path, directory: Path) -> None:
+    """Put the complete directory ``new`` in place of ``directory`` (renames in one folder).
+
+    The old directory is first renamed aside, then ``new`` takes its name, then the old one is
+    deleted; if the second rename fails the old one is put back. (POSIX has no atomic exchange
+    of two directories: between the renames, ``directory`` is briefly absent, never mixed.)
+    """
+    if not directory.exists():
+        os.replace(new, directory)
+        return
+    old = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.old-"))
+    os.rmdir(old)
+    os.replace(directory, old)
+    try:
+        os.replace(new, directory)
+    except BaseException:
+        os.replace(old, directory)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _reason(err: BaseException) -> str:

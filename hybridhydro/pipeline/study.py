@@ -237,7 +237,7 @@ def acceptance(stats: pd.DataFrame, metric: str = "nse", share: float = 0.9) -> 
                  if DEFAULT_ROW in wide.index else [])
         ratio = wide.loc[m, "calibration"] / best if "calibration" in wide and best > 0 else float("nan")
         rows.append({"model": m, "scenarios not above default": ", ".join(below) or "none",
-                     f"calibration / best": round(float(ratio), 3),
+                     "calibration / best": round(float(ratio), 3),
                      "accepted": (not below) and bool(ratio >= share)})
     return pd.DataFrame(rows).set_index("model")
 
