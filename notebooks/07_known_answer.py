@@ -260,14 +260,15 @@ map_scores.pivot_table(index="model", columns="parameter", values=["r", "mean ra
 #
 # * the hidden flux is non-trivial for a hidden process (it moves water, and $Q_{GR4}$ differs
 #   from $Q_{true}$), and exactly zero with $Q_{GR4} = Q_{true}$ for the truth `gr4`;
-# * the truth is finite and non-negative; the observations scatter around it as the noise says;
+# * the truth is finite and non-negative (to float32 round-off); the observations scatter around it as the noise says;
 # * every correlation of a correction that varies is finite, and so is every correlation of a
 #   calibrated map that varies;
 # * every trained hybrid's water balance closes, its corrections named.
 
 # %%
 hidden = basin["hidden_flux"].values[:, active]
-assert np.isfinite(basin["q_true"].values).all() and (basin["q_true"].values >= 0).all(), "the truth is not a discharge"
+q_true = basin["q_true"].values  # non-negative but for float32 round-off (GR4's own run for the truth gr4)
+assert np.isfinite(q_true).all() and (q_true >= -1e-6 * np.nanmax(q_true)).all(), "the truth is not a discharge"
 if truth == "gr4":
     assert np.all(hidden == 0.0), "the truth gr4 hides nothing"
     assert np.array_equal(basin["q_gr4"].values, basin["q_true"].values), "the truth gr4 is GR4 with the true maps"
