@@ -42,6 +42,7 @@ import xarray as xr
 from . import structures
 from .balance import closes  # noqa: F401  (the closure check, also offered here beside balance_closure)
 from .calibration import MAPPINGS, CalibrationResult, calibrate, load_calibration
+from .calibration.checkpoints import CheckpointMismatch
 from .calibration.health import health_summary, training_health
 from .cost import METRICS, evaluate
 from .mapping import REGIONAL_MAPPINGS
@@ -393,6 +394,24 @@ def train_model(
                          **ck, **common)
 
     checkpoint = common.pop("checkpoint", None)
+    stale = common.pop("stale_checkpoints", "error")
+    if stale not in ("error", "restart"):
+        raise ValueError(f"stale_checkpoints={stale!r}: choose 'error' (refuse a checkpoint of another calibration) "
+                         "or 'restart' (delete it and train from the start)")
+    plain_train = train
+
+    def train(seed_now: int, checkpoint) -> CalibrationResult:  # noqa: F811  (the same, with the stale policy)
+        for _ in range(8):  # one checkpoint per step of a hybrid (pre-calibration, joint): a few at most
+            try:
+                return plain_train(seed_now, checkpoint)
+            except CheckpointMismatch as mismatch:
+                if stale != "restart":
+                    raise
+                print(f"{model}: {mismatch.path.name} was written by another calibration (another version of "
+                      "the code, or other settings); it is deleted and the training starts over")
+                mismatch.path.unlink(missing_ok=True)
+        return plain_train(seed_now, checkpoint)
+
     first_seed = hybrid["seed"] if m.hybrid else seed
     attempts = []
     for k in range(int(health_restarts) + 1):
@@ -441,8 +460,11 @@ def train_models(
     :func:`hybridhydro.calibrate`), so that a stage interrupted and run again (``python -m
     hybridhydro run ... --resume``) continues each calibration where it stopped, and a model
     that had finished is read back from its checkpoint instead of being trained again. A
-    checkpoint records every setting and a fingerprint of the data; one written with other
-    settings is an error, never a silent mix. The calibrations resume exactly
+    checkpoint records every setting and a fingerprint of the data and of the code; one written
+    with other settings is an error, never a silent mix, unless ``stale_checkpoints="restart"``
+    (what the pipeline's stages pass: the run record already guarantees their settings, so a
+    mismatch there means another version of the code), which deletes it and trains from the
+    start, saying so. The calibrations resume exactly
     (``exact_resume``): a stage interrupted and resumed gives the models, and so the table, of
     a stage never interrupted.
     """

@@ -74,7 +74,7 @@ models = [m for m in calibration.models if protocol.stage_of(m) == "04_regionali
 results, seconds = protocol.train_models(basin, models, split, directory=models_dir, routing=calibration.routing,
                                          settings=calibration.optimizers, cost=calibration.cost, seed=cfg.seed,
                                          checkpoints=output_dir / "checkpoints",
-                                         health_restarts=calibration.health_restarts, bounds=calibration.bounds)
+                                         health_restarts=calibration.health_restarts, bounds=calibration.bounds, stale_checkpoints="restart")
 protocol.summary(results, seconds)
 
 # %%

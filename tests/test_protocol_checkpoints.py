@@ -85,3 +85,24 @@ def test_a_finished_calibration_is_read_back_not_run_again(case, reference, tmp_
     # another setting is not a finished run of this calibration: a clear error, never its result
     with pytest.raises(ValueError, match="maxiter: 6 in this call, 5 in the checkpoint"):
         protocol.train_models(basin, ["gr4-distributed"], split, **{**options, "settings": {"distributed": {"maxiter": 6}}})
+
+
+def test_a_stale_checkpoint_is_refused_or_restarted_as_asked(case, tmp_path, capsys):
+    """A checkpoint of another calibration (here another maxiter; in a pipeline, another version
+    of the code) is an error by default; the pipeline's stages restart it, and say so."""
+    from hybridhydro.calibration.checkpoints import CheckpointMismatch
+
+    basin, split = case
+    ck = tmp_path / "ck"
+    protocol.train_models(basin, ["gr4-distributed"], split, settings={"distributed": {"maxiter": 2}},
+                          checkpoints=ck, progress=False)
+    other = {"distributed": {"maxiter": 3}}
+    with pytest.raises(CheckpointMismatch, match="maxiter"):
+        protocol.train_models(basin, ["gr4-distributed"], split, settings=other, checkpoints=ck, progress=False)
+    results, _ = protocol.train_models(basin, ["gr4-distributed"], split, settings=other, checkpoints=ck,
+                                       progress=False, stale_checkpoints="restart")
+    assert int(results["gr4-distributed"].history.index.max()) == 3
+    assert "is deleted and the training starts over" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="stale_checkpoints='ask'"):
+        protocol.train_models(basin, ["gr4-distributed"], split, settings=other, checkpoints=ck, progress=False,
+                              stale_checkpoints="ask")

@@ -207,6 +207,14 @@ def load_checkpoint(path: str | Path, like: dict, signature: dict):
     return _checked(npz, saved, meta, like, signature)
 
 
+class CheckpointMismatch(ValueError):
+    """A checkpoint written by another calibration (other settings, data or code); ``path`` is the file."""
+
+    def __init__(self, message: str, path: Path):
+        super().__init__(message)
+        self.path = path
+
+
 def _checked(npz: Path, saved: list, meta: dict, like: dict, signature: dict):
     """``(state, meta)`` of a checkpoint read by :func:`_read`, once its signature and shapes match."""
     mine = canonical(signature)
@@ -214,9 +222,10 @@ def _checked(npz: Path, saved: list, meta: dict, like: dict, signature: dict):
     if theirs != mine:
         theirs = theirs if isinstance(theirs, dict) else {}
         lines = signature_differences(mine, theirs) or ["(the settings differ)"]
-        raise ValueError(
+        raise CheckpointMismatch(
             f"the checkpoint {npz} was written by another calibration; what differs:\n  - " + "\n  - ".join(lines)
-            + f"\nresume with the checkpoint's settings, give another checkpoint path, or delete {npz} to start over"
+            + f"\nresume with the checkpoint's settings, give another checkpoint path, or delete {npz} to start over",
+            npz,
         )
     leaves, treedef = jax.tree_util.tree_flatten(like)
     if len(saved) != len(leaves) or any(np.shape(s) != np.shape(x) for s, x in zip(saved, leaves)):
