@@ -77,13 +77,17 @@ def test_a_bad_study_file_says_what_and_where(tmp_path):
 
 def test_the_shipped_studies_expand_to_seeds_x_splits_x_folds():
     spec, folder = study.load_study(REPO / "params" / "studies" / "comparison.yaml")
+    assert [b.label for b in spec.basins] == ["Lez", "Cance", "known-answer"]
     for basin in spec.basins:
         cases = study.expand_basin(spec, basin, folder)
-        assert len(cases) == 5 * 2 * 3, basin.label
         assert {c.seed for c in cases} == set(range(5))
-        swapped = {c.params.calibration.swap_periods for c in cases}
+        assert {c.params.calibration.swap_periods for c in cases} == {False, True}
         held = {tuple(c.params.calibration.validation_gauges) for c in cases}
-        assert swapped == {False, True} and len(held) == 3
+        if basin.label == "known-answer":  # two truths, a fixed pair of non-nested gauges held out
+            assert len(cases) == 5 * 2 * 2 and len(held) == 1
+            assert {c.params.basin.known_answer.truth for c in cases} == {"exchange", "gr4"}
+        else:  # leave one gauge out: every gauge in turn
+            assert len(cases) == 5 * 2 * 3 and len(held) == 3, basin.label
 
 
 def test_the_tiny_study_runs_and_writes_its_tables(tmp_path):
