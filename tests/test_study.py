@@ -126,7 +126,8 @@ def test_known_answer_tables_pool_the_stage_07_files(tmp_path):
             pd.DataFrame({"model": ["gr4_mlp-distributed"], "correction": ["water"], "scenario": ["calibration"],
                           "gauge": ["KA01"], "r": [0.5 + 0.1 * seed]}).to_csv(
                 tmp_path / name / "known_answer_correlations.csv", index=False)
-            cases.append(SimpleNamespace(name=name, grid=(("basin.known_answer.truth", truth),), seed=seed))
+            cases.append(SimpleNamespace(name=name, base_case="ka", grid=(("basin.known_answer.truth", truth),),
+                                         seed=seed))
             records.append({"status": "done"})
     records[-1]["status"] = "unfinished"  # an unfinished run is left out
     text = study.known_answer_tables(tmp_path, cases, records, ["nse"])

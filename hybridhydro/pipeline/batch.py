@@ -678,25 +678,28 @@ def _capture(stream) -> Iterator[None]:
 # --- summary ------------------------------------------------------------------------------------
 
 
-def collect_scores(directory: Path, cases: Sequence[BatchCase], records: Sequence[Mapping[str, Any]]):
-    """Every run's scores with the case, the base case, the grid values and the seed as columns;
-    and the cases without scores, each with why."""
+def collect_scores(directory: Path, cases: Sequence[BatchCase], records: Sequence[Mapping[str, Any]],
+                   filename: str = SCORES_FILE):
+    """Every run's scores (``filename``: stage 06's ``comparison_scores.csv`` by default, or
+    another table a stage writes per run) with the case, the base case, the grid values and the
+    seed as columns; and the cases without that file, each with why."""
     import pandas as pd
 
     frames, missing = [], []
     for case, record in zip(cases, records):
-        path = directory / case.name / SCORES_FILE
+        path = directory / case.name / filename
         if record["status"] not in ("done", "skipped"):
-            missing.append((case.name, f"{record['status']}; log: {record['log']}"))
+            missing.append((case.name, f"{record['status']}; log: {record.get('log', '')}"))
         elif not path.is_file():
-            missing.append((case.name, f"{record['status']}, but no {SCORES_FILE} (stage 06 writes it; was it selected?)"))
+            missing.append((case.name, f"{record['status']}, but no {filename} (was the stage that writes it selected?)"))
         else:
             scores = pd.read_csv(path, dtype={"gauge": str})
             front = {"case": case.name, "base_case": case.base_case,
                      **{key: _value_text(value) if isinstance(value, list | dict) else value for key, value in case.grid},
                      "seed": case.seed}
             frames.append(pd.concat([pd.DataFrame({k: [v] * len(scores) for k, v in front.items()}), scores], axis=1))
-    columns = ["case", "base_case", *(k for k, _ in cases[0].grid), "seed", *SCORE_KEYS] if cases else []
+    columns = ["case", "base_case", *(k for k, _ in cases[0].grid), "seed",
+               *(SCORE_KEYS if filename == SCORES_FILE else ())] if cases else []
     table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
     return table, missing
 

@@ -151,7 +151,7 @@ def run_study(
         scores, _ = batch.collect_scores(directory, cases, records)
         timings.append(_timing(basin.label, records, len(cases), time.perf_counter() - tic, not runs_now))
         sections.append(basin_tables(basin.label, scores, spec.metrics, note=basin.note, ncases=len(cases),
-                                     health=collect_health(directory, cases)))
+                                     health=collect_health(directory, cases, records)))
         sections.append(known_answer_tables(directory, cases, records, spec.metrics))
     text = study_markdown(spec, timings, sections)
     target = Path(doc) if doc is not None else (folder / spec.doc if spec.doc else None)
@@ -242,15 +242,18 @@ def acceptance(stats: pd.DataFrame, metric: str = "nse", share: float = 0.9) -> 
     return pd.DataFrame(rows).set_index("model")
 
 
-def collect_health(directory: Path, cases: Sequence[batch.BatchCase]) -> pd.DataFrame:
-    """How often each model's training failed a health check, across the runs of a batch.
+def collect_health(directory: Path, cases: Sequence[batch.BatchCase], records: Sequence[Mapping] | None = None) -> pd.DataFrame:
+    """How often each model's training failed a health check, across the finished runs of a
+    batch (every run directory when ``records`` is None), the runs the score tables pool.
 
     Reads ``models/<model>/calibration.json`` of every run (the trained result's
     ``options["health"]``); one row per model: runs read, runs with a failed check, and the
     checks that failed (with how many runs each).
     """
     counts: dict[str, dict[str, Any]] = {}
-    for case in cases:
+    for k, case in enumerate(cases):
+        if records is not None and records[k]["status"] not in ("done", "skipped"):
+            continue
         models = directory / case.name / "models"
         for manifest in sorted(models.glob("*/calibration.json")) if models.is_dir() else []:
             try:
@@ -270,29 +273,16 @@ def collect_health(directory: Path, cases: Sequence[batch.BatchCase]) -> pd.Data
     return pd.DataFrame(rows).T
 
 
-def _collect_csv(directory: Path, cases, records, filename: str) -> pd.DataFrame:
-    """One CSV of every finished run, with the run's grid values and seed as columns."""
-    frames = []
-    for case, record in zip(cases, records):
-        path = directory / case.name / filename
-        if record["status"] == "done" and path.is_file():
-            frame = pd.read_csv(path, dtype={"gauge": str})
-            for key, value in case.grid:
-                frame[key.split(".")[-1]] = value if not isinstance(value, list | dict) else json.dumps(value)
-            frame["seed"] = case.seed
-            frames.append(frame)
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-
-
 def known_answer_tables(directory: Path, cases, records, metrics: Sequence[str]) -> str:
     """For runs of a known-answer basin (stage 07 wrote ``known_answer_scores.csv`` and
     ``known_answer_correlations.csv``): the models scored against the clean truth, and the
     correlation of each hybrid's correction with the hidden flux, median [q25, q75] per truth
     and scenario over seeds, splits and gauges. Empty for other basins."""
-    scores = _collect_csv(directory, cases, records, "known_answer_scores.csv")
+    scores, _ = batch.collect_scores(directory, cases, records, "known_answer_scores.csv")
     if not len(scores):
         return ""
-    by = ["truth"] if "truth" in scores else []
+    # the study's grid names the truth by its dotted key (basin.known_answer.truth): the column to group by
+    by = [c for c in scores.columns if str(c).split(".")[-1] == "truth"][:1]
     lines = ["#### Against the clean truth (stage 07)", "",
              "The models scored against the discharge without noise; `gr4, true parameters` is GR4 with "
              "the true maps, which lacks only the hidden process (NSE, median [q25, q75] (n)).", ""]
@@ -308,13 +298,13 @@ def known_answer_tables(directory: Path, cases, records, metrics: Sequence[str])
                 cells.append(f"{_cell(row.iloc[0])} ({int(row.iloc[0]['n'])})" if len(row) else "")
             lines.append(f"| {m} | " + " | ".join(cells) + " |")
         lines.append("")
-    corr = _collect_csv(directory, cases, records, "known_answer_correlations.csv")
+    corr, _ = batch.collect_scores(directory, cases, records, "known_answer_correlations.csv")
     if len(corr):
         lines += ["#### The hybrids' corrections against the hidden flux (stage 07)", "",
                   "Pearson r between each correction (catchment mean per step) and the hidden flux, per "
                   "gauge and scenario, median [q25, q75] (n) over seeds, splits and gauges.", ""]
-        keys = (["truth"] if "truth" in corr else []) + ["model", "correction"]
-        lines += ["| " + " | ".join(keys) + " | all scenarios | calibration | spatial |",
+        keys = by + ["model", "correction"]
+        lines += ["| " + " | ".join(k.split(".")[-1] for k in keys) + " | all scenarios | calibration | spatial |",
                   "|" + "---|" * (len(keys) + 3)]
         for key, part in corr.groupby(keys, sort=False):
             key = key if isinstance(key, tuple) else (key,)
