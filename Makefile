@@ -11,7 +11,7 @@ NBVAL_KA_DIR := build/nbval/ci-known-answer
 export MPLBACKEND := Agg
 export PYTHONHASHSEED := 0
 
-.PHONY: demo test test-fast test-notebooks test-slow bench mutants venv clean
+.PHONY: demo test test-fast test-notebooks test-slow bench mutants venv clean docs docs-deps
 
 venv: $(VENV)/.installed
 
@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "hybridhydro needs python3 >= 3.11, found " + sys.version.split()[0]'
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet -e ".[test,smash]"
 	@touch $@
 
 ## make demo: install, then run the whole notebook pipeline on the Cance basin into runs/cance/
@@ -57,6 +57,18 @@ bench: venv
 ## make mutants: hand-made bugs, each run against the tests that should catch it (~15 min, not in make test; docs/mutation.md)
 mutants: venv
 	$(PY) tools/mutants.py
+
+## make docs: the site (README, the tutorials 00-06 executed on params/ci.yaml, docs/*.md, the API
+## reference from the docstrings) into build/site/ (open build/site/index.html); installs .[docs]
+docs: docs-deps
+	$(PY) tools/build_docs.py
+
+# The docs extra only (mkdocs, playwright, ...): make test's site test uses it where it is there.
+docs-deps: $(VENV)/.docs-installed
+
+$(VENV)/.docs-installed: $(VENV)/.installed pyproject.toml
+	$(PY) -m pip install --quiet -e ".[docs]"
+	@touch $@
 
 clean:
 	rm -rf build .pytest_cache .hypothesis

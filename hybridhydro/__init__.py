@@ -5,6 +5,11 @@ The public API, by stage of the data flow (docs/architecture.md draws it):
 * basin: :func:`read_smash_dataset`, :func:`read_basin`, :func:`write_basin`,
   :func:`synthetic_basin`, :func:`known_answer_basin` (a basin whose discharge hides a process
   GR4 lacks), :func:`check_basin`, :func:`crop_basin` (the cells upstream of a gauge)
+* your own basin (:mod:`hybridhydro.newbasin`): :func:`d8_from_dem`, :func:`open_flwdir`,
+  :func:`drained_area`, :func:`find_outlets`, :func:`build_basin`, :func:`write_smash_dataset`,
+  :func:`write_basin_case` (``basin.nc`` and a parameter file for the pipeline), :func:`write_qobs_csv`;
+  stage 00's settings :class:`NewBasinParams` (:func:`new_basin_settings`) and its demo's
+  :func:`synthetic_forcing`, :func:`synthetic_descriptors`
 * outputs: :func:`write_simulation`, :func:`write_parameter_maps` (NetCDF or GeoTIFF), and
   :func:`to_cf`, the CF conventions every written file follows
 * mesh: :func:`build_mesh`, :class:`Mesh` (more in :mod:`hybridhydro.mesh`)
@@ -24,7 +29,9 @@ The public API, by stage of the data flow (docs/architecture.md draws it):
   simulation); periods read ``(start, end]`` everywhere (:mod:`hybridhydro.periods`)
 * baseline: :func:`train_lstm` (a regional LSTM, lumped per gauge: the pure-ML reference of
   the comparison), :class:`LSTMConfig`, :class:`LSTMResult`, :func:`load_lstm`
-* pipeline: :func:`load_params` (the notebook runner is ``python -m hybridhydro``)
+* pipeline: :func:`load_params`, :func:`open_basin` (a case's basin, whatever ``basin.source`` names;
+  the notebook runner is ``python -m hybridhydro``); initial states: :func:`final_states` and
+  :func:`write_states` (an earlier run's final states, for ``basin.initial_states``)
 
 Public modules besides the top level (:data:`PUBLIC_MODULES`): :mod:`~hybridhydro.protocol`
 (the paper's experiment), :mod:`~hybridhydro.report` (tables and figures the notebooks show),
@@ -42,8 +49,13 @@ from .lstm import LSTMConfig, LSTMResult, load_lstm, train_lstm
 from .io import read_basin, read_smash_dataset, to_cf, write_basin, write_parameter_maps, write_simulation
 from .mapping import make_mapping, transform_descriptors
 from .mesh import Mesh, build_mesh
+from .newbasin import (NewBasinParams, build_basin, d8_from_dem, drained_area, find_outlets, new_basin_settings,
+                       open_flwdir, synthetic_descriptors, synthetic_forcing, write_basin_case, write_qobs_csv,
+                       write_smash_dataset)
 from .networks import FluxCorrectionNet
 from .pipeline import load_params
+from .pipeline.sources import open_basin
+from .states import final_states, write_states
 from .model import RunInputs, prepare_run, run
 from .simulate import network_weights, simulate
 from .structure_name import Structure, calibrated_parameters, parse_structure
@@ -63,6 +75,7 @@ __all__ = [
     "BALANCE_TOLERANCE",
     "FluxCorrectionNet",
     "ForcingWarning",
+    "NewBasinParams",
     "LSTMConfig",
     "LSTMResult",
     "Mesh",
@@ -75,6 +88,7 @@ __all__ = [
     "Structure",
     "__version__",
     "balance_closure",
+    "build_basin",
     "build_mesh",
     "calibrate",
     "calibrated_parameters",
@@ -83,7 +97,11 @@ __all__ = [
     "check_basin",
     "closes",
     "crop_basin",
+    "d8_from_dem",
+    "drained_area",
     "evaluate",
+    "find_outlets",
+    "final_states",
     "get_module",
     "ill_posed_cells",
     "load_calibration",
@@ -91,6 +109,9 @@ __all__ = [
     "load_params",
     "make_mapping",
     "network_weights",
+    "new_basin_settings",
+    "open_flwdir",
+    "open_basin",
     "parse_structure",
     "prepare_run",
     "read_basin",
@@ -98,12 +119,18 @@ __all__ = [
     "run",
     "simulate",
     "synthetic_basin",
+    "synthetic_descriptors",
+    "synthetic_forcing",
     "known_answer_basin",
     "to_cf",
     "train_lstm",
     "transform_descriptors",
     "water_balance",
     "write_basin",
+    "write_basin_case",
     "write_parameter_maps",
+    "write_qobs_csv",
     "write_simulation",
+    "write_smash_dataset",
+    "write_states",
 ]

@@ -1,6 +1,8 @@
 """Command line: ``python -m hybridhydro {check,run,prepare} PARAMS``,
-``python -m hybridhydro batch CASES...`` and ``python -m hybridhydro study STUDY`` (also the
-``hybridhydro`` script).
+``python -m hybridhydro batch CASES...``, ``python -m hybridhydro study STUDY`` and
+``python -m hybridhydro init DIRECTORY`` (the notebooks and parameter files copied there to
+adapt), ``python -m hybridhydro outlets FLWDIR --bbox ... --area ...`` (candidate gauge outlets
+as ``gauge_attributes.csv``; also the ``hybridhydro`` script).
 
 Exit status: 0 on success, 1 when a stage fails (batch: when a case did not finish), 2 when the
 parameters or the request are wrong (nothing ran), 130 when interrupted (Ctrl-C; the message
@@ -16,9 +18,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .pipeline import batch as _batch
+from .pipeline import checks as _checks
 from .pipeline import params as _params
 from .pipeline import runner as _runner
 from .pipeline import study as _study
+from . import newbasin as _newbasin
+from . import templates as _templates
+
+
+NOTEBOOKS_HELP = ("folder of the stage notebooks (default: the notebooks/ folder beside the parameter files' folder, "
+                  "as `init` writes it, else hybridhydro's own; `check` says which)")
 
 
 def _stage_list(text: str) -> list[str]:
@@ -30,14 +39,12 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m hybridhydro",
         description="Run the hybridhydro notebook pipeline for one case (a parameter file), or a batch of cases.",
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{check,run,prepare,batch,study}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{check,run,prepare,batch,study,init,outlets}")
 
     def add(name: str, help: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help, description=help)
         sub.add_argument("params", type=Path, help="the case's parameter file, e.g. params/cance.yaml")
-        sub.add_argument(
-            "--notebooks", type=Path, default=_runner.NOTEBOOKS_DIR, help="folder of the stage notebooks (default: %(default)s)"
-        )
+        sub.add_argument("--notebooks", type=Path, default=None, help=NOTEBOOKS_HELP)
         return sub
 
     check = add("check", "validate the parameters, print them merged (with a line on each key) and the stages to run")
@@ -75,9 +82,7 @@ def _parser() -> argparse.ArgumentParser:
                        help="parent of the batch directory (default: %(default)s)")
     batch.add_argument("--name", default=None, help="the batch: it goes to <output-root>/<name> (default: batch-<case>)")
     batch.add_argument("--stages", type=_stage_list, default=None, help="comma-separated stages, as for run")
-    batch.add_argument(
-        "--notebooks", type=Path, default=_runner.NOTEBOOKS_DIR, help="folder of the stage notebooks (default: %(default)s)"
-    )
+    batch.add_argument("--notebooks", type=Path, default=None, help=NOTEBOOKS_HELP)
     study = commands.add_parser(
         "study", help="a comparison study: every basin of a study file as a batch (seeds x splits x folds), "
         "then its tables (median [IQR], tiers, acceptance) written into the study's document",
@@ -94,10 +99,35 @@ def _parser() -> argparse.ArgumentParser:
                        help="run only these basins of the study (comma-separated labels); the tables cover every basin")
     study.add_argument("--seeds", default=None, metavar="SEEDS",
                        help="run only these of the study's seeds now (e.g. 0); the tables cover every run that finished")
+    init = commands.add_parser(
+        "init", help="copy the stage notebooks and the parameter files into a folder, to adapt them there",
+        description="copy notebooks/*.py and params/**/*.yaml into DIRECTORY; a run of DIRECTORY/params/<case>.yaml "
+        "then uses DIRECTORY/notebooks. Files already there are not replaced unless --overwrite.")
+    init.add_argument("directory", type=Path, help="the working folder (created when missing)")
+    init.add_argument("--overwrite", action="store_true", help="replace notebooks and parameter files already there")
+    outlets = commands.add_parser(
+        "outlets", help="candidate gauge outlets of a D8 raster: cells of a box draining a range of areas (km2), "
+        "printed as gauge_attributes.csv", description="print code,x,y,area (km2) of the cells of --bbox whose "
+        "drained area lies in --area, largest first (hybridhydro.find_outlets); redirect it to gauge_attributes.csv")
+    _newbasin.add_outlets_arguments(outlets)
     return parser
 
 
+def _init(args: argparse.Namespace) -> int:
+    written = _templates.init(args.directory, overwrite=args.overwrite)
+    source = _templates.templates()
+    root = args.directory.expanduser().resolve()
+    print(f"wrote {len(written)} files into {root} (copied from the {source.origin}'s {source.root}):")
+    print("\n".join(f"  {path.relative_to(root)}" for path in written))
+    first = shlex.quote(str(args.directory / _templates.FIRST_PARAMS))
+    print(f"next: adapt {args.directory / 'params'} (base.yaml holds every default) and the notebooks, then run a case:\n"
+          f"  python -m hybridhydro check {first}   # validates it and names the notebooks it will use\n"
+          f"  python -m hybridhydro run {first}")
+    return 0
+
+
 def _run_batch(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    args.notebooks = args.notebooks or _runner.find_notebooks(files=args.cases)[0]
     cases = _batch.expand(args.cases, args.sets, args.seeds, stages=args.stages, notebooks_dir=args.notebooks)
     result = _batch.run_batch(
         cases,
@@ -121,6 +151,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
     try:
+        if args.command == "init":
+            return _init(args)
+        if args.command == "outlets":
+            try:
+                return _newbasin.run_outlets(args)
+            except (ValueError, FileNotFoundError, ModuleNotFoundError) as error:
+                print(f"error: {error}", file=sys.stderr)
+                return 2
         if args.command == "batch":
             return _run_batch(args, argv)
         if args.command == "study":
@@ -135,9 +173,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         params = _params.load_params(args.params)
         if args.command == "check":
-            stages = _runner.stages_to_run(params, args.stages, args.notebooks)
+            notebooks, why = (args.notebooks, "--notebooks") if args.notebooks else _runner.find_notebooks(params)
+            stages = _runner.stages_to_run(params, args.stages, notebooks)
+            _runner.check_basin_available(params)  # hydro-smash's data asked for and not installed
+            _checks.check_case(params, stages=stages)  # the basin's metadata against the models and the split
             files = " <- ".join(str(f) for f in params.files)
-            print(f"# {files}: valid\n# stages: {', '.join(stages)}")
+            print(f"# {files}: valid\n# notebooks: {notebooks} ({why})\n# stages: {', '.join(stages)}")
             print(params.to_yaml(), end="")
         elif args.command == "run":
             result = _runner.run(
@@ -168,7 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _runner.StageFailed as failure:
         print(f"error: {failure}", file=sys.stderr)
         return 1
-    except (_params.ParamsError, _runner.PipelineError) as error:
+    except (_params.ParamsError, _runner.PipelineError, _templates.InitRefused, _templates.TemplatesNotFound) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0

@@ -23,7 +23,14 @@ Attributes
 ``dt`` (s), ``name``, ``start_time`` and ``end_time`` (ISO 8601, the simulation window is
 ``(start_time, end_time]``), ``xres`` and ``yres`` (CRS units), ``epsg`` (0 where unknown).
 The CRS is also carried by rioxarray's ``spatial_ref`` coordinate. Optional:
-``forcing_plausibility`` (``"error"``, the default, ``"warn"`` or ``"off"``; see below).
+``forcing_plausibility`` (``"error"``, the default, ``"warn"`` or ``"off"``; see below), and
+``spinup_end`` (ISO 8601): a basin read with a spin-up (``basin.spinup_start``,
+:func:`hybridhydro.open_basin`) holds warm-up steps up to it, kept out of every period
+(:func:`hybridhydro.protocol.make_split`).
+
+Optional variables ``initial_<state>`` (y, x), e.g. ``initial_hp`` (unit ``"1"``: a level
+normalised by its store's capacity) or ``initial_hlr`` (mm): the states every run on the basin
+starts from unless given others (``basin.initial_states``; :mod:`hybridhydro.states`).
 
 What every run checks (:func:`check_run_basin`, :func:`check_forcing_values`)
 ------------------------------------------------------------------------------

@@ -44,6 +44,7 @@ import xarray as xr
 from . import structures
 from .mesh import Mesh, RoutingPlan, routing_plan
 from .periods import period_mask
+from .states import basin_initial_states
 from .routing import (
     ROUTING_PARAMETERS,
     ROUTING_STATES,
@@ -600,7 +601,8 @@ def prepare_run(
         e.g. ``"gr4-lr"``, ``"gr4_ode-kw"``, ``"ssn-gr4-lr"``.
     parameters, initial_states
         smash names mapped to a scalar, a (y, x) array or a (y, x) DataArray. Missing names take
-        smash's defaults; ``ci``, when not given at sub-daily ``dt``, is fitted to the basin's
+        smash's defaults (a missing initial state: the basin's ``initial_<state>`` map when it
+        carries one, :mod:`hybridhydro.states`, else smash's default); ``ci``, when not given at sub-daily ``dt``, is fitted to the basin's
         whole forcing (:func:`automatic_interception`), whatever the ``period``.
     period
         ``(start, end]`` of the run (:mod:`hybridhydro.periods`); the initial states hold at
@@ -635,6 +637,7 @@ def prepare_run(
     plan = routing_plan(mesh)
     shape = (mesh.nrow, mesh.ncol)
     p_default, h_default = _defaults(s, dt)
+    h_default.update(basin_initial_states(basin, s.states))  # a basin's initial_<state> maps (basin.initial_states)
     params, given = _user_values("parameter", parameters, s.parameters, p_default, plan, shape, s, basin.coords)
     states, _ = _user_values("initial state", initial_states, s.states, h_default, plan, shape, s, basin.coords)
 

@@ -10,15 +10,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import matplotlib.dates as mdates
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import xarray as xr
 from matplotlib.axes import Axes
+from matplotlib.collections import LineCollection
 from matplotlib.colors import ListedColormap, LogNorm
 from matplotlib.figure import Figure
+from matplotlib.font_manager import FontProperties
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
+from matplotlib.transforms import offset_copy
 
 _SUPERSCRIPTS = {"m2": "m²", "km2": "km²", "m3 s-1": "m³ s⁻¹", "km-1": "km⁻¹", "m-1": "m⁻¹"}
 
@@ -87,6 +91,11 @@ def map_field(
         ax.set_title(title)
     if colorbar:
         bar = ax.figure.colorbar(mesh, ax=ax, shrink=0.85)
+        if not isinstance(mesh.norm, LogNorm):
+            # as many ticks whatever the bar's length: constrained layout measures the bar before it
+            # places it beside a map of fixed aspect, and ticks that change with the length (0.0035
+            # appearing) would outgrow the room it left, the label running into the next panel
+            bar.locator = MaxNLocator(5)
         bar.set_label(label if label is not None else _quantity_label(field))
     return ax
 
@@ -134,23 +143,103 @@ def plot_mesh(ds: xr.Dataset) -> Figure:
 
 
 def plot_gauges(ds: xr.Dataset, ax: Axes) -> list:
-    """Mark each gauge: its declared outlet (ring) and the cell it was snapped to (triangle).
+    """Mark each gauge: its declared outlet (ring) and the cell it was snapped to (triangle), with its code.
 
-    Returns the legend handles.
+    Gauges close to one another (:func:`gauge_label_groups`) have their codes stacked one above
+    the other beside the group, each joined to its triangle by a thin line, so that no two codes
+    overlap whatever the map's size. Returns the legend handles.
     """
     if ds.sizes.get("gauge", 0) == 0:
         return []
-    sx = ds["x"].values[ds["gauge_col"].values]
-    sy = ds["y"].values[ds["gauge_row"].values]
+    rows, cols = ds["gauge_row"].values, ds["gauge_col"].values
+    sx, sy = ds["x"].values[cols], ds["y"].values[rows]
     declared = ax.scatter(ds["gauge_x"], ds["gauge_y"], s=60, facecolors="none", edgecolors="k", label="declared outlet", zorder=3)
     snapped = ax.scatter(sx, sy, s=40, marker="^", color="tab:red", edgecolors="k", label="snapped cell", zorder=4)
-    for code, x, y in zip(ds["gauge"].values, sx, sy):
-        ax.annotate(str(code), (x, y), xytext=(4, 4), textcoords="offset points", fontsize="small")
+    codes = [str(c) for c in ds["gauge"].values]
+    fontsize = "small"
+    step = 1.35 * FontProperties(size=fontsize).get_size_in_points()  # one line of codes, in points
+    for group in gauge_label_groups(rows, cols, ds.sizes["y"], ds.sizes["x"]):
+        # the stack starts beside the group's north-east gauge; the southern gauges' codes lowest
+        anchor = max(group, key=lambda g: (sy[g], sx[g]))
+        for k, g in enumerate(sorted(group, key=lambda g: (sy[g], sx[g]))):
+            where = offset_copy(ax.transData, fig=ax.figure, x=5, y=4 + k * step, units="points")
+            leader = dict(arrowstyle="-", lw=0.6, color="0.25", shrinkA=0, shrinkB=3) if len(group) > 1 else None
+            ax.annotate(codes[g], (sx[g], sy[g]), xytext=(sx[anchor], sy[anchor]), textcoords=where, fontsize=fontsize,
+                        ha="left", va="bottom", zorder=5, arrowprops=leader)
     return [declared, snapped]
 
 
-def plot_descriptors(ds: xr.Dataset, *, ncols: int = 3) -> Figure:
-    """One map per physical descriptor, over the active cells, each with its own unit."""
+def gauge_label_groups(rows, cols, nrow: int, ncol: int) -> list[list[int]]:
+    """The gauges whose codes would collide on a map, grouped (indices along ``gauge``).
+
+    Two gauges join one group when they are within 6 % of the grid's height of each other (at
+    least one row) and within 15 % of its width (at least two columns): about the height and
+    the width of a code on a map of the usual size. Groups are closed under that relation.
+    """
+    rows, cols = np.asarray(rows), np.asarray(cols)
+    near_rows, near_cols = max(1, round(0.06 * nrow)), max(2, round(0.15 * ncol))
+    parent = list(range(rows.size))
+
+    def root(i):
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i in range(rows.size):
+        for j in range(i + 1, rows.size):
+            if abs(int(rows[i]) - int(rows[j])) <= near_rows and abs(int(cols[i]) - int(cols[j])) <= near_cols:
+                parent[root(j)] = root(i)
+    groups: dict[int, list[int]] = {}
+    for i in range(rows.size):
+        groups.setdefault(root(i), []).append(i)
+    return list(groups.values())
+
+
+def plot_catchment_outlines(ds: xr.Dataset, ax: Axes, *, gauges: bool = True, masks: np.ndarray | None = None) -> list:
+    """Draw the outline of the modelled domain (the active cells, solid) and, with ``gauges``, of each
+    gauge's catchment (dashed) along the cell edges, over a map of the basin grid.
+
+    ``masks``: the ``(gauge, y, x)`` catchments (:func:`upstream_masks`), when already at hand.
+    Returns the line collections (labelled ``active cells`` and ``catchment of <code>``).
+    """
+    x, y = ds["x"].values.astype(np.float64), ds["y"].values.astype(np.float64)
+    lines = [_outline(ds["active_cell"].values.astype(bool), x, y, ax, color="k", lw=1.2, ls="-", label="active cells")]
+    if gauges and ds.sizes.get("gauge", 0):
+        masks = upstream_masks(ds) if masks is None else masks
+        for code, mask in zip(ds["gauge"].values, masks):
+            lines.append(_outline(mask, x, y, ax, color="0.15", lw=0.8, ls="--", label=f"catchment of {code}"))
+    return lines
+
+
+def _outline(mask: np.ndarray, x: np.ndarray, y: np.ndarray, ax: Axes, **style) -> LineCollection:
+    """The edges between the cells of ``mask`` and the others (or the grid's border), as segments in CRS units."""
+    hx = np.abs(x[1] - x[0]) / 2 if x.size > 1 else 0.5
+    hy = np.abs(y[1] - y[0]) / 2 if y.size > 1 else 0.5
+    padded = np.pad(np.asarray(mask, dtype=bool), 1)
+    sy = np.sign(y[1] - y[0]) if y.size > 1 else -1.0  # -1: rows run south, y decreasing
+    segments = []
+    r, c = np.nonzero(padded[1:-1, 1:-1])
+    # a cell's edge is on the outline where its neighbour across that edge is outside
+    for dr, dc, corners in (
+        (-1, 0, ((-1, 1), (1, 1))),  # the neighbour in the row above (y + dy): the top edge
+        (1, 0, ((-1, -1), (1, -1))),
+        (0, -1, ((-1, -1), (-1, 1))),
+        (0, 1, ((1, -1), (1, 1))),
+    ):
+        edge = ~padded[r + 1 + dr, c + 1 + dc]
+        for rr, cc in zip(r[edge], c[edge]):
+            (ax0, ay0), (ax1, ay1) = corners
+            segments.append(((x[cc] + ax0 * hx, y[rr] - sy * ay0 * hy), (x[cc] + ax1 * hx, y[rr] - sy * ay1 * hy)))
+    lines = LineCollection(segments, colors=style.pop("color"), linewidths=style.pop("lw"), linestyles=style.pop("ls"),
+                           zorder=2.5, **style)
+    ax.add_collection(lines, autolim=False)
+    return lines
+
+
+def plot_descriptors(ds: xr.Dataset, *, ncols: int = 3, outlines: bool = True) -> Figure:
+    """One map per physical descriptor, over the active cells, each with its own unit; with
+    ``outlines``, the active cells' and each gauge's catchment outlined (:func:`plot_catchment_outlines`)."""
     names = [str(n) for n in ds["descriptor"].values] if "descriptors" in ds else []
     if not names:
         fig, ax = plt.subplots(figsize=(4, 1.5))
@@ -161,10 +250,13 @@ def plot_descriptors(ds: xr.Dataset, *, ncols: int = 3) -> Figure:
     ncols = min(ncols, len(names))
     nrows = -(-len(names) // ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 3.8 * nrows), layout="constrained", squeeze=False)
+    masks = upstream_masks(ds) if outlines and ds.sizes.get("gauge", 0) else None
     for ax, name in zip(axes.flat, names):
         unit = units.get(name, "")
         label = f"{name} ({_pretty_unit(unit)})" if unit else name
         map_field(ds["descriptors"].sel(descriptor=name), ax, mask=ds["active_cell"], label=label, title=name)
+        if outlines:
+            plot_catchment_outlines(ds, ax, masks=masks)
     for ax in list(axes.flat)[len(names):]:
         ax.set_axis_off()
     return fig
@@ -231,6 +323,7 @@ def plot_hydrographs(
                 rax.set_ylim(3 * max(top, 1e-6), 0)  # rain hangs from the top, over the upper third
             rax.set_ylabel(f"basin rain ({_pretty_unit(rain.attrs.get('units', '?'))} per step)")
         ax.set_title(str(gauge), loc="left", fontsize="medium")
+        date_axis(ax)
     axes[-1, 0].set_xlabel("time (end of step)")
     if len(series["gauge"]) > max_gauges:
         fig.suptitle(f"first {max_gauges} of {len(series['gauge'])} gauges")
@@ -288,19 +381,23 @@ def plot_split(basin: xr.Dataset, split, *, title: str | None = "observed discha
     ax.set_xlabel("time (end of step)")
     ax.set_ylabel("observed discharge (m³ s⁻¹)")
     ax.set_ylim(bottom=0)
+    date_axis(ax)
     ax.legend(fontsize="small", ncol=2)
     return fig
 
 
 def plot_histories(results: dict, *, log: bool = False, title: str | None = None) -> Figure:
-    """The calibration cost per iteration of each :class:`~hybridhydro.calibration.CalibrationResult`."""
+    """The calibration cost per iteration of each :class:`~hybridhydro.calibration.CalibrationResult`
+    (smash's sbs: per sub-iteration, ``maxiter`` × the number of controls of them at most)."""
     fig, ax = plt.subplots(figsize=(7, 3.6), layout="constrained")
     if title:
         ax.set_title(title)
     for name, r in results.items():
         h = r.history
         ax.plot(h.index.values, h["cost"].values, marker="." if len(h) < 30 else None, label=f"{name} ({r.optimizer})")
-    ax.set_xlabel("iteration")
+    # smash's sbs takes maxiter x (number of controls) sub-iterations, one history row each
+    sbs = any(r.optimizer == "sbs" for r in results.values())
+    ax.set_xlabel("iteration (sbs: sub-iteration, maxiter × controls in all)" if sbs else "iteration")
     ax.set_ylabel("cost (dimensionless, e.g. 1 - NSE)")
     if log:
         ax.set_yscale("log")
@@ -308,15 +405,18 @@ def plot_histories(results: dict, *, log: bool = False, title: str | None = None
     return fig
 
 
-def plot_parameter_maps(maps: dict[str, xr.Dataset], names, basin: xr.Dataset, *, width: float = 2.9) -> Figure:
+def plot_parameter_maps(maps: dict[str, xr.Dataset], names, basin: xr.Dataset, *, width: float = 2.9,
+                        outlines: bool = True) -> Figure:
     """A grid of parameter maps: one row per model, one column per parameter, one colour scale per column.
 
-    ``maps`` holds each model's :meth:`CalibrationResult.parameter_maps` (units in attrs).
+    ``maps`` holds each model's :meth:`CalibrationResult.parameter_maps` (units in attrs). With
+    ``outlines``, the active cells and each gauge's catchment are outlined (:func:`plot_catchment_outlines`).
     """
     names = list(names)
     fig, axes = plt.subplots(len(maps), len(names), figsize=(width * len(names) + 1.0, 2.6 * len(maps) + 0.4),
                              layout="constrained", squeeze=False)
     active = basin["active_cell"].values.astype(bool)
+    masks = upstream_masks(basin) if outlines and basin.sizes.get("gauge", 0) else None
     for j, n in enumerate(names):
         values = [m[n].values[active] for m in maps.values() if n in m]
         finite = np.concatenate([v[np.isfinite(v)] for v in values]) if values else np.array([0.0])
@@ -330,8 +430,11 @@ def plot_parameter_maps(maps: dict[str, xr.Dataset], names, basin: xr.Dataset, *
                 continue
             field = m[n].assign_coords(spatial_ref=basin["spatial_ref"]) if "spatial_ref" in basin.coords else m[n]
             unit = m[n].attrs.get("units", "")
+            # model and parameter on two lines: one line is wider than a narrow panel and its colour bar
             map_field(field, ax, mask=active, label=f"{n} ({unit})" if unit else n, norm=plt.Normalize(lo, hi),
-                      title=f"{model}: {n}")
+                      title=f"{model}\n{n}")
+            if outlines:
+                plot_catchment_outlines(basin, ax, masks=masks)
     return fig
 
 
@@ -356,6 +459,7 @@ def plot_model_hydrographs(
         q = sim["q"].sel(gauge=gauge, time=slice(start, end))
         ax.plot(q["time"].values, q.values, lw=1.0, label=name)
     ax.set_xlim(obs["time"].values[0], obs["time"].values[-1])
+    date_axis(ax)
     ax.set_xlabel("time (end of step)")
     ax.set_ylabel("discharge (m³ s⁻¹)")
     ax.set_ylim(bottom=0)
@@ -426,6 +530,124 @@ def plot_events(simulations: dict[str, xr.Dataset], basin: xr.Dataset, events: p
     if not len(events):
         axes[0, 0].set_axis_off()
         axes[0, 0].text(0.5, 0.5, "no event", ha="center", va="center")
+    return fig
+
+
+def _observed_and_simulated(basin: xr.Dataset, sim: xr.Dataset, gauge: str, period) -> tuple[np.ndarray, np.ndarray]:
+    """Observed and simulated discharge (m³ s⁻¹) at ``gauge`` over ``period`` (``(start, end]``, None:
+    every step), on the basin's steps; a missing observation (NaN, or negative as smash writes it) is NaN."""
+    from .periods import period_mask
+
+    times = basin["time"].values
+    inside = period_mask(times, period)
+    obs = basin["qobs"].sel(gauge=gauge).values[inside].astype(np.float64)
+    obs = np.where(obs >= 0, obs, np.nan)
+    q = sim["q"].sel(gauge=gauge).reindex(time=times[inside]).values.astype(np.float64)
+    return obs, q
+
+
+def _panels(n: int, ncols: int, size: tuple[float, float]):
+    ncols = max(1, min(ncols, n))
+    nrows = max(1, -(-n // ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size[0] * ncols + 0.4, size[1] * nrows + 0.4), squeeze=False,
+                             layout="constrained")
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    return fig, axes
+
+
+def exceedance(values) -> tuple[np.ndarray, np.ndarray]:
+    """The flow-duration curve of a series: its finite values from the largest down, and the
+    probability (%) that each is exceeded or equalled, ``100 k / (n + 1)`` for the k-th largest of
+    ``n`` (Weibull's plotting position)."""
+    v = np.asarray(values, dtype=np.float64)
+    v = np.sort(v[np.isfinite(v)])[::-1]
+    return 100.0 * np.arange(1, v.size + 1) / (v.size + 1), v
+
+
+def plot_flow_duration(simulations: dict[str, xr.Dataset], basin: xr.Dataset, gauges=None, *, period=None,
+                       ncols: int = 3, title: str | None = None) -> Figure:
+    """Flow-duration curves, one panel per gauge: the discharge (m³ s⁻¹, log scale) against the
+    probability that it is exceeded (%), observed (black) and simulated by each run.
+
+    The simulated curves use only the steps where the gauge has an observation, so that every
+    curve describes the same steps; at a gauge without any observation the simulated curves use
+    every step of ``period`` (``(start, end]``; None: the whole run) and the panel says so.
+    Discharge of 0 has no place on the log scale and is left out of the drawing (not of the ranks);
+    the axis spans at most four decades below the largest flow.
+    """
+    gauges = [str(g) for g in (basin["gauge"].values if gauges is None else gauges)]
+    fig, axes = _panels(len(gauges), ncols, (3.6, 3.0))
+    for ax, gauge in zip(axes.flat, gauges):
+        obs = None
+        for name, sim in simulations.items():
+            obs, q = _observed_and_simulated(basin, sim, gauge, period)
+            seen = np.isfinite(obs)
+            ax.plot(*exceedance(q[seen] if seen.any() else q), lw=1.0, label=name)
+        if obs is None:
+            obs = _observed_and_simulated(basin, xr.Dataset({"q": basin["qobs"]}), gauge, period)[0]
+        if np.isfinite(obs).any():
+            ax.plot(*exceedance(obs), color="k", lw=1.6, label="observed", zorder=3)
+        else:
+            ax.text(0.5, 0.9, "no observed discharge: simulated over every step", transform=ax.transAxes,
+                    ha="center", va="top", fontsize="small", color="0.4")
+        ax.set_yscale("log", nonpositive="mask")
+        drawn = np.concatenate([np.asarray(ln.get_ydata(), np.float64) for ln in ax.get_lines()] or [np.zeros(0)])
+        positive = drawn[drawn > 0]
+        if positive.size:  # four decades below the largest flow: a run that dries up would squash the rest
+            top = float(positive.max())
+            ax.set_ylim(max(float(positive.min()), 1e-4 * top) / 1.5, 1.5 * top)
+        ax.set_xlim(0, 100)
+        ax.set_xlabel("exceedance probability (%)")
+        ax.set_ylabel("discharge (m³ s⁻¹)")
+        ax.set_title(str(gauge), loc="left", fontsize="medium")
+        ax.grid(True, which="major", lw=0.3, color="0.8")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize="x-small")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_scatter(simulations: dict[str, xr.Dataset], basin: xr.Dataset, gauges=None, *, period=None,
+                 title: str | None = None) -> Figure:
+    """Simulated against observed discharge (m³ s⁻¹), one panel per gauge (rows) and run (columns):
+    one point per step with an observation, the 1:1 line, equal axes, and the run's NSE over those
+    steps in the panel's title.
+
+    ``period``: ``(start, end]`` (None: the whole run). A gauge without any observation gets an
+    empty panel that says so (NSE n/a).
+    """
+    from .cost.metrics import metric
+
+    gauges = [str(g) for g in (basin["gauge"].values if gauges is None else gauges)]
+    names = list(simulations)
+    fig, axes = plt.subplots(max(1, len(gauges)), max(1, len(names)), figsize=(2.9 * max(1, len(names)) + 0.4,
+                             2.9 * max(1, len(gauges)) + 0.4), squeeze=False, layout="constrained")
+    for i, gauge in enumerate(gauges):
+        for j, name in enumerate(names):
+            ax = axes[i, j]
+            obs, q = _observed_and_simulated(basin, simulations[name], gauge, period)
+            pair = np.isfinite(obs) & np.isfinite(q)
+            # the whole period, unpaired steps as missing: one array shape, one compilation for every panel
+            nse = float(metric("nse", np.where(pair, obs, np.nan), np.where(pair, q, 0.0))) if pair.any() else np.nan
+            if pair.any():
+                ax.scatter(obs[pair], q[pair], s=9, alpha=0.5, lw=0, color="tab:blue", rasterized=True)
+                top = 1.05 * float(max(obs[pair].max(), q[pair].max(), 1e-6))
+            else:
+                ax.text(0.5, 0.5, "no observed discharge", transform=ax.transAxes, ha="center", va="center",
+                        fontsize="small", color="0.4")
+                top = 1.0
+            ax.plot([0, top], [0, top], color="k", lw=0.8, ls="--", label="1:1")
+            ax.set_xlim(0, top)
+            ax.set_ylim(0, top)
+            ax.set_aspect("equal", adjustable="box")
+            ax.set_xlabel("observed discharge (m³ s⁻¹)")
+            ax.set_ylabel("simulated discharge (m³ s⁻¹)")
+            ax.set_title(f"{name}\n{gauge}: NSE {nse:.2f}" if np.isfinite(nse) else f"{name}\n{gauge}: NSE n/a",
+                         fontsize="medium")
+    if title:
+        fig.suptitle(title)
     return fig
 
 
@@ -547,6 +769,7 @@ def plot_corrections(runs: dict[str, xr.Dataset], basin: xr.Dataset) -> Figure:
         twin.bar(basin["time"].values, rain.values, width=float(basin.attrs["dt"]) / 86400, color="tab:gray", alpha=0.3)
         twin.set_ylabel("basin rain (mm per step)")
         twin.invert_yaxis()
+        date_axis(ax)
     axes[-1, 0].set_xlabel("time (end of step)")
     return fig
 
@@ -576,6 +799,7 @@ def plot_hybrid_vs_parent(runs: dict[str, xr.Dataset], parents: dict[str, xr.Dat
         ax.set_ylabel("discharge (m³ s⁻¹)")
         ax.set_title(f"{gauge}: {name}", loc="left", fontsize="medium")
         ax.legend(loc="upper right", fontsize="small")
+        date_axis(ax)
     axes[-1, 0].set_xlabel("time (end of step)")
     return fig
 
@@ -605,6 +829,7 @@ def plot_solvers(runs: dict[str, xr.Dataset], reference: xr.Dataset, basin: xr.D
         axes[0].plot(t, run["q"].sel(gauge=gauge).values, lw=1.0, ls="--", label=solver)
     axes[0].set_xlabel("time (end of step)")
     axes[0].set_ylabel("discharge (m³ s⁻¹)")
+    date_axis(axes[0])
     axes[0].set_title(f"{gauge}: {_name(reference)}", loc="left", fontsize="medium")
     axes[0].legend(fontsize="small")
     for solver in ("newton", "conservative", "implicit"):
@@ -672,14 +897,38 @@ def plot_water_balances(table: pd.DataFrame) -> Figure:
 # --- tables and files --------------------------------------------------------------------------
 
 
+def gauge_roles(ds: xr.Dataset) -> list[str]:
+    """Each gauge's place in the network: ``outlet`` (the gauge draining the largest area, wherever
+    it is in the table), ``nested in <code>`` (the smallest gauge whose catchment holds it), or
+    ``separate outlet`` (a catchment of its own, not inside another gauge's)."""
+    from .mesh import upstream_masks
+    from .periods import most_downstream_gauge
+
+    rows, cols = ds["gauge_row"].values.astype(int), ds["gauge_col"].values.astype(int)
+    codes = [str(g) for g in ds["gauge"].values]
+    masks = upstream_masks(ds["flwdir"].values, rows, cols)
+    sizes = masks.reshape(len(codes), -1).sum(axis=1)
+    main = int(most_downstream_gauge(ds))
+    roles = []
+    for g in range(len(codes)):
+        if g == main:
+            roles.append("outlet")
+            continue
+        holders = [h for h in range(len(codes)) if h != g and masks[h, rows[g], cols[g]] and sizes[h] > sizes[g]]
+        roles.append(f"nested in {codes[min(holders, key=lambda h: sizes[h])]}" if holders else "separate outlet")
+    return roles
+
+
 def gauge_table(ds: xr.Dataset) -> pd.DataFrame:
-    """One row per gauge: declared and snapped outlet, declared and delineated drainage areas."""
+    """One row per gauge: its role (the outlet, nested in another gauge, or a separate outlet),
+    declared and snapped position, declared and delineated drainage areas (km²)."""
     rows, cols = ds["gauge_row"].values, ds["gauge_col"].values
     sx, sy = ds["x"].values[cols], ds["y"].values[rows]
     area = ds["area"].values.astype(np.float64) / 1e6
     area_dln = ds["area_dln"].values.astype(np.float64) / 1e6
     table = pd.DataFrame(
         {
+            "role": gauge_roles(ds),
             "row": rows,
             "col": cols,
             "snap distance (CRS units)": np.hypot(sx - ds["gauge_x"].values, sy - ds["gauge_y"].values),
@@ -698,6 +947,16 @@ def save_figure(fig: Figure, output_dir: str | Path, name: str, *, dpi: int = 12
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=dpi, format=format, bbox_inches="tight")
     return path
+
+
+def date_axis(ax: Axes) -> Axes:
+    """Date ticks that never collide: :class:`~matplotlib.dates.AutoDateLocator` (3 to 7 ticks)
+    written by :class:`~matplotlib.dates.ConciseDateFormatter` (``Feb``, ``03``, ``12:00``; the
+    year or the day once, at the axis' end)."""
+    locator = mdates.AutoDateLocator(minticks=3, maxticks=7)
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+    return ax
 
 
 # --- helpers -----------------------------------------------------------------------------------

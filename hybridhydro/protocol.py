@@ -213,6 +213,10 @@ def make_split(
         The pseudo-ungauged gauges held out of calibration: codes, ``"smallest"`` (the gauge
         with the smallest drained area, the default; none when the basin has one gauge) or
         None / ``[]`` (no spatial validation). The other gauges calibrate.
+
+    A basin read with a spin-up (``basin.spinup_start``; its attribute ``spinup_end``) keeps
+    the steps up to ``spinup_end`` as warm-up: the default halves cut the steps after it
+    (``warmup_fraction`` is then unused), and a period that starts inside it is an error.
     """
     times = pd.DatetimeIndex(basin["time"].values)
     codes = [str(c) for c in basin["gauge"].values]
@@ -221,6 +225,13 @@ def make_split(
     if not 0.0 <= warmup_fraction < 0.5:
         raise ValueError(f"warmup_fraction must be in [0, 0.5), got {warmup_fraction}")
     w = int(round(warmup_fraction * times.size))
+    spinup_end = basin.attrs.get("spinup_end")
+    if spinup_end is not None:  # the spin-up is the warm-up (hybridhydro.pipeline.sources.SPINUP_ATTR)
+        spinup_end = pd.Timestamp(spinup_end)
+        w = int(np.searchsorted(times, spinup_end, side="right"))
+        if times.size - w < 4:
+            raise ValueError(f"{times.size - w} time step(s) after the spin-up (which ends at {spinup_end}): a "
+                             "calibration/validation split needs 4 at least; move basin.start earlier or basin.end later")
     mid = w + (times.size - w) // 2
     label = lambda t: str(pd.Timestamp(t))  # noqa: E731
     calibration = tuple(map(label, calibration_period)) if calibration_period is not None else (
@@ -230,6 +241,9 @@ def make_split(
     if swap_periods:
         calibration, validation = validation, calibration
     for what, (a, b) in (("calibration_period", calibration), ("validation_period", validation)):
+        if spinup_end is not None and pd.Timestamp(a) < spinup_end:
+            raise ValueError(f"{what} ({a}, {b}] starts inside the spin-up, which ends at basin.start = {spinup_end}: "
+                             "its steps would be scored; start it at basin.start or later (or move basin.start)")
         inside = (times > pd.Timestamp(a)) & (times <= pd.Timestamp(b))
         if not inside.any():
             raise ValueError(
@@ -496,8 +510,11 @@ def summary(results: Mapping[str, CalibrationResult], seconds: Mapping[str, floa
     rows = {}
     for name, r in results.items():
         h = r.history
-        row = {"structure": r.structure, "mapping": r.mapping, "optimizer": r.optimizer,
-               "iterations": int(h.index.max()) if len(h) else 0,
+        iterations = int(h.index.max()) if len(h) else 0
+        if r.optimizer == "sbs":  # smash's maxiter counts outer iterations of n sub-iterations, n the controls
+            n = len(r.options.get("parameters") or ()) or "n"
+            iterations = f"{iterations} sub-iterations (at most maxiter × {n} controls)"
+        row = {"structure": r.structure, "mapping": r.mapping, "optimizer": r.optimizer, "iterations": iterations,
                "initial cost": float(h["cost"].iloc[0]), "final cost": float(h["cost"].iloc[-1])}
         pre = r.options.get("pre_calibration")
         if pre is not None:

@@ -90,6 +90,14 @@ _SHARED_FLUXES = ("pn", "en", "es", "ps", "pr", "perc", "lexc", "qr", "qd")
 # --- figures -----------------------------------------------------------------------------------
 
 
+class SavedFigure(type(Path())):
+    """The path of a saved figure, shown as ``figures/<file>`` (a notebook's output, e.g. on the
+    documentation site, does not show the absolute path of the machine that ran it)."""
+
+    def __repr__(self) -> str:
+        return f"saved {self.parent.name}/{self.name}"
+
+
 def figure_saver(output_dir: str | Path, stage: str, figures: Any = None) -> Callable[..., Path]:
     """A ``save(fig, name)`` that writes ``<output_dir>/figures/<stage>_<name>.<format>``.
 
@@ -117,7 +125,7 @@ def figure_saver(output_dir: str | Path, stage: str, figures: Any = None) -> Cal
     output_dir = Path(output_dir)
 
     def save(fig, name: str) -> Path:
-        return save_figure(fig, output_dir, f"{stage}_{name}", dpi=dpi, format=fmt)
+        return SavedFigure(save_figure(fig, output_dir, f"{stage}_{name}", dpi=dpi, format=fmt))
 
     save.__doc__ = f"Save a figure as {output_dir}/figures/{stage}_<name>.{fmt} ({dpi} dpi); returns the path."
     return save
@@ -169,6 +177,9 @@ def descriptor_table(basin: xr.Dataset) -> pd.DataFrame:
     """Per descriptor: its unit and its minimum, mean and maximum over the active cells."""
     from .plotting import descriptor_units
 
+    if "descriptors" not in basin or "descriptor" not in basin.coords:
+        raise ValueError("descriptor_table: the basin has no descriptors (variable 'descriptors', dims descriptor, y, "
+                         "x); regionalisation (ann, cnn, multi-*) needs them: read a dataset with descriptor rasters")
     names = [str(d) for d in basin["descriptor"].values]
     active = basin["active_cell"].values.astype(bool)
     raw = basin["descriptors"].values[:, active]

@@ -27,7 +27,7 @@
 #   (upstream drainage area $A$), the routing partitions.
 #
 # This stage reads the basin (a dataset shipped with hydro-smash, a directory in the smash
-# layout, or the synthetic basin), shows what the model will see, checks what must hold, and
+# layout, a basin file, or a generated basin), shows what the model will see, checks what must hold, and
 # writes `basin.nc` into the run directory. The schema is documented in `hybridhydro.basin`.
 
 # %% tags=["parameters"]
@@ -55,15 +55,14 @@ save = report.figure_saver(output_dir, "01_basin", cfg.figures)
 #
 # A smash dataset or directory is read over the window $(t_{start}, t_{end}]$: flow directions,
 # gauges (snapped to the grid cell whose drainage area best matches the declared one), forcing,
-# observations and descriptors. The synthetic and known-answer basins are generated from a seed.
+# observations and descriptors. A basin file (`.nc`, `.zarr`, written by `hh.write_basin`) is
+# cut to that window, its mesh kept. The synthetic and known-answer basins are generated from a
+# seed. With a spin-up (`basin.spinup_start`), the data start there: the steps up to
+# $t_{start}$ warm the stores up and are kept out of every cost and score (attribute
+# `spinup_end`); with `basin.initial_states`, the runs start from the states of that file.
 
 # %%
-if cfg.basin.source == "synthetic":
-    ds = hh.synthetic_basin(**cfg.basin.synthetic.model_dump())
-elif cfg.basin.source == "known_answer":  # a truth that GR4 lacks: see hybridhydro.known_answer and stage 07
-    ds = hh.known_answer_basin(**cfg.basin.known_answer.model_dump())
-else:
-    ds = hh.read_smash_dataset(cfg.basin.source, cfg.basin.start, cfg.basin.end)
+ds = hh.open_basin(cfg.basin)  # known_answer: a truth that GR4 lacks, see hybridhydro.known_answer and stage 07
 ds
 
 # %% [markdown]
@@ -90,6 +89,9 @@ save(plotting.plot_mesh(ds), "mesh")
 # Snapping moves each outlet to a cell of the D8 network; the delineated area $A_{dln}$ (the
 # flow accumulation at that cell) should be close to the declared area $A$. A large difference
 # flags a misplaced outlet or a flow-direction grid too coarse for the catchment.
+# The `role` column names the basin's outlet (the gauge that drains the largest area, wherever
+# it is in the table; later stages take it as the outlet), the gauges nested in another one and
+# those with a catchment of their own.
 
 # %%
 plotting.gauge_table(ds)

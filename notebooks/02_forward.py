@@ -62,14 +62,18 @@ RUN = dict(return_states=True, return_fluxes=True, return_discharge_field=True)
 basin = hh.read_basin(output_dir / "basin.nc")
 outlet = report.outlet(basin)
 s = hh.parse_structure(forward.structure)
-print(f"{forward.structure}: parameters {', '.join(s.parameters)}; states {', '.join(s.states)}")
+# the runs carry smash's full name, snow module first: "zero-gr4-lr" is gr4-lr without snow
+print(f"{forward.structure} (smash's full name {s.name}): parameters {', '.join(s.parameters)}; "
+      f"states {', '.join(s.states)}")
 
 # %% [markdown]
 # ## The run
 #
 # Default parameters and initial states (smash's), the interception capacity fitted to the
 # forcing at sub-daily steps. The states and fluxes of every step are kept for the maps and
-# the balance.
+# the balance. The run's `structure` attribute is smash's full name, snow module first
+# (`zero-gr4-lr`: the `zero` snow module, i.e. no snow, then gr4 and lr); the tables and
+# figures write the name of the parameters (`gr4-lr`).
 
 # %%
 result = hh.simulate(basin, s.name, **RUN)

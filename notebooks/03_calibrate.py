@@ -98,6 +98,7 @@ if results:
 # The uniform model has one value per parameter; the distributed ones a map. The table gives
 # each calibrated parameter's range over the active cells beside its bounds; every map is
 # drawn with the same colour scale per parameter, so differences between models read directly.
+# The solid line outlines the active cells, the dashed ones each gauge's catchment.
 
 # %%
 ranges = report.parameter_ranges(results, basin)
@@ -120,6 +121,17 @@ scores = protocol.score(sims, basin, split, calibration.metrics)
 calib_scores = scores[scores["scenario"] == "calibration"].set_index(["model", "gauge"])[calibration.metrics]
 display(calib_scores.round(3))
 save(plotting.plot_simulations(sims, basin, split.calibration_gauges, split=split), "hydrographs")
+
+# %% [markdown]
+# Over the calibration period at the calibration gauges: the flow-duration curves (how often
+# each discharge is exceeded, observed and simulated over the same steps) and each calibrated
+# model's discharge against the observed one, step by step, with its NSE.
+
+# %%
+calibration_view = dict(gauges=split.calibration_gauges, period=split.calibration_period)
+save(plotting.plot_flow_duration(sims, basin, **calibration_view), "flow_duration")
+if results:
+    save(plotting.plot_scatter({name: sims[name] for name in results}, basin, **calibration_view), "scatter")
 
 # %% [markdown]
 # ## Water balance of each calibrated model

@@ -59,8 +59,11 @@ display(split.describe())
 # %% [markdown]
 # ## The descriptors
 #
-# The network sees each descriptor rescaled to [0, 1] over the active cells (smash's
-# `normalize`), so that no descriptor dominates by its unit.
+# The network sees each descriptor rescaled by its minimum and maximum over every cell of the
+# grid that has a value, active or not (smash's `normalize`, whose statistics the trained
+# mapping keeps), so that no descriptor dominates by its unit: over the active cells alone the
+# scaled values may span less than [0, 1]. The maps outline the active cells and each gauge's
+# catchment; the table gives each descriptor's range over the active cells.
 
 # %%
 save(plotting.plot_descriptors(basin), "descriptors")

@@ -227,6 +227,10 @@ parent_runs = {f"{p} (parent)": r.simulate(basin, **RUN) for p, r in protocol.lo
 if trained:
     save(plotting.plot_simulations({**parent_runs, **trained_runs}, basin, split.calibration_gauges, split=split),
          "trained_hydrographs")
+    # over the calibration period: flow-duration curves of hybrids and parents, each hybrid against the observations
+    calibration_view = dict(gauges=split.calibration_gauges, period=split.calibration_period)
+    save(plotting.plot_flow_duration({**parent_runs, **trained_runs}, basin, **calibration_view), "trained_flow_duration")
+    save(plotting.plot_scatter(trained_runs, basin, **calibration_view), "trained_scatter")
     display(report.correction_sizes(trained_runs).round(4))
 trained_balances, trained_closures = report.water_balances(trained_runs, basin)
 report.balance_table(trained_balances, trained_closures).round(4)

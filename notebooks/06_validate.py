@@ -111,6 +111,17 @@ for metric, table in tables.items():
     save(plotting.plot_scores(table, metric), f"scores_{metric}")
 
 # %% [markdown]
+# ### Over the validation period, at every gauge
+#
+# The flow-duration curves (how often each discharge is exceeded, observed and simulated over
+# the same steps) and each model's discharge against the observed one, step by step, with its
+# NSE over the validation period (the temporal and spatio-temporal scenarios).
+
+# %%
+save(plotting.plot_flow_duration(sims_with_default, basin, period=split.validation_period), "flow_duration")
+save(plotting.plot_scatter(sims_with_default, basin, period=split.validation_period), "scatter")
+
+# %% [markdown]
 # ### Mean score per scenario
 #
 # The mean over the gauges of each scenario: how much a model loses out of its calibration

@@ -63,7 +63,7 @@ ANSWER = ("hidden_flux", "q_true", "q_gr4")
 if any(name not in basin for name in ANSWER) or "known_answer_truth" not in basin.attrs:
     raise ValueError(
         f"07_known_answer compares the trained models with a known answer, and the basin of this run "
-        f"({basin.attrs.get('name', '?')!r}, {output_dir / 'basin.nc'}) carries none (no {', '.join(ANSWER)}): "
+        f"({basin.attrs.get('name') or '?'!r}, {output_dir / 'basin.nc'}) carries none (no {', '.join(ANSWER)}): "
         "run it on a known-answer basin, basin.source: known_answer (e.g. params/known_answer.yaml)"
     )
 split = protocol.Split.load(output_dir / "split.json")  # stage 03

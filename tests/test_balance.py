@@ -108,6 +108,7 @@ def test_result_carries_parameters_and_initial_states(basin):
     assert np.all(np.isnan(out["hp_initial"].values[~active]))
 
 
+@pytest.mark.smash
 def test_cance_gr4_lr_closes():
     from hybridhydro.io import read_smash_dataset
 

@@ -12,6 +12,8 @@ No message may be a raw HDF5, JSON, zip, pandas or GDAL error, nor a KeyError.
 
 from __future__ import annotations
 
+import importlib.util
+
 import json
 import re
 import shutil
@@ -41,7 +43,9 @@ from hybridhydro.calibration.checkpoints import load_checkpoint, save_checkpoint
 from hybridhydro.io._rasters import Grid, RasterReader
 from hybridhydro.io.smash_layout import smash_dataset_root
 
-DATA = smash_dataset_root()
+# hydro-smash's data folder; without the smash extra a path that does not exist (every test that reads
+# it is marked smash and skipped, the others run)
+DATA = smash_dataset_root() if importlib.util.find_spec("smash") else Path("<hydro-smash not installed>")
 FLWDIR = DATA / "France_flwdir.tif"
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
@@ -397,6 +401,7 @@ def test_valid_basins_pass_without_a_word(seed, dt):
     hh.check_basin(b)
 
 
+@pytest.mark.smash
 def test_the_bundled_datasets_pass():
     for name, end in (("Cance", "2014-10-15 00:00"), ("Lez", None), ("France", "2012-01-01 06:00")):
         ds = _no_forcing_warning(hh.read_smash_dataset, name, end=end, progress=False)
@@ -478,6 +483,7 @@ def _read(d, **kwargs):
 # ---------------------------------------------------------------------------- GeoTIFFs
 
 
+@pytest.mark.smash
 @pytest.mark.parametrize("fraction", [0.0, 0.05, 0.3, 0.5, 0.8, 0.95])
 def test_a_truncated_geotiff_is_named(tmp_path, fraction):
     d = cance(tmp_path, copy_prcp=True)
@@ -489,6 +495,7 @@ def test_a_truncated_geotiff_is_named(tmp_path, fraction):
         _read(d)
 
 
+@pytest.mark.smash
 @pytest.mark.parametrize("fraction", [0.3, 0.6, 0.9, 0.99])
 def test_a_truncated_compressed_geotiff_is_named(tmp_path, fraction):
     """France's rain rasters are compressed, with their tags at the end."""
@@ -506,6 +513,7 @@ def test_a_truncated_compressed_geotiff_is_named(tmp_path, fraction):
             reader.read(target)
 
 
+@pytest.mark.smash
 @pytest.mark.parametrize("content", [b"", b"not a tiff at all", b"II*\x00" + bytes(200)])
 def test_a_file_that_is_no_geotiff_is_named(tmp_path, content):
     d = cance(tmp_path, copy_prcp=True)
@@ -515,6 +523,7 @@ def test_a_file_that_is_no_geotiff_is_named(tmp_path, content):
         _read(d)
 
 
+@pytest.mark.smash
 @pytest.mark.parametrize("crs", ["EPSG:4326", "EPSG:27572", "EPSG:32631"])
 def test_a_raster_in_another_crs_is_refused(tmp_path, crs):
     d = cance(tmp_path, copy_prcp=True)
@@ -525,6 +534,7 @@ def test_a_raster_in_another_crs_is_refused(tmp_path, crs):
         _read(d)
 
 
+@pytest.mark.smash
 def test_a_raster_without_crs_is_read_as_the_mesh(tmp_path):
     d = cance(tmp_path, copy_prcp=True)
     for f in sorted((d / "prcp").glob("*.tif")):
@@ -534,6 +544,7 @@ def test_a_raster_without_crs_is_read_as_the_mesh(tmp_path):
     np.testing.assert_array_equal(ds["prcp"].values, ref["prcp"].values)
 
 
+@pytest.mark.smash
 @pytest.mark.parametrize("change,match", [
     (dict(dx=300.0), r"lies off the mesh's cells by \(\+0.3, \+0\) of a cell \(x east, y north\)"),
     (dict(dx=0.0, res=2000.0), r"has cells of 2000 x 2000, the mesh 1000 x 1000; read by nearest-neighbour"),
@@ -554,6 +565,7 @@ def test_geometry_warnings_name_a_file(tmp_path, change, match):
 # ------------------------------------------------------------------------- setup keys
 
 
+@pytest.mark.smash
 @pytest.mark.parametrize("key,value", [
     ("read_prcp", "false"), ("read_prcp", "true"), ("read_qobs", "False"), ("read_pet", 1),
     ("daily_interannual_pet", "yes"), ("read_descriptor", "no"),
@@ -564,6 +576,7 @@ def test_boolean_keys_must_be_booleans(tmp_path, key, value):
         _read(d)
 
 
+@pytest.mark.smash
 @pytest.mark.parametrize("dt", ["1h", "hourly", "", [3600]])
 def test_dt_that_is_not_a_number_names_the_key(tmp_path, dt):
     d = cance(tmp_path, dt=dt)
@@ -571,6 +584,7 @@ def test_dt_that_is_not_a_number_names_the_key(tmp_path, dt):
         _read(d)
 
 
+@pytest.mark.smash
 @pytest.mark.parametrize("factor,match", [
     (-0.1, r"prcp_conversion_factor = -0.1 in .* must be a positive number"),
     (0, r"prcp_conversion_factor = 0 in .* must be a positive number"),
@@ -583,6 +597,7 @@ def test_a_wrong_conversion_factor_is_refused(tmp_path, factor, match):
         _read(cance(tmp_path, prcp_conversion_factor=factor))
 
 
+@pytest.mark.smash
 def test_a_large_factor_can_be_asked_for(tmp_path):
     d = cance(tmp_path, prcp_conversion_factor=100)
     with pytest.warns(ForcingWarning, match=r"prcp_conversion_factor = 100.*prcp exceeds"):
@@ -594,6 +609,7 @@ def test_a_large_factor_can_be_asked_for(tmp_path):
         _read(d, forcing_plausibility="maybe")
 
 
+@pytest.mark.smash
 def test_pet_conversion_factor_is_checked_too(tmp_path):
     with pytest.raises(ValueError, match=r"pet_conversion_factor = -1 in .* must be a positive number"):
         _read(cance(tmp_path, pet_conversion_factor=-1))
@@ -601,6 +617,7 @@ def test_pet_conversion_factor_is_checked_too(tmp_path):
         _read(cance(tmp_path, pet_conversion_factor=1000))
 
 
+@pytest.mark.smash
 @pytest.mark.parametrize("dt,match", [
     (86400, r"dates under .* have several files at the precision of dt = 86400 s .* set dt"),
     (10800, r"dated every 3600 s \(median\) but dt = 10800 s.*set dt in the setup YAML to 3600"),
@@ -611,6 +628,7 @@ def test_dt_coarser_than_the_files_is_refused(tmp_path, dt, match):
         _read(d)
 
 
+@pytest.mark.smash
 @pytest.mark.parametrize("key,value,match", [
     ("start_time", "20/09/2014 10:00", r"puts the day or the month first"),
     ("start_time", "09/20/2014 10:00", r"puts the day or the month first"),
@@ -622,6 +640,7 @@ def test_setup_dates_are_unambiguous(tmp_path, key, value, match):
         _read(cance(tmp_path, **{key: value}))
 
 
+@pytest.mark.smash
 def test_a_truncated_flow_direction_raster_is_named(tmp_path):
     flwdir = tmp_path / "flwdir.tif"
     data = FLWDIR.read_bytes()
@@ -640,6 +659,7 @@ def _qobs_case(tmp_path, text: str, code="V3524010") -> Path:
     return cance(tmp_path, qobs_directory=q)
 
 
+@pytest.mark.smash
 @pytest.mark.parametrize("value", ["inf", "-inf", "Infinity", "1e40", "2e6"])
 def test_qobs_beyond_any_river_is_refused_with_its_line(tmp_path, value):
     text = "201409201100\n1.0\n2.0\n" + value + "\n3.0\n"
@@ -648,11 +668,13 @@ def test_qobs_beyond_any_river_is_refused_with_its_line(tmp_path, value):
         _read(_qobs_case(tmp_path, text))
 
 
+@pytest.mark.smash
 def test_qobs_nan_text_and_negative_values_are_missing(tmp_path):
     ds = _read(_qobs_case(tmp_path, "201409201100\n1.0\nnan\n-99\n3.0\n"))
     np.testing.assert_array_equal(ds["qobs"].sel(gauge="V3524010").values[:4], np.array([1, np.nan, np.nan, 3], np.float32))
 
 
+@pytest.mark.smash
 @pytest.mark.parametrize("header,match", [
     ("2014-09-20 11:00+02:00", r"a date with a time zone \(UTC\+02:00\)"),
     ("2014-09-20T11:00Z", r"a date with a time zone \(UTC\)"),
@@ -666,6 +688,7 @@ def test_qobs_headers_are_unambiguous_dates(tmp_path, header, match):
         _read(_qobs_case(tmp_path, f"{header}\n1.0\n2.0\n"))
 
 
+@pytest.mark.smash
 @pytest.mark.parametrize("text", ["", "\n", "  \n\n"])
 def test_an_empty_qobs_file_is_missing_with_a_warning(tmp_path, text):
     with pytest.warns(UserWarning, match=r"qobs: .*V3524010.csv is empty; its gauge's qobs is NaN"):

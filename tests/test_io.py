@@ -6,6 +6,8 @@ and compare its arrays with ours: smash writes -99 (any negative) where we write
 
 from __future__ import annotations
 
+import importlib.util
+
 import shutil
 import warnings
 from pathlib import Path
@@ -27,7 +29,9 @@ from hybridhydro.mesh import catchment_means as basin_means, upstream_masks
 from hybridhydro.io.smash_layout import smash_dataset_root
 from hybridhydro.mesh import Mesh
 
-DATA = smash_dataset_root()
+# hydro-smash's data folder; without the smash extra a path that does not exist (every test that reads
+# it is marked smash and skipped, the others run)
+DATA = smash_dataset_root() if importlib.util.find_spec("smash") else Path("<hydro-smash not installed>")
 FLWDIR = DATA / "France_flwdir.tif"
 
 
@@ -252,6 +256,7 @@ def test_rasters_of_other_geometries_read_as_smash(tmp_path):
 # --------------------------------------------------------------------------- period, attrs, layout
 
 
+@pytest.mark.smash
 def test_start_end_override_and_attrs(cance):
     ds = read_smash_dataset("CANCE", start="2014-10-01 00:00", end=pd.Timestamp("2014-10-02"))  # with progress bars
     assert ds.sizes["time"] == 24
@@ -270,6 +275,7 @@ def test_start_end_override_and_attrs(cance):
     np.testing.assert_array_equal(ds["prcp"].values, full["prcp"].sel(time=ds["time"]).values)
 
 
+@pytest.mark.smash
 @pytest.mark.parametrize("start,end,match", [
     ("2014-10-02", "2014-10-01", "must end after it starts"),
     ("2014-10-01", "2014-10-01", "must end after it starts"),
@@ -283,6 +289,7 @@ def test_bad_period_is_a_clear_error(start, end, match):
         read_smash_dataset("Cance", start, end, progress=False)
 
 
+@pytest.mark.smash
 def test_missing_forcing_step_is_nan_with_a_warning():
     with pytest.warns(UserWarning, match=r"prcp: 1 of 6 step\(s\) have no file .*2014-12-19 00:00"):
         ds = read_smash_dataset("Cance", "2014-12-18 21:00", "2014-12-19 03:00", progress=False)
@@ -295,6 +302,7 @@ def test_unknown_name_lists_the_known_ones():
         read_smash_dataset("Garonne")
 
 
+@pytest.mark.smash
 def test_user_directory_layout(tmp_path):
     d = cance_copy(tmp_path)
     ds = read_smash_dataset(d, progress=False)
@@ -304,6 +312,7 @@ def test_user_directory_layout(tmp_path):
     assert ds.attrs["name"] == "mycance" and Path(ds.attrs["source"]) == d
 
 
+@pytest.mark.smash
 def test_relative_directories_and_flwdir_file(tmp_path):
     d = tmp_path / "rel"
     shutil.copytree(DATA / "Lez", d, ignore=shutil.ignore_patterns("*.py", "*.hdf5", "__pycache__"))
@@ -315,6 +324,7 @@ def test_relative_directories_and_flwdir_file(tmp_path):
         read_smash_dataset(d, progress=False)
 
 
+@pytest.mark.smash
 def test_bbox_from_setup_and_argument(tmp_path):
     d = tmp_path / "box"
     write_setup(d, dt=3600, start_time="2012-01-01 00:00", end_time="2012-01-01 03:00", read_prcp=True,
@@ -342,12 +352,14 @@ def test_missing_setup_yaml(tmp_path):
         read_smash_dataset(tmp_path / "empty")
 
 
+@pytest.mark.smash
 def test_missing_directory_names_it(tmp_path):
     d = cance_copy(tmp_path, prcp_directory="no_such_dir")
     with pytest.raises(FileNotFoundError, match=r"prcp: directory .*no_such_dir does not exist"):
         read_smash_dataset(d, progress=False)
 
 
+@pytest.mark.smash
 def test_undated_file_names(tmp_path):
     folder = tmp_path / "undated"
     folder.mkdir()
@@ -357,6 +369,7 @@ def test_undated_file_names(tmp_path):
         read_smash_dataset(d, progress=False)
 
 
+@pytest.mark.smash
 def test_qobs_header_not_a_date(tmp_path):
     q = tmp_path / "q"
     shutil.copytree(DATA / "Cance" / "qobs", q)
@@ -366,6 +379,7 @@ def test_qobs_header_not_a_date(tmp_path):
         read_smash_dataset(d, progress=False)
 
 
+@pytest.mark.smash
 def test_qobs_file_layout(tmp_path):
     """Header formats, negative = missing, the last line is used, misaligned header is an error."""
     q = tmp_path / "q"
@@ -386,6 +400,7 @@ def test_qobs_file_layout(tmp_path):
         read_smash_dataset(d, progress=False)
 
 
+@pytest.mark.smash
 def test_missing_qobs_file_warns(tmp_path):
     q = tmp_path / "q"
     shutil.copytree(DATA / "Cance" / "qobs", q)
@@ -396,6 +411,7 @@ def test_missing_qobs_file_warns(tmp_path):
     assert np.isnan(ds["qobs"].sel(gauge="V3517010")).all()
 
 
+@pytest.mark.smash
 def test_descriptor_missing_or_with_holes(tmp_path):
     d = cance_copy(tmp_path, descriptor_name=["slope", "porosity"])
     with pytest.raises(FileNotFoundError, match="descriptor 'porosity': no raster .*porosity.tif"):
@@ -414,6 +430,7 @@ def test_descriptor_missing_or_with_holes(tmp_path):
 # --------------------------------------------------------------------------- NetCDF / zarr
 
 
+@pytest.mark.smash
 @pytest.mark.parametrize("suffix", [".nc", ".zarr"])
 def test_write_read_round_trip(cance, tmp_path, suffix):
     ds = cance[0].isel(time=slice(0, 48)).copy(deep=True)
@@ -432,6 +449,7 @@ def test_write_read_round_trip(cance, tmp_path, suffix):
     assert read_basin(path).sizes["time"] == 24
 
 
+@pytest.mark.smash
 @pytest.mark.parametrize("suffix", [".nc", ".zarr"])
 def test_round_trip_without_gauges(tmp_path, suffix):
     ds = read_smash_dataset(tmp_path_box(tmp_path), progress=False)
@@ -448,6 +466,7 @@ def tmp_path_box(tmp_path: Path) -> Path:
     return d
 
 
+@pytest.mark.smash
 def test_write_basin_bad_suffix(tmp_path, cance):
     with pytest.raises(ValueError, match=r"\.nc .* or \.zarr"):
         write_basin(cance[0], tmp_path / "basin.h5")
@@ -523,6 +542,7 @@ def test_raster_reader_windows_compressed_rasters(tmp_path, opts):
     assert np.isnan(a).sum() == 1  # the no-data cell; the grid lies inside the raster
 
 
+@pytest.mark.smash
 def test_fast_reads_equal_rasterio_on_the_cance_series():
     """Cance mixes pixel-is-area and pixel-is-point files: tifffile gives what rasterio gives."""
     files = sorted((DATA / "Cance" / "prcp").rglob("*.tif"))[:300]

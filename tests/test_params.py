@@ -6,6 +6,7 @@ import inspect
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from hypothesis import given
@@ -248,3 +249,91 @@ def test_name_lists_come_from_the_library(folder):
     case = write(folder / "d.yaml", {"calibration": {"optimizers": {"distributed": {"optimizer": "bfgs"}}}})
     with pytest.raises(ParamsError, match=r"unknown optimizer \['bfgs'\].*adam_smash"):
         load_params(case)
+
+
+# --- basin files (.nc, .zarr), spin-up and initial states: keys and the hash ---------------------
+
+
+@pytest.fixture(scope="module")
+def basin_files(tmp_path_factory):
+    import hybridhydro as hh
+
+    folder = tmp_path_factory.mktemp("basin_files")
+    ds = hh.synthetic_basin(nrow=5, ncol=5, ntime=48)
+    (folder / "data").mkdir()
+    hh.write_basin(ds, folder / "data" / "b.nc")
+    hh.write_basin(ds, folder / "data" / "b.zarr")
+    return folder, ds
+
+
+@pytest.mark.parametrize("name, kind", [("b.nc", "netcdf"), ("b.zarr", "zarr")])
+def test_a_basin_file_source_is_relative_to_the_file_and_opens_in_its_window(basin_files, name, kind):
+    import xarray as xr
+
+    import hybridhydro as hh
+
+    folder, ds = basin_files
+    params = load_params(write(folder / "c.yaml", {"extends": None, "basin": {
+        "source": f"data/{name}", "start": "2020-01-01 06:00", "end": "2020-01-02 06:00"}}))
+    assert params.basin.source == str((folder / "data" / name).resolve()) and params.basin.kind == kind
+    basin = hh.open_basin(params.basin)
+    window = ds.isel(time=slice(6, 30))
+    xr.testing.assert_equal(basin.drop_vars(["prcp", "pet", "qobs", "mean_prcp", "mean_pet"]),
+                            window.drop_vars(["prcp", "pet", "qobs", "mean_prcp", "mean_pet"]).assign_attrs(basin.attrs))
+    np.testing.assert_array_equal(basin["prcp"].values, window["prcp"].values)  # the mesh kept, time sliced
+    assert (basin.attrs["start_time"], basin.attrs["end_time"]) == ("2020-01-01T06:00:00", "2020-01-02T06:00:00")
+    hh.check_basin(basin)
+
+
+@pytest.mark.parametrize("source, message", [
+    ("data/missing.nc", r"basin.source 'data/missing.nc': no NetCDF file .* write the basin there first"),
+    ("data/missing.zarr", r"no zarr store \(a directory\)"),
+    ("c.yaml", r"is a file with suffix '.yaml' .* as .nc \(NetCDF-4\) or .zarr"),
+])
+def test_a_basin_file_that_is_not_there_or_not_a_basin_is_refused(basin_files, source, message):
+    folder, _ = basin_files
+    write(folder / "c.yaml", {"extends": None, "basin": {"source": source}})
+    with pytest.raises(ParamsError, match=message) as caught:
+        load_params(folder / "c.yaml")
+    assert str(folder / "c.yaml") in str(caught.value)  # where: the parameter file
+
+
+@pytest.mark.parametrize("window, message", [
+    ({"start": "2019-12-31"}, r"basin.start = 2019-12-31 00:00:00 lies outside the basin file; the file covers "
+                              r"\(2020-01-01 00:00:00, 2020-01-03 00:00:00\]"),
+    ({"end": "2020-01-04"}, r"basin.end = 2020-01-04 00:00:00 lies outside"),
+    ({"start": "2020-01-01 06:30"}, r"not on the file's step grid"),
+])
+def test_a_window_outside_the_basin_file_is_refused(basin_files, window, message):
+    import hybridhydro as hh
+
+    folder, _ = basin_files
+    params = load_params(write(folder / "c.yaml", {"extends": None, "basin": {"source": "data/b.nc", **window}}))
+    with pytest.raises(ValueError, match=message):
+        hh.open_basin(params.basin)
+
+
+def test_new_basin_keys_left_null_keep_the_hash():
+    """basin.spinup_start and basin.initial_states at their default (null) hash as before they existed:
+    runs made earlier stay current. Set, they change it."""
+    import hashlib
+
+    from hybridhydro.pipeline.record import BASIN_GENERATORS, params_hash
+
+    params = load_params(PARAMS / "cance.yaml")
+    data = params.model_dump(mode="json")
+    data.pop("stages")
+    for key in ("spinup_start", "initial_states", *BASIN_GENERATORS):
+        data["basin"].pop(key)
+    data.pop("new_basin")  # stage 00's section, at its defaults, hashes as before it existed too
+    assert params_hash(params) == hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+    spun = params.model_copy(update={"basin": params.basin.model_copy(update={"spinup_start": "2014-09-01 00:00:00"})})
+    assert params_hash(spun) != params_hash(params)
+    elsewhere = params.model_copy(update={"new_basin": params.new_basin.model_copy(update={"ngauge": 3})})
+    assert params_hash(elsewhere) != params_hash(params)
+
+
+def test_base_yaml_documents_every_basin_key():
+    text = (PARAMS / "base.yaml").read_text()
+    for key in ("source", "start", "end", "spinup_start", "initial_states"):
+        assert f"\n  {key}:" in text, key

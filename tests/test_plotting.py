@@ -10,8 +10,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
+from types import SimpleNamespace  # noqa: E402
 import xarray as xr  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
+from matplotlib.text import Text  # noqa: E402
 
 from hybridhydro import plotting  # noqa: E402
 from hybridhydro.basin import annotate, check_basin  # noqa: E402
@@ -301,3 +303,205 @@ def test_events_and_titles(synthetic):
     assert kge.axes[0].get_title() == "KGE per model, scenario and gauge"
     assert kge.axes[0].images[0].norm.vmin == pytest.approx(1 - np.sqrt(2))
     assert plotting.plot_scores(table, "nse").axes[0].images[0].norm.vmin == 0.0
+
+
+# --- legibility: nothing overlaps (issue 15) --------------------------------------------------------
+
+
+def _drawn_texts(ax):
+    """The texts an axes draws: tick labels inside its view, axis labels, titles, offset texts."""
+    out = []
+    for axis, (lo, hi) in ((ax.xaxis, sorted(ax.get_xlim())), (ax.yaxis, sorted(ax.get_ylim()))):
+        ticks = axis.get_major_ticks()
+        locs = axis.get_majorticklocs()
+        span = hi - lo
+        inside = [lo - 1e-9 * span <= v <= hi + 1e-9 * span for v in locs]
+        out += [t.label1 for t, shown in zip(ticks, inside) if shown and t.label1.get_visible()]
+        out += [axis.label, axis.get_offset_text()]
+    out += [ax.title, ax._left_title, ax._right_title]
+    return [t for t in out if t.get_visible() and t.get_text().strip()]
+
+
+def overlapping(fig, *, redraw: bool = False) -> list[tuple[str, str]]:
+    """Pairs of texts of different axes that overlap, or a text over another axes' frame, as the
+    figure was last drawn (``redraw``: draw it first)."""
+    if redraw:
+        fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    shown = [ax for ax in fig.axes if ax.get_visible()]
+    texts = [(ax, t, t.get_window_extent(renderer)) for ax in shown for t in _drawn_texts(ax)]
+    bad = []
+    for k, (ax_a, a, box_a) in enumerate(texts):
+        for ax_b, b, box_b in texts[k + 1:]:
+            if ax_a is not ax_b and box_a.overlaps(box_b):
+                bad.append((a.get_text(), b.get_text()))
+        for ax_b in shown:
+            if ax_b is not ax_a and box_a.overlaps(ax_b.get_window_extent(renderer)):
+                bad.append((a.get_text(), f"frame of {ax_b.get_label() or ax_b.get_title()}"))
+    return bad
+
+
+def _grid_basin(shape=(40, 40)):
+    import hybridhydro as hh
+
+    return hh.synthetic_basin(nrow=shape[0], ncol=shape[1], ntime=4, seed=0, ngauge=2)
+
+
+@pytest.mark.parametrize("step", [(0, 1), (1, 0), (1, 1)], ids=["east", "south", "south-east"])
+def test_gauge_codes_one_cell_apart_do_not_overlap(step):
+    ds = _grid_basin()
+    r, c = int(ds["gauge_row"].values[0]), int(ds["gauge_col"].values[0])
+    ds["gauge_row"].values[1], ds["gauge_col"].values[1] = r - step[0], c - step[1]
+    ds = ds.assign_coords(gauge=["V3524010", "V3524011"])
+    fig = plotting.plot_mesh(ds)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    for ax in fig.axes:
+        codes = [t for t in ax.texts if t.get_text() in ("V3524010", "V3524011")]
+        if codes:
+            assert len(codes) == 2
+            a, b = (Text.get_window_extent(t, renderer) for t in codes)  # the text, without its leader line
+            assert not a.overlaps(b), (a, b)
+
+
+def test_gauge_label_groups():
+    assert sorted(map(sorted, plotting.gauge_label_groups([5, 5, 30], [5, 6, 30], 40, 40))) == [[0, 1], [2]]
+    assert plotting.gauge_label_groups([0, 2, 4], [0, 0, 0], 10, 10) == [[0], [1], [2]]  # 2 rows apart on 10
+    assert sorted(map(sorted, plotting.gauge_label_groups([0, 1, 2], [0, 0, 0], 10, 10))) == [[0, 1, 2]]  # a chain
+
+
+def test_colour_bar_labels_clear_the_next_panel(tmp_path):
+    """The labels of the colour bars of a map grid stay off the neighbouring panels in the saved figure
+    (stage 03's maps of the ci basin: a colour bar's ticks lengthen once the bar is placed beside its
+    square map, and the first layout used to miss them)."""
+    basin = _grid_basin((12, 12))
+    active = basin["active_cell"].values.astype(bool)
+
+    def maps(spread):
+        values = {"cp": (1.0, 200.0, "mm"), "ct": (500.0, 500.0 + spread, "mm"), "kexc": (0.0, 0.0033, "mm h-1"),
+                  "llr": (0.5, 5.0, "min")}
+        ramp = lambda lo, hi: np.where(active, np.linspace(lo, hi, active.size).reshape(active.shape), np.nan)  # noqa: E731
+        return xr.Dataset({n: (("y", "x"), ramp(lo, hi), {"units": u}) for n, (lo, hi, u) in values.items()},
+                          coords={"y": basin.y, "x": basin.x})
+
+    fig = plotting.plot_parameter_maps({"gr4-uniform": maps(0.0), "gr4-distributed": maps(0.01)},
+                                       ["cp", "ct", "kexc", "llr"], basin)
+    fig.set_dpi(60)  # the positions of the saved image, read back at its resolution
+    plotting.save_figure(fig, tmp_path, "maps", dpi=60)
+    assert overlapping(fig) == []
+
+
+def test_date_ticks_do_not_collide():
+    for times in (pd.date_range("2014-01-01 01:00", periods=365 * 24, freq="h"),
+                  pd.date_range("2014-01-01 01:00", periods=27 * 24, freq="h")):
+        q = xr.DataArray(np.random.default_rng(0).gamma(2.0, 3.0, (1, times.size)), dims=("gauge", "time"),
+                         coords={"gauge": ["A"], "time": times}, attrs={"units": "m3 s-1"})
+        run = xr.Dataset({"q": q * 1.1}, attrs={"structure": "zero-gr4_ude-lr"})
+        basin = xr.Dataset({"qobs": q})
+        figures = [plotting.plot_hydrographs(q),  # 01
+                   plotting.plot_model_hydrographs({"m": run}, basin, "A").figure,  # 03-06
+                   plotting.plot_hybrid_vs_parent({"h": run}, {"h": run}, basin, "A"),  # 05
+                   plotting.plot_solvers({"heun": run}, run, basin, "A")]  # 05: a half-width panel
+        for fig in figures:
+            fig.canvas.draw()
+            renderer = fig.canvas.get_renderer()
+            ax = fig.axes[0]
+            labels = [t for t in _drawn_texts(ax) if t in ax.get_xticklabels()]
+            assert len(labels) >= 3
+            boxes = [t.get_window_extent(renderer) for t in labels]
+            collide = any(a.overlaps(b) for k, a in enumerate(boxes) for b in boxes[k + 1:])
+            assert not collide, [t.get_text() for t in labels]
+
+
+# --- flow-duration curves, scatter plots, catchment outlines (issue 15) ------------------------------
+
+
+@pytest.fixture()
+def observed_and_runs(basin):
+    """Observed discharge with a missing step at OUT and none at all at MID, and two runs."""
+    qobs = basin["qobs"].copy()
+    qobs.loc[dict(gauge="MID")] = np.nan
+    obs = basin.assign(qobs=qobs)
+    q = basin["qobs"].fillna(1.2).rename(None)
+    runs = {"twice": xr.Dataset({"q": q * 2}), "same": xr.Dataset({"q": q})}
+    return obs, runs
+
+
+def test_exceedance_is_weibulls_plotting_position():
+    p, v = plotting.exceedance([1.0, np.nan, 3.0, 2.0])
+    np.testing.assert_allclose(p, [25.0, 50.0, 75.0])
+    np.testing.assert_allclose(v, [3.0, 2.0, 1.0])
+
+
+def test_flow_duration_curves(observed_and_runs):
+    basin, runs = observed_and_runs
+    fig = plotting.plot_flow_duration(runs, basin)
+    out, mid = panel_axes(fig)
+    assert out.get_xlabel() == "exceedance probability (%)" and out.get_ylabel() == "discharge (m³ s⁻¹)"
+    assert out.get_yscale() == "log" and out.get_title(loc="left") == "OUT"
+    lines = {ln.get_label(): ln for ln in out.get_lines()}
+    assert set(lines) == {"observed", "twice", "same"}
+    np.testing.assert_allclose(lines["observed"].get_ydata(), [2.0, 1.5, 1.0])  # the missing step left out
+    np.testing.assert_allclose(lines["observed"].get_xdata(), [25.0, 50.0, 75.0])
+    np.testing.assert_allclose(lines["twice"].get_ydata(), [4.0, 3.0, 2.0])  # the same steps as observed
+    assert "observed" not in {ln.get_label() for ln in mid.get_lines()}
+    assert any("no observed discharge" in t.get_text() for t in mid.texts)
+    assert len({ln.get_label(): ln for ln in mid.get_lines()}["same"].get_ydata()) == 4  # every step
+
+
+def test_scatter_against_the_observations(observed_and_runs):
+    basin, runs = observed_and_runs
+    fig = plotting.plot_scatter(runs, basin)
+    axes = np.array(fig.axes).reshape(2, 2)
+    same, twice = axes[0, 1], axes[0, 0]
+    assert same.get_xlabel() == "observed discharge (m³ s⁻¹)"
+    assert same.get_ylabel() == "simulated discharge (m³ s⁻¹)"
+    assert same.get_title() == "same\nOUT: NSE 1.00"
+    o = np.array([1.0, 2.0, 1.5])
+    nse = 1 - np.sum((2 * o - o) ** 2) / np.sum((o - o.mean()) ** 2)
+    assert twice.get_title() == f"twice\nOUT: NSE {nse:.2f}"
+    assert len(twice.collections[0].get_offsets()) == 3  # the missing step left out
+    one_to_one = twice.get_lines()[0]
+    assert one_to_one.get_label() == "1:1" and twice.get_xlim() == twice.get_ylim()
+    assert twice.get_aspect() == 1.0
+    assert axes[1, 0].get_title().endswith("NSE n/a") and any("no observed" in t.get_text() for t in axes[1, 0].texts)
+
+
+def test_maps_outline_the_domain_and_each_catchment(basin):
+    cp = xr.Dataset({"cp": (("y", "x"), np.full((3, 4), 100.0), {"units": "mm"})}, coords={"y": basin.y, "x": basin.x})
+    fig = plotting.plot_parameter_maps({"m": cp}, ["cp"], basin)
+    ax = panel_axes(fig)[0]
+    outlines = {c.get_label(): c for c in ax.collections if c.get_label() in ("active cells", "catchment of OUT",
+                                                                              "catchment of MID")}
+    assert set(outlines) == {"active cells", "catchment of OUT", "catchment of MID"}
+    assert len(outlines["active cells"].get_segments()) == 2 * (3 + 4)  # the grid's border, cell edge by cell edge
+    mid = np.concatenate(outlines["catchment of MID"].get_segments())
+    assert len(outlines["catchment of MID"].get_segments()) == 2 * (3 + 2)  # columns 0 and 1, every row
+    x0, y1 = 700_000.0, 6_500_000.0
+    assert (mid[:, 0].min(), mid[:, 0].max(), mid[:, 1].min(), mid[:, 1].max()) == (x0, x0 + 2000, y1 - 3000, y1)
+    descriptors = plotting.plot_descriptors(basin)
+    assert all(any(c.get_label() == "catchment of MID" for c in a.collections) for a in panel_axes(descriptors))
+
+
+def test_sbs_histories_say_sub_iterations():
+    history = pd.DataFrame({"cost": [1.0, 0.5]}, index=pd.Index([0, 1], name="iteration"))
+    sbs = plotting.plot_histories({"m": SimpleNamespace(history=history, optimizer="sbs")})
+    assert sbs.axes[0].get_xlabel().startswith("iteration (sbs: sub-iteration")
+    adam = plotting.plot_histories({"m": SimpleNamespace(history=history, optimizer="adam")})
+    assert adam.axes[0].get_xlabel() == "iteration"
+
+
+@pytest.mark.smash
+def test_gauge_table_names_the_outlet_wherever_it_is_and_tells_nested_from_separate_gauges():
+    from hybridhydro.io import read_smash_dataset
+
+    cance = read_smash_dataset("Cance", end="2014-09-15 06:00", progress=False)
+    reordered = cance.isel(gauge=[2, 0, 1])  # the outlet V3524010 no longer first
+    table = plotting.gauge_table(reordered)
+    assert table.loc["V3524010", "role"] == "outlet"
+    assert set(table.drop(index="V3524010")["role"]) == {"nested in V3524010"}
+    # without the outlet, the two upstream gauges are separate catchments: the larger is the outlet
+    upstream = plotting.gauge_table(cance.isel(gauge=[1, 2]))
+    assert sorted(upstream["role"]) == ["outlet", "separate outlet"]
+    larger = upstream["delineated area (km²)"].idxmax()
+    assert upstream.loc[larger, "role"] == "outlet"

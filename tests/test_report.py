@@ -270,6 +270,15 @@ def test_comparison_is_written_and_read_back_to_three_decimals(scores, tmp_path)
 # --- basin, events and signatures --------------------------------------------------------------
 
 
+def test_the_outlet_is_the_gauge_draining_most_whatever_its_place(basin):
+    """Nothing takes the first gauge for the outlet (issue 15): the gauges listed upstream first."""
+    outlet = report.outlet(basin)
+    reordered = basin.isel(gauge=[1, 0])
+    assert str(reordered["gauge"].values[0]) != outlet
+    assert report.outlet(reordered) == outlet
+    assert report.outlet(reordered.drop_vars("area_dln")) == outlet  # the declared areas when not delineated
+
+
 def test_basin_tables(basin):
     assert report.outlet(basin) == str(basin["gauge"].values[int(np.argmax(basin["area_dln"].values))])
     summary = report.basin_summary(basin)
@@ -326,3 +335,16 @@ def test_networks_table_lists_every_network_with_units_bounds_and_weights():
     assert "kexc (mm / (3 h))" in regional["outputs"] and "cp [1e-06, 1000]" in regional["bounds"]
     assert regional["layers"].endswith("4 (tanh, scaled to the bounds)")
     assert regional["weights"] > 0
+
+
+def test_sbs_summary_counts_sub_iterations_beside_maxiter(basin):
+    """smash's sbs counts maxiter in outer iterations of one sub-iteration per control: the summary
+    says sub-iterations, and the stop message how they add up (issue 15: "iterations 40" beside
+    "maxiter 10" read as a bug)."""
+    from hybridhydro.calibration import calibrate
+
+    result = calibrate(basin, "gr4-lr", "uniform", "sbs", 2, gauges="all", parameters=("cp", "ct", "kexc"),
+                       progress=False)
+    assert result.message == "maxiter 2 reached (6 sub-iterations: 2 × 3 controls)"
+    row = protocol.summary({"m": result}).loc["m"]
+    assert row["iterations"] == "6 sub-iterations (at most maxiter × 3 controls)"

@@ -147,6 +147,7 @@ def test_plan_numbers_cells_column_major_and_orders_levels():
     assert np.allclose(plan.upstream_area, mesh.flwacc[plan.rows, plan.cols] - 1e6)
 
 
+@pytest.mark.smash
 def test_plan_levels_are_a_topological_order_matching_flwpar(basin_mesh):
     mesh = basin_mesh
     plan = routing_plan(mesh)
@@ -201,6 +202,7 @@ def test_plan_errors_name_the_cell():
         route_step("lag1", plan, {}, jnp.zeros(2), {}, DT)
 
 
+@pytest.mark.smash
 def test_plan_is_read_only_and_routes_the_same_on_the_device(basin_mesh):
     import dataclasses
 
@@ -221,6 +223,7 @@ def test_plan_is_read_only_and_routes_the_same_on_the_device(basin_mesh):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
+@pytest.mark.smash
 def test_to_cells_gathers_the_active_cells(basin_mesh):
     plan = routing_plan(basin_mesh)
     grid = np.random.default_rng(0).normal(size=(3, basin_mesh.nrow, basin_mesh.ncol))
@@ -235,6 +238,7 @@ def test_to_cells_gathers_the_active_cells(basin_mesh):
 # ------------------------------------------------------------------------------- budgets
 
 
+@pytest.mark.smash
 def test_zero_returns_the_runoff(basin_mesh):
     plan = routing_plan(basin_mesh)
     qt = _runoff(5, plan.nac)
@@ -242,6 +246,7 @@ def test_zero_returns_the_runoff(basin_mesh):
     np.testing.assert_array_equal(np.asarray(q), qt)
 
 
+@pytest.mark.smash
 def test_lag0_outlet_receives_all_runoff_at_each_step(basin_mesh):
     plan = routing_plan(basin_mesh)
     qt = _runoff(30, plan.nac)
@@ -254,6 +259,7 @@ def test_lag0_outlet_receives_all_runoff_at_each_step(basin_mesh):
     np.testing.assert_allclose(stepped, np.asarray(q), rtol=1e-6)
 
 
+@pytest.mark.smash
 def test_lr_storage_budget_closes(basin_mesh):
     plan = routing_plan(basin_mesh)
     nt = 40
@@ -272,6 +278,7 @@ def test_lr_storage_budget_closes(basin_mesh):
     assert volume(state) > 0
 
 
+@pytest.mark.smash
 def test_kw_sanity_positive_and_steady_state_is_lag0(basin_mesh):
     plan = routing_plan(basin_mesh)
     params = {k: jnp.asarray(v) for k, v in _random_params(plan.nac).items()}
@@ -288,6 +295,7 @@ def test_kw_sanity_positive_and_steady_state_is_lag0(basin_mesh):
     np.testing.assert_allclose(np.asarray(qk)[-1], np.asarray(ql)[0], rtol=1e-3)
 
 
+@pytest.mark.smash
 @pytest.mark.parametrize("module", ["lag0", "lr", "kw"])
 def test_matches_cell_by_cell_reference(basin_mesh, module):
     mesh = basin_mesh
@@ -302,6 +310,7 @@ def test_matches_cell_by_cell_reference(basin_mesh, module):
         np.testing.assert_allclose(np.asarray(state["hlr"]), ref_hlr, rtol=2e-5, atol=1e-6)
 
 
+@pytest.mark.smash
 @pytest.mark.parametrize("module", ["lr", "kw"])
 def test_gradients_wrt_routing_parameters_are_finite(basin_mesh, module):
     plan = routing_plan(basin_mesh)
@@ -321,6 +330,7 @@ def test_gradients_wrt_routing_parameters_are_finite(basin_mesh, module):
         assert np.any(g != 0), name
 
 
+@pytest.mark.smash
 @pytest.mark.parametrize("module", ["lr", "kw"])
 def test_gradients_match_finite_differences_in_float64(basin_mesh, module):
     plan = routing_plan(basin_mesh)
@@ -371,6 +381,7 @@ def _lr_loss(plan, weights, adjoint, every, keep):
     return loss
 
 
+@pytest.mark.smash
 @pytest.mark.parametrize(
     ("every", "keep"),
     [(None, False), pytest.param(None, True, marks=pytest.mark.slow), pytest.param(7, True, marks=pytest.mark.slow),
@@ -395,6 +406,7 @@ def test_lr_adjoint_matches_autodiff_in_float32(basin_mesh, every, keep):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-5 * np.abs(b).max(), err_msg=name)
 
 
+@pytest.mark.smash
 def test_lr_adjoint_forward_is_bit_identical(basin_mesh):
     plan = routing_plan(basin_mesh)
     qt, llr, hlr, _ = _lr_case(plan, 30, jnp.float32)
@@ -407,6 +419,7 @@ def test_lr_adjoint_forward_is_bit_identical(basin_mesh):
             np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
+@pytest.mark.smash
 @pytest.mark.parametrize("every", [None, pytest.param(7, marks=pytest.mark.slow)])
 def test_lr_adjoint_matches_autodiff_and_finite_differences_in_float64(basin_mesh, every):
     """In float64 the custom VJP equals JAX's reverse mode to 1e-12 and a central finite
@@ -429,6 +442,7 @@ def test_lr_adjoint_matches_autodiff_and_finite_differences_in_float64(basin_mes
         assert ad == pytest.approx(fd, rel=1e-6)
 
 
+@pytest.mark.smash
 def test_lr_forward_mode_needs_the_autodiff_path(basin_mesh):
     """The custom VJP is reverse mode only: jax.jvp raises through it, and works with adjoint=False."""
     plan = routing_plan(basin_mesh)

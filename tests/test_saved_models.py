@@ -48,6 +48,7 @@ def ann_saved(ann, tmp_path_factory):
 # ------------------------------------------------------------------------------ cropping
 
 
+@pytest.mark.smash
 def test_crop_keeps_the_catchment_of_one_gauge_and_runs_as_the_whole_basin(cance, sub):
     check_basin(sub, where="the cropped basin")
     assert list(sub["gauge"].values) == [GAUGE]
@@ -69,6 +70,7 @@ def test_crop_keeps_the_catchment_of_one_gauge_and_runs_as_the_whole_basin(cance
     assert cance.attrs["xmin"] != sub.attrs["xmin"]  # the basin's own attributes are left alone
 
 
+@pytest.mark.smash
 def test_crop_names_an_unknown_gauge(cance):
     with pytest.raises(ValueError, match=r"unknown gauge 'X1'; the basin's gauges are V3524010, V3515010"):
         crop_basin(cance, "X1")
@@ -77,6 +79,7 @@ def test_crop_names_an_unknown_gauge(cance):
 # ------------------------------------------------------------------------------ regionalisation
 
 
+@pytest.mark.smash
 def test_a_reloaded_ann_regionalises_another_basin_as_the_trained_one(cance, sub, ann, ann_saved):
     loaded = hh.load_calibration(ann_saved)
     assert isinstance(loaded.network, hh.networks.DescriptorMLP)
@@ -97,6 +100,7 @@ def test_a_reloaded_ann_regionalises_another_basin_as_the_trained_one(cance, sub
     assert not np.allclose(own.offset, loaded.descriptor_scaling.offset)
 
 
+@pytest.mark.smash
 def test_a_reloaded_regionalisation_simulates_the_cropped_basin(sub, ann, ann_saved):
     loaded = hh.load_calibration(ann_saved)
     q = loaded.simulate(sub)["q"]
@@ -107,6 +111,7 @@ def test_a_reloaded_regionalisation_simulates_the_cropped_basin(sub, ann, ann_sa
     np.testing.assert_array_equal(q.values, direct.values)
 
 
+@pytest.mark.smash
 def test_a_reloaded_ann_runs_on_its_own_basin_and_warm_starts_on_another(cance, sub, ann, ann_saved):
     loaded = hh.load_calibration(ann_saved)
     np.testing.assert_array_equal(loaded.simulate(cance)["q"].values, ann.simulate(cance)["q"].values)
@@ -119,6 +124,7 @@ def test_a_reloaded_ann_runs_on_its_own_basin_and_warm_starts_on_another(cance, 
         np.testing.assert_array_equal(again.parameters[name], maps[name].values)
 
 
+@pytest.mark.smash
 def test_a_cnn_round_trips(cance, tmp_path):
     cnn = hh.calibrate(cance, "gr4-lr", "cnn", "adam", 1, hidden=(4,), learning_rate=0.01, progress=False)
     loaded = hh.load_calibration(cnn.save(tmp_path / "gr4-cnn"))
@@ -147,6 +153,7 @@ def test_a_reloaded_multi_linear_mapping_regionalises_a_sub_basin(tmp_path):
         np.testing.assert_allclose(maps[name].values[active], result.parameters[name][rows, cols][active], rtol=1e-6)
 
 
+@pytest.mark.smash
 def test_only_a_regionalisation_applies_to_another_basin(sub, tmp_path):
     b = hh.synthetic_basin(nrow=6, ncol=6, ntime=24, seed=0)
     result = hh.calibrate(b, "gr4-lr", "distributed", "lbfgsb", 1, parameters=("cp",), progress=False)
@@ -244,6 +251,7 @@ def test_a_hybrid_without_its_weights_is_refused_in_an_older_manifest(hybrid, tm
         hh.load_calibration(d)
 
 
+@pytest.mark.smash
 def test_a_lost_network_file_is_named(ann_saved, tmp_path):
     d = shutil.copytree(ann_saved, tmp_path / "model")
     (d / "network.npz").unlink()
@@ -251,6 +259,7 @@ def test_a_lost_network_file_is_named(ann_saved, tmp_path):
         hh.load_calibration(d)
 
 
+@pytest.mark.smash
 def test_the_parameter_maps_carry_the_basins_crs(cance, ann, ann_saved):
     assert ann.crs and "Lambert-93" in ann.crs
     with xr.open_dataset(ann_saved / "parameters.nc", decode_coords="all") as ds:

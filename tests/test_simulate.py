@@ -74,6 +74,7 @@ def test_unknown_structure_lists_valid_parts(name, match):
 # ------------------------------------------------------------------------------ bad inputs
 
 
+@pytest.mark.smash
 def test_unknown_parameter_and_state_names(basin):
     with pytest.raises(ValueError, match=r"unknown parameter\(s\) 'akw'.*valid parameters: ci, cp, ct, kexc, llr"):
         simulate(basin, "gr4-lr", {"akw": 2.0})
@@ -81,6 +82,7 @@ def test_unknown_parameter_and_state_names(basin):
         simulate(basin, "gr4-kw", initial_states={"hlr": 2.0})
 
 
+@pytest.mark.smash
 def test_wrong_grid_shape(basin):
     ny, nx = basin.sizes["y"], basin.sizes["x"]
     with pytest.raises(ValueError, match=rf"parameter 'cp' has shape \({ny + 1}, {nx}\).*shape \({ny}, {nx}\)"):
@@ -96,6 +98,7 @@ def _first_active(basin):
     return int(rows[0]), int(cols[0])
 
 
+@pytest.mark.smash
 @pytest.mark.parametrize(
     "kind, name, bad, domain",
     [
@@ -116,6 +119,7 @@ def test_values_outside_the_feasible_domain_name_the_cell(basin, kind, name, bad
         simulate(basin, "gr4-lr", **kwargs)
 
 
+@pytest.mark.smash
 def test_imperviousness_is_read_and_checked(basin):
     r, c = _first_active(basin)
     grid = np.zeros((basin.sizes["y"], basin.sizes["x"]))
@@ -128,6 +132,7 @@ def test_imperviousness_is_read_and_checked(basin):
     assert not np.allclose(sealed["q"].values, pervious["q"].values)
 
 
+@pytest.mark.smash
 def test_missing_forcing_keeps_discharge_finite(basin):
     gappy = basin.copy()
     prcp = gappy["prcp"].values.copy()
@@ -139,11 +144,13 @@ def test_missing_forcing_keeps_discharge_finite(basin):
     assert np.all(np.isfinite(out["hp"].values[:, active]))
 
 
+@pytest.mark.smash
 def test_checkpoint_every_must_be_positive(basin):
     with pytest.raises(ValueError, match="checkpoint_every must be a positive whole number of steps or None, got 0"):
         simulate(basin, "gr4-lr", {"ci": 1.0}, checkpoint_every=0)
 
 
+@pytest.mark.smash
 def test_values_off_the_active_cells_are_ignored(basin):
     grid = np.where(basin["active_cell"].values, 300.0, np.nan)
     a = simulate(basin, "gr4-lag0", {"cp": grid, "ci": 1.0})
@@ -154,6 +161,7 @@ def test_values_off_the_active_cells_are_ignored(basin):
 # ------------------------------------------------------------------------------ the result
 
 
+@pytest.mark.smash
 def test_result_dataset(basin):
     out = simulate(
         basin, "gr4-lr", {"cp": 250.0}, return_states=True, return_fluxes=True, return_discharge_field=True
@@ -183,6 +191,7 @@ def test_result_dataset(basin):
     assert out["q"].values.min() > -1e-5 and out["q"].values.max() > 0.1
 
 
+@pytest.mark.smash
 def test_zero_routing_reads_the_gauge_cell_runoff_and_lag0_the_upstream_sum(basin):
     zero = simulate(basin, "gr4-zero", {"ci": 1.0}, return_fluxes=True)
     lag0 = simulate(basin, "gr4-lag0", {"ci": 1.0}, return_fluxes=True)
@@ -193,6 +202,7 @@ def test_zero_routing_reads_the_gauge_cell_runoff_and_lag0_the_upstream_sum(basi
     np.testing.assert_allclose(lag0["q"].values[0], total, rtol=1e-5)
 
 
+@pytest.mark.smash
 def test_defaults_and_automatic_interception(basin):
     dt = float(basin.attrs["dt"])
     plain = simulate(basin, "gr4-lr")
@@ -208,6 +218,7 @@ def test_defaults_and_automatic_interception(basin):
     assert not np.allclose(plain["q"].values, tiny_ci["q"].values)
 
 
+@pytest.mark.smash
 def test_snow_module(basin):
     plain = simulate(basin, "gr4-lag0", {"ci": 1.0})
     # without snow forcing nothing accumulates or melts
@@ -221,6 +232,7 @@ def test_snow_module(basin):
     assert np.nanmax(melted["hs_final"].values) < 10.0 and float(melted["mlt"].max()) > 0
 
 
+@pytest.mark.smash
 def test_dataarray_parameters_and_checkpointing_give_the_same_discharge(basin):
     cp = xr.full_like(basin["flwacc"], 321.0).transpose("x", "y")  # any dim order
     a = simulate(basin, "gr4-kw", {"cp": cp, "ci": 0.5})
@@ -228,6 +240,7 @@ def test_dataarray_parameters_and_checkpointing_give_the_same_discharge(basin):
     np.testing.assert_allclose(a["q"].values, b["q"].values, rtol=1e-6)
 
 
+@pytest.mark.smash
 def test_simulate_arrays_checks_the_names(basin):
     plan = routing_plan(Mesh.from_dataset(basin))
     forcing = {k: jnp.asarray(plan.to_cells(basin[k].values[:3])) for k in ("prcp", "pet")}
@@ -240,6 +253,7 @@ def test_simulate_arrays_checks_the_names(basin):
         simulate_arrays(params, states, forcing, plan, structure="gr4-lr", dt=3600.0)
 
 
+@pytest.mark.smash
 @pytest.mark.slow  # covered in the fast suite by tests/test_gradients.py
 def test_simulate_arrays_is_differentiable(basin):
     mesh = Mesh.from_dataset(basin)
@@ -264,6 +278,7 @@ def test_simulate_arrays_is_differentiable(basin):
         np.testing.assert_allclose(np.asarray(g_ck[name]), np.asarray(g[name]), rtol=1e-4, atol=1e-6 * scale)
 
 
+@pytest.mark.smash
 @pytest.mark.slow  # the FD gradient tests (tests/test_gradients.py) run with rematerialisation on
 def test_step_rematerialisation_keeps_the_forward_and_the_gradient(basin):
     plan = routing_plan(Mesh.from_dataset(basin))
@@ -284,6 +299,7 @@ def test_step_rematerialisation_keeps_the_forward_and_the_gradient(basin):
         np.testing.assert_allclose(np.asarray(grads[0][name]), np.asarray(grads[1][name]), rtol=1e-4, atol=1e-6 * scale)
 
 
+@pytest.mark.smash
 def test_interception_fit_is_blocked_and_fitted_once_per_prepared_run(basin):
     from hybridhydro.model import automatic_interception
     from hybridhydro.structures._interception import CI_CANDIDATES, _adjust, day_index

@@ -410,7 +410,7 @@ class SBS(Runner):
         c = 0.7 ** (1.0 / n)
         total = self.maxiter * n
         bar = progress_bar(total=total, initial=st["it"], progress=progress, desc="calibrate (sbs)")
-        message = f"maxiter {self.maxiter} reached"
+        message = f"maxiter {self.maxiter} reached ({total} sub-iterations: {self.maxiter} × {n} controls)"
 
         def snapshot():
             """The search state and history between two iterations, as a checkpoint holds them."""

@@ -23,6 +23,29 @@ def find_descriptor(directory: Path, name: str) -> Path:
     )
 
 
+def list_descriptors(directory: Path, where: str) -> list[str]:
+    """The names of every ``<name>.tif`` directly in ``directory``, sorted; an error if there is none."""
+    names = sorted({p.stem for p in directory.glob("*") if p.suffix.lower() in (".tif", ".tiff")}) \
+        if directory.is_dir() else []
+    if not names:
+        raise FileNotFoundError(
+            f"read_descriptor: true in {where} names no descriptor (no descriptor_name key) and {directory} holds no "
+            "<name>.tif to read; add the rasters there, list them in descriptor_name, or set read_descriptor: false"
+        )
+    return names
+
+
+def check_cover(values: np.ndarray, name: str, source, active_cell: np.ndarray, x: np.ndarray, y: np.ndarray) -> None:
+    """Refuse a descriptor map ``(y, x)`` with no value (NaN) on an active cell, naming a cell and the source."""
+    bad = np.isnan(values) & active_cell
+    if bad.any():
+        r, c = np.argwhere(bad)[0]
+        raise ValueError(
+            f"descriptor {name!r} ({source}) has no value on {int(bad.sum())} active cell(s), e.g. row {r}, "
+            f"col {c} (x = {x[c]:g}, y = {y[r]:g}); fill the raster there (no-data or outside its extent)"
+        )
+
+
 def read_descriptors(
     directory: Path, names: list[str], grid: Grid, active_cell: np.ndarray, x: np.ndarray, y: np.ndarray
 ) -> tuple[np.ndarray, list[Path]]:
@@ -46,12 +69,6 @@ def read_descriptors(
             paths.append(path)
             reader.what = f"descriptor {name!r}"
             out[i] = reader.read(path).astype(np.float32)
-            bad = np.isnan(out[i]) & active_cell
-            if bad.any():
-                r, c = np.argwhere(bad)[0]
-                raise ValueError(
-                    f"descriptor {name!r} ({path}) has no value on {int(bad.sum())} active cell(s), e.g. row {r}, "
-                    f"col {c} (x = {x[c]:g}, y = {y[r]:g}); fill the raster there (no-data or outside its extent)"
-                )
+            check_cover(out[i], name, path, active_cell, x, y)
     warn_geometry(reader.samplers, "descriptors", directory)
     return out, paths

@@ -137,3 +137,45 @@ def read_qobs(directory: Path, codes, times: pd.DatetimeIndex, dt: float) -> np.
             stacklevel=3,
         )
     return out
+
+
+def qobs_from_table(table, codes, times: pd.DatetimeIndex, where: str = "qobs") -> np.ndarray:
+    """Observed discharge ``(gauge, time)`` float32 in m3 s-1 from a table: one column per gauge
+    code, indexed by the step-end times (a :class:`pandas.DataFrame`).
+
+    Steps absent from the table and negative values are ``NaN`` (missing, as in the CSV files);
+    a gauge without a column is ``NaN`` with a warning; an infinite value or one above
+    :data:`MAX_DISCHARGE` is an error naming the gauge and the time.
+    """
+    if not isinstance(table, pd.DataFrame):
+        raise TypeError(f"{where}: expected a pandas DataFrame (one column per gauge code, indexed by the step-end "
+                        f"times, values in m3/s), got {type(table).__name__}")
+    try:
+        index = pd.DatetimeIndex(table.index)
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}: the index must hold the step-end times (datetimes), got {table.index[:3].tolist()}") \
+            from None
+    if index.tz is not None:
+        raise ValueError(f"{where}: the index carries a time zone ({index.tz}); the model's times carry none: use "
+                         "table.tz_localize(None) after converting to the forcing's time")
+    if index.has_duplicates:
+        raise ValueError(f"{where}: the time {index[index.duplicated()][0]} appears twice in the index; drop duplicates")
+    columns = {str(c).strip(): c for c in table.columns}
+    out = np.full((len(codes), len(times)), np.nan, dtype=np.float32)
+    absent = []
+    for g, code in enumerate(map(str, codes)):
+        if code not in columns:
+            absent.append(code)
+            continue
+        series = pd.Series(pd.to_numeric(table[columns[code]], errors="coerce").to_numpy(np.float64), index=index)
+        values = series.reindex(times).to_numpy(dtype=np.float64, copy=True)
+        bad = np.flatnonzero(~(np.abs(values) <= MAX_DISCHARGE) & ~np.isnan(values))
+        if bad.size:
+            raise ValueError(f"{where}: gauge {code!r} at {times[bad[0]]} is {values[bad[0]]!r}, not a discharge any river "
+                             f"carries (above {MAX_DISCHARGE:g} m3/s or infinite); fix it, or write NaN for missing")
+        values[values < 0] = np.nan
+        out[g] = values.astype(np.float32)
+    if absent:
+        warnings.warn(f"{where}: no column for gauge(s) {', '.join(absent)}; their qobs is NaN",
+                      stacklevel=user_stacklevel())
+    return out

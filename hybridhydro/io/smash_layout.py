@@ -8,14 +8,40 @@ Layout (everything but the setup YAML is optional, as the setup's ``read_*`` key
                                   pet_conversion_factor, daily_interannual_pet, read_qobs,
                                   qobs_directory, read_descriptor, descriptor_directory,
                                   descriptor_name; optional flwdir, bbox, max_depth, area_error_th
-        prcp/**/...<%Y%m%d%H%M>...tif   one raster per step, dated at the END of the step
+        prcp/**/...<%Y%m%d%H%M>...tif   one raster per step, dated at the END of the step (mm per
+                                        step once multiplied by prcp_conversion_factor)
         pet/**/...tif                   idem, or 366 daily interannual rasters <%m%d>...tif
+        prcp.nc, pet.nc                 or the whole series as NetCDF (see "NetCDF forcing" below)
         qobs/**/*<code>*.csv            header = date of the first value, one value per line (m3/s)
-        descriptor/<name>.tif
+        descriptor/<name>.tif           one raster per descriptor (raw values)
         gauge_attributes.csv            code,x,y,area (area in km2); absent: bbox mode, no gauge
         flwdir.tif                      D8 flow directions (or the setup's ``flwdir`` key)
 
-Directories in the setup are relative to the dataset directory. The bundled smash datasets
+Directories in the setup are relative to the dataset directory.
+
+Optional setup keys besides smash's:
+
+* ``flwdir``: the D8 flow-direction GeoTIFF (coding 1=N, 2=NE, ..., 8=NW, clockwise; 0 or
+  no data off the network), relative to the dataset directory or absolute. Default:
+  ``flwdir.tif`` in the dataset directory (the bundled datasets use hydro-smash's
+  ``France_flwdir.tif``). Its CRS and grid are the basin's: every other raster is read onto it.
+* ``bbox`` (xmin, xmax, ymin, ymax, CRS units), ``max_depth`` (outlet search half-width,
+  cells) and ``area_error_th`` (largest relative error between a gauge's declared area in
+  ``gauge_attributes.csv`` and its delineated one; gauges beyond it are dropped with a
+  warning): the arguments of :func:`hybridhydro.build_mesh`.
+* ``read_descriptor: true`` without ``descriptor_name`` reads every ``<name>.tif`` of the
+  descriptor directory (sorted by name); an empty directory is an error.
+
+NetCDF forcing: ``prcp_format: nc`` (or ``pet_format``), or a ``prcp_directory`` that names a
+``.nc`` file, or a ``prcp.nc`` file beside the setup when the ``prcp`` directory does not exist,
+reads the variable ``prcp`` (or the file's only variable) ``(time, y, x)``, labelled by the end
+of each step, in mm per step once multiplied by the conversion factor (``units`` absent or
+``mm``). Its CRS (``spatial_ref`` / ``grid_mapping``) must be given; it is compared with the
+flow-direction raster's. A raster on the same cells is read as it is; one on other cells or in
+another CRS is reprojected onto the flow-direction grid with GDAL's ``average`` resampling
+(:mod:`hybridhydro.io.regrid`), unless the setup says ``reproject: false``; then, or when
+either CRS is missing, the error names both CRSs. GeoTIFF series are never reprojected (read
+as smash reads them; another CRS is an error). The bundled smash datasets
 (``"Cance"``, ``"Lez"``, ``"France"``) are found in the installed hydro-smash package without
 importing it; their flow directions are smash's ``France_flwdir.tif``.
 
@@ -35,6 +61,8 @@ conversion factor of 100 instead of 0.1 is an error that names it); ``forcing_pl
 from __future__ import annotations
 
 import importlib.util
+import os
+import sys
 import warnings
 from datetime import date, datetime
 from pathlib import Path
@@ -53,10 +81,10 @@ from ..basin import (
     read_dt,
 )
 from ..mesh import Mesh
-from ._descriptors import read_descriptors
-from ._qobs import DAY_OR_MONTH_FIRST, read_qobs
+from ._descriptors import check_cover, list_descriptors, read_descriptors
+from ._qobs import DAY_OR_MONTH_FIRST, qobs_from_table, read_qobs
 from ._rasters import Grid, gdal_error, warn_geometry
-from ._series import check_coverage, dated_files, read_daily_interannual, read_series
+from ._series import check_coverage, date_format, dated_files, read_daily_interannual, read_series  # noqa: F401  (date_format: for newbasin)
 from ..mesh import catchment_means, upstream_masks
 
 #: Datasets shipped in the hydro-smash wheel, and the bbox (xmin, xmax, ymin, ymax) of those without gauges.
@@ -66,13 +94,22 @@ BUNDLED_BBOX = {"France": (100000.0, 1250000.0, 6050000.0, 7125000.0)}
 _VARIABLES = ("prcp", "pet", "qobs", "descriptor")
 
 
-def smash_dataset_root() -> Path:
-    """``<installed smash package>/factory/dataset`` (found without importing smash)."""
+def smash_dataset_root(asked_for: str | None = None) -> Path:
+    """``<installed smash package>/factory/dataset`` (found without importing smash).
+
+    ``asked_for`` names what needed it (``"the dataset 'Cance'"``) in the error raised when
+    hydro-smash, an optional extra of hybridhydro, is not installed.
+    """
     spec = importlib.util.find_spec("smash")
     if spec is None or not spec.submodule_search_locations:
+        what = asked_for or "hydro-smash's bundled data (Cance, Lez, France; the known-answer basin is cut from France)"
         raise ModuleNotFoundError(
-            "the bundled datasets (Cance, Lez, France) come with hydro-smash; install it with "
-            "`pip install hydro-smash==1.3.0`, or pass the path of a dataset directory instead"
+            f"{what} comes with hydro-smash, an optional extra that is not installed in this Python "
+            f"({sys.executable}). Install it with `pip install \"hybridhydro[smash]\"` (in a checkout: `pip install -e "
+            "\".[smash]\"`; or hydro-smash alone: `pip install hydro-smash==1.3.0`, wheels for CPython 3.10-3.13 on "
+            "x86-64 Linux or Windows), or use a basin that needs no download: `basin.source: synthetic` "
+            "in the parameter file (hybridhydro.synthetic_basin), or the path of your own dataset directory in the "
+            "smash layout"
         )
     return Path(list(spec.submodule_search_locations)[0]) / "factory" / "dataset"
 
@@ -82,7 +119,7 @@ def resolve_dataset(name_or_path: str | Path) -> tuple[Path, str, bool]:
     text = str(name_or_path)
     if isinstance(name_or_path, str) and text.lower() in BUNDLED and not any(s in text for s in "/\\"):
         name = BUNDLED[text.lower()]
-        return smash_dataset_root() / name, name, True
+        return smash_dataset_root(f"the dataset {name!r}") / name, name, True
     path = Path(name_or_path).expanduser()
     if not path.is_dir():
         raise FileNotFoundError(
@@ -206,6 +243,9 @@ def _directory(base: Path, setup: dict, what: str) -> Path:
     return path if path.is_absolute() else base / path
 
 
+data_directory = _directory  # public name: the early checks (hybridhydro.pipeline.checks) find the same folders
+
+
 def _check_format(setup: dict, what: str, setup_path: Path) -> None:
     fmt = str(setup.get(f"{what}_format", "tif")).lower()
     if fmt != "tif":
@@ -214,19 +254,24 @@ def _check_format(setup: dict, what: str, setup_path: Path) -> None:
 
 def read_gauge_attributes(path: Path) -> pd.DataFrame:
     """``code, x, y, area`` of each gauge from ``gauge_attributes.csv`` (area converted from km2 to m2)."""
-    table = pd.read_csv(path, dtype={"code": str})
+    return gauge_table(pd.read_csv(path, dtype={"code": str}), str(path))
+
+
+def gauge_table(table: pd.DataFrame, where: str) -> pd.DataFrame:
+    """``code, x, y, area`` of each gauge from a table with the columns of ``gauge_attributes.csv``
+    (area in km2, converted to m2); ``where`` names the table in the errors."""
     missing = [c for c in ("code", "x", "y", "area") if c not in table.columns]
     if missing:
         raise ValueError(
-            f"{path} lacks column(s) {', '.join(missing)}; it needs a header code,x,y,area (area in km2) "
-            f"and has {', '.join(map(str, table.columns))}"
+            f"{where} lacks column(s) {', '.join(missing)}; it needs a header code,x,y,area (x, y in CRS units, area "
+            f"in km2, e.g. from hybridhydro.find_outlets) and has {', '.join(map(str, table.columns))}"
         )
     out = pd.DataFrame({"code": table["code"].astype(str).str.strip().to_numpy(dtype=str)})
     for col in ("x", "y", "area"):
         values = pd.to_numeric(table[col], errors="coerce").to_numpy(dtype=np.float64)
         if np.isnan(values).any():
             row = int(np.flatnonzero(np.isnan(values))[0])
-            raise ValueError(f"{path}: column {col!r} of gauge {out['code'][row]!r} is not a number")
+            raise ValueError(f"{where}: column {col!r} of gauge {out['code'][row]!r} is not a number")
         out[col] = values * (1e6 if col == "area" else 1.0)
     return out
 
@@ -245,7 +290,8 @@ def flwdir_path(directory: Path, setup: dict, setup_path: Path, bundled: bool) -
     if not path.is_file():
         raise FileNotFoundError(
             f"no flow-direction raster for {directory}: looked for {path} and for a 'flwdir' key in {setup_path}; "
-            "add a D8 GeoTIFF (1=N, 2=NE, ..., 8=NW) there, or point the setup's flwdir key at one"
+            "add a D8 GeoTIFF (1=N, 2=NE, ..., 8=NW) there, or point the setup's flwdir key at one (flwdir: "
+            "path/to/flwdir.tif, relative to the dataset directory); hybridhydro.d8_from_dem makes one from a DEM"
         )
     return path
 
@@ -312,15 +358,122 @@ def build_dataset_mesh(directory: Path, name: str, setup: dict, setup_path: Path
     return mesh, provenance
 
 
-def _forcing(directory: Path, setup: dict, setup_path: Path, what: str, times, dt, grid, progress):
+def netcdf_forcing_file(directory: Path, setup: dict, setup_path: Path, what: str) -> Path | None:
+    """The NetCDF file holding ``what`` (``prcp``/``pet``) in the layout, or None for a GeoTIFF series."""
+    fmt = str(setup.get(f"{what}_format", "")).lower()
+    if fmt not in ("", "tif", "nc", "netcdf"):
+        raise ValueError(f"{what}_format = {fmt!r} in {setup_path}: 'tif' (a GeoTIFF series) or 'nc' (a NetCDF file)")
+    path = _directory(directory, setup, what)
+    if fmt in ("nc", "netcdf") or path.suffix.lower() == ".nc":
+        if path.suffix.lower() != ".nc":
+            path = path.with_suffix(".nc") if not path.is_dir() else path / f"{what}.nc"
+        if not path.is_file():
+            raise FileNotFoundError(f"{what}: {setup_path} asks for NetCDF forcing but there is no file {path}; set "
+                                    f"{what}_directory: <file>.nc")
+        return path
+    if not path.exists() and (directory / f"{what}.nc").is_file():
+        return directory / f"{what}.nc"
+    return None
+
+
+def read_netcdf_forcing(path, what: str, times, template: xr.DataArray, factor: float, *, reproject: bool,
+                        where: str) -> np.ndarray:
+    """A NetCDF or xarray forcing ``(time, y, x)`` onto the flow-direction grid, mm per step, float32.
+
+    The steps ``times`` (step ends) are selected, the values multiplied by ``factor``, matched
+    onto ``template`` (:func:`hybridhydro.io.regrid.onto_grid`: as it is, or reprojected with
+    ``average`` resampling); negative values become ``NaN`` (missing, as in smash).
+    """
+    from .regrid import forcing_depth, onto_grid, open_raster, select_steps
+
+    da = open_raster(path, what)
+    forcing_depth(da, what, where)
+    da = select_steps(da, times, where)
+    values = onto_grid(da, template, where=where, reproject=reproject).transpose("time", "y", "x").values
+    out = values.astype(np.float32) * np.float32(factor)
+    out[out < 0] = np.nan
+    return out
+
+
+def read_forcing_source(source, what: str, times, dt: float, mesh: Mesh, template: xr.DataArray, *,
+                        reproject: bool = True, progress: bool = False) -> tuple[np.ndarray, str]:
+    """A forcing ``(time, y, x)`` float32 in mm per step on the mesh's grid, and where it came from.
+
+    ``source``: a directory of GeoTIFFs dated by step end (read as smash reads them when they are
+    in the mesh's CRS, else stacked and reprojected), a NetCDF file, or a DataArray / Dataset
+    (:func:`read_netcdf_forcing`: matched or reprojected by :func:`hybridhydro.io.regrid.onto_grid`).
+    """
+    from .regrid import crs_name, open_raster
+
+    if isinstance(source, (str, os.PathLike)) and Path(source).expanduser().is_dir():
+        folder = Path(source).expanduser()
+        files = dated_files(folder, dt, what)
+        check_coverage(files, times, folder, what)
+        first = open_raster(files[min(files)], what)
+        src, dst = first.rio.crs, template.rio.crs
+        if src is not None and dst is not None and src != dst:
+            if not reproject:
+                raise ValueError(f"{what} ({folder}): the rasters are in {crs_name(src)}, the flow directions in "
+                                 f"{crs_name(dst)}, and reprojection is turned off; warp them first, or pass "
+                                 "reproject=True")
+            present = [t for t in times if t in files]
+            series = xr.concat([open_raster(files[t], what) for t in present], dim="time").assign_coords(time=present)
+            data = read_netcdf_forcing(series, what, times, template, 1.0, reproject=True, where=f"{what} ({folder})")
+        else:
+            data, _ = read_series(files, times, Grid.of(mesh), 1.0, what=what, directory=folder, progress=progress)
+        return data, str(folder)
+    named = isinstance(source, (str, os.PathLike))
+    where = f"{what} ({source})" if named else f"forcing[{what!r}]"
+    data = read_netcdf_forcing(source, what, times, template, 1.0, reproject=reproject, where=where)
+    return data, str(source) if named else type(source).__name__
+
+
+def read_qobs_source(source, codes, times, dt: float) -> np.ndarray:
+    """Observed discharge ``(gauge, time)`` float32 m3 s-1: from a directory of smash qobs CSVs, or a
+    DataFrame (one column per gauge code, indexed by step ends); None: NaN everywhere."""
+    if source is None:
+        return np.full((len(codes), len(times)), np.nan, dtype=np.float32)
+    if isinstance(source, (str, os.PathLike)):
+        return read_qobs(Path(source).expanduser(), codes, times, dt)
+    return qobs_from_table(source, codes, times, "qobs")
+
+
+def read_descriptor_maps(sources, template: xr.DataArray, mesh: Mesh, *, reproject: bool = True) -> np.ndarray:
+    """Descriptors ``(descriptor, y, x)`` float32 from ``{name: DataArray or GeoTIFF / NetCDF path}``, matched or
+    reprojected onto the grid (``average``); a value missing on an active cell is an error naming it."""
+    from .regrid import onto_grid, open_raster
+
+    x = template["x"].values
+    y = template["y"].values
+    maps = []
+    for key, src in sources.items():
+        label = src if isinstance(src, (str, os.PathLike)) else "DataArray"
+        da = open_raster(src, str(key))
+        extra = [d for d in da.dims if d not in ("y", "x")]
+        if extra:
+            raise ValueError(f"descriptor {key!r} ({label}): expected one (y, x) raster, got dimensions {da.dims}")
+        values = onto_grid(da, template, where=f"descriptor {key!r} ({label})", reproject=reproject).values
+        check_cover(values, str(key), label, mesh.active_cell, x, y)
+        maps.append(values.astype(np.float32))
+    return np.stack(maps)
+
+
+def _forcing(directory: Path, setup: dict, setup_path: Path, what: str, times, dt, grid, progress, template=None):
     """One forcing variable ``(time, y, x)`` float32, its attrs, samplers and folder (NaN everywhere if not read)."""
     attrs = {"units": "mm"}
     if not setup_bool(setup, f"read_{what}", setup_path):
         warnings.warn(f"{setup_path} has read_{what}: false; {what} is NaN everywhere", stacklevel=3)
         return np.full((len(times), grid.nrow, grid.ncol), np.nan, dtype=np.float32), attrs, [], None
+    factor = conversion_factor(setup, what, setup_path)
+    nc = netcdf_forcing_file(directory, setup, setup_path, what)
+    if nc is not None:
+        reproject = setup_bool(setup, "reproject", setup_path, default=True)
+        data = read_netcdf_forcing(nc, what, times, template, factor, reproject=reproject,
+                                   where=f"{what} ({nc}, {setup_path})")
+        attrs.update(conversion_factor=factor, source_file=str(nc))
+        return data, attrs, [], nc
     _check_format(setup, what, setup_path)
     folder = _directory(directory, setup, what)
-    factor = conversion_factor(setup, what, setup_path)
     attrs.update(conversion_factor=factor, source_directory=str(folder))
     if what == "pet" and setup_bool(setup, "daily_interannual_pet", setup_path):
         data, reader = read_daily_interannual(folder, times, dt, grid, factor, progress=progress)
@@ -416,6 +569,8 @@ def read_smash_dataset(
         names = setup.get("descriptor_name") or []
         names = [names] if isinstance(names, str) else [str(n) for n in names]
         folder = _directory(directory, setup, "descriptor")
+        if not names:
+            names = list_descriptors(folder, str(setup_path))
         desc, _ = read_descriptors(folder, names, grid, mesh.active_cell, ds["x"].values, ds["y"].values)
         variables["descriptors"] = (("descriptor", "y", "x"), desc, {"units": "1", "source_directory": str(folder)})
         coords["descriptor"] = ("descriptor", np.asarray(names, dtype=str))
@@ -429,39 +584,103 @@ def read_smash_dataset(
         if setup_bool(setup, key, setup_path):
             warnings.warn(f"{setup_path} sets {key}: true; hybridhydro does not read that input yet", stacklevel=2)
 
+    template = None
+    if any(netcdf_forcing_file(directory, setup, setup_path, w) is not None
+           for w in ("prcp", "pet") if setup_bool(setup, f"read_{w}", setup_path)):
+        from .regrid import grid_template
+
+        template = grid_template(ds)
+    forcing, checks = {}, {}
+    for what in ("prcp", "pet"):
+        data, attrs, samplers, folder = _forcing(directory, setup, setup_path, what, times, dt, grid, progress, template)
+        if samplers:
+            warn_geometry(samplers, what, folder)
+        forcing[what] = (data, attrs)
+        if folder is not None:
+            checks[what] = f"{what} read from {folder} ({what}_conversion_factor = {attrs['conversion_factor']:g}, {setup_path})"
+    variables["prcp"], variables["pet"] = forcing["prcp"], forcing["pet"]
+    attrs = dict(name=name, source=str(directory), setup_file=str(setup_path), **provenance)
+    return assemble_basin(
+        mesh, ds, times, dt, variables, coords, attrs=attrs, checks=checks, forcing_plausibility=forcing_plausibility,
+        override="read_smash_dataset(..., forcing_plausibility='warn') (or 'off')", where=str(directory),
+    )
+
+
+def assemble_basin(
+    mesh: Mesh,
+    mesh_ds: xr.Dataset,
+    times: pd.DatetimeIndex,
+    dt: float,
+    variables: dict,
+    coords: dict | None = None,
+    *,
+    attrs: dict,
+    checks: dict[str, str],
+    forcing_plausibility: str = "error",
+    override: str,
+    where: str,
+) -> xr.Dataset:
+    """The basin Dataset from the mesh's fields and the data read onto its grid (every reader's last step).
+
+    Parameters
+    ----------
+    mesh, mesh_ds
+        The mesh and ``mesh.to_dataset()`` (flow directions, mesh fields, gauges, CRS).
+    times, dt
+        Step ends and the step (s).
+    variables
+        ``prcp``, ``pet`` (``(time, y, x)`` float32 mm per step), optional ``qobs``
+        (``(gauge, time)`` m3 s-1) and ``descriptors`` (``(descriptor, y, x)``): each a tuple
+        ``(data, attrs)`` or ``(dims, data, attrs)``.
+    coords
+        Extra coordinates (``descriptor`` names); ``time`` is added from ``times``.
+    attrs
+        Dataset attributes (``name``, ``source``, provenance); ``dt``, ``start_time`` and
+        ``end_time`` are set here.
+    checks
+        Forcing variables to check for physical plausibility, each with the text that says where
+        it came from (:func:`hybridhydro.basin.check_forcing_values`).
+    forcing_plausibility, override
+        ``"error"``, ``"warn"`` or ``"off"``, and the call that relaxes it (for the message).
+    where
+        The source, named by :func:`hybridhydro.basin.check_basin`'s errors.
+
+    The gauges' catchment means ``mean_prcp`` and ``mean_pet`` (gauge, time) in mm are computed
+    here (NaN-aware over each gauge's upstream active cells, as smash).
+    """
+    dims = {"prcp": ("time", "y", "x"), "pet": ("time", "y", "x"), "qobs": ("gauge", "time"),
+            "descriptors": ("descriptor", "y", "x")}
+    variables = {k: (v if len(v) == 3 else (dims[k], *v)) for k, v in variables.items()}
     masks = upstream_masks(mesh.flwdir, mesh.gauge_row, mesh.gauge_col) & mesh.active_cell[None]
     cells = np.nonzero(mesh.active_cell)
     for what, long_name in (("prcp", "precipitation"), ("pet", "potential evapotranspiration")):
-        data, attrs, samplers, folder = _forcing(directory, setup, setup_path, what, times, dt, grid, progress)
-        warn_geometry(samplers, what, folder)
-        if folder is not None and _suspicious(data, forcing_limit(what, dt)):
-            factor = f"{what}_conversion_factor = {attrs['conversion_factor']:g}"
+        data = variables[what][1]
+        if what in checks and _suspicious(data, forcing_limit(what, dt)):
             check_forcing_values(
                 {what: data[:, cells[0], cells[1]]}, times.values, dt, cells[0], cells[1], mode=forcing_plausibility,
-                where=f"{what} read from {folder} ({factor}, {setup_path})", missing=False,
-                override="read_smash_dataset(..., forcing_plausibility='warn') (or 'off')",
+                where=checks[what], missing=False, override=override,
             )
-        variables[what] = (("time", "y", "x"), data, attrs)
         mean_attrs = {"units": "mm", "long_name": f"basin-mean {long_name} depth over the gauge's upstream active cells"}
         variables[f"mean_{what}"] = (("gauge", "time"), catchment_means(data, masks), mean_attrs)
-
-    ds = ds.assign_coords(coords)
+    if "qobs" not in variables:
+        variables["qobs"] = (("gauge", "time"), np.full((mesh.ng, len(times)), np.nan, dtype=np.float32),
+                             {"units": "m3 s-1"})
+    coords = dict(coords or {})
+    coords["time"] = ("time", times.values.astype("datetime64[ns]"), {"long_name": "end of the time step"})
+    ds = mesh_ds.assign_coords(coords)
     for var in ("prcp", "pet", "qobs", "mean_prcp", "mean_pet", "descriptors"):
         if var in variables:
             ds[var] = xr.Variable(*variables[var])
     ds.attrs.update(
-        name=name,
         dt=float(dt),
         start_time=(times[0] - pd.Timedelta(seconds=dt)).isoformat(),
         end_time=times[-1].isoformat(),
-        source=str(directory),
-        setup_file=str(setup_path),
-        **provenance,
+        **attrs,
     )
     if forcing_plausibility != "error":
         ds.attrs[PLAUSIBILITY_ATTR] = forcing_plausibility
     if "spatial_ref" in ds.coords:
         ds = ds.rio.write_crs(ds.rio.crs)  # grid_mapping on the variables added above
     annotate(ds)
-    check_basin(ds, where=str(directory))
+    check_basin(ds, where=where)
     return ds

@@ -274,9 +274,12 @@ def _check_areas(codes, area, area_dln, area_error_th):
             raise ValueError(
                 f"{bad.size} gauge(s) delineate an area far from the declared one (more than "
                 f"{DEFAULT_AREA_ERROR_TH:.0%} relative error):\n  " + "\n  ".join(lines) + "\n"
-                "Check the coordinates and their CRS, that areas are in m2 (km2 x 1e6), or widen the search with "
-                "max_depth. To drop such gauges pass area_error_th=<threshold>; to keep them pass "
-                "area_error_th=float('inf')."
+                "Check the coordinates and their CRS, and the areas' unit: km2 in a smash layout's "
+                "gauge_attributes.csv (and in hybridhydro.build_basin's outlets), m2 in build_mesh's area argument "
+                "(km2 x 1e6); or widen the search with max_depth. To drop such gauges set area_error_th to a "
+                "relative error (e.g. 0.2): a key of the setup YAML (setup_<name>.yaml) in a smash layout, an "
+                "argument of build_mesh / build_basin; to keep them, area_error_th: 1.0e+9 in the YAML, "
+                "area_error_th=float('inf') in Python."
             )
         return np.arange(area.size)
     th = float(area_error_th)
@@ -289,7 +292,9 @@ def _check_areas(codes, area, area_dln, area_error_th):
         if keep.size == 0:
             raise ValueError(
                 f"every gauge exceeds area_error_th = {th:g} (relative area error): {msg}; no catchment is left to "
-                "mesh. Check the coordinates and areas (m2), or raise area_error_th"
+                "mesh. Check the coordinates and the areas (km2 in gauge_attributes.csv, m2 in build_mesh's area "
+                "argument), or raise area_error_th (a key of the smash layout's setup YAML, an argument of "
+                "build_mesh / build_basin)"
             )
         warnings.warn(f"gauges dropped, relative area error above area_error_th = {th:g}: {msg}", stacklevel=3)
     return keep

@@ -25,16 +25,22 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from ..calibration.optimizers import DEFAULT_OPTIMIZER
 from ..structures import INITIALIZERS, NN_INPUT_SCALINGS
+from ..newbasin import NewBasinParams
+from ..templates import default_root as default_templates_root
 
 #: Basins that hydro-smash ships (``smash.factory.load_dataset``), by their canonical name.
 SMASH_DATASETS = ("Cance", "Lez", "France")
 
+#: Suffixes of a basin file written by :func:`hybridhydro.write_basin`, and what each is.
+BASIN_FILE_SUFFIXES = {".nc": "netcdf", ".zarr": "zarr"}
+
 #: The key of a case file that names the file it is merged over (not a parameter).
 EXTENDS_KEY = "extends"
 
-#: The repository (the package is installed in editable mode from it): a relative parameter
+#: The folder holding ``params/`` and ``notebooks/``: a repository checkout's root (an editable
+#: install), else the copy a wheel carries (:mod:`hybridhydro.templates`). A relative parameter
 #: file that is not found from the current directory is looked for from here.
-REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
+REPOSITORY_ROOT = default_templates_root()
 
 #: How error messages name parameters given as a mapping (a relative ``basin.source`` in one
 #: is read from the current directory, this name's parent).
@@ -122,11 +128,24 @@ class BasinParams(_Section):
 
     source: str = Field(
         "synthetic",
-        description="'Cance', 'Lez' or 'France' (hydro-smash datasets), 'synthetic', 'known_answer', or a directory in the smash layout "
-        "(relative to the parameter file that sets it)",
+        description="'Cance', 'Lez' or 'France' (hydro-smash datasets), 'synthetic', 'known_answer', a directory in the smash "
+        "layout, or a basin file written by hybridhydro.write_basin (.nc or .zarr); paths relative to the parameter file "
+        "that sets them",
     )
     start: str | None = Field(None, description="start of the simulation window, e.g. '2014-09-15 00:00'; null: the dataset's own")
     end: str | None = Field(None, description="end of the simulation window (the last step ends here); null: the dataset's own")
+    spinup_start: str | None = Field(
+        None,
+        description="start of a spin-up before basin.start: the data are read and every model runs from here, and the "
+        "steps up to basin.start are warm-up only (in no cost, no score; calibration.warmup_fraction then unused); "
+        "null: no spin-up",
+    )
+    initial_states: str | None = Field(
+        None,
+        description="NetCDF of initial states on the basin's grid (variables hp, ht, ... as the structures name them: "
+        "normalised levels in (0, 1), hlr in mm; hybridhydro.write_states writes one from a run's final states), "
+        "relative to the parameter file; null: smash's defaults",
+    )
     synthetic: SyntheticBasinParams = Field(
         default_factory=SyntheticBasinParams, description="the synthetic basin, when source is 'synthetic'"
     )
@@ -135,7 +154,7 @@ class BasinParams(_Section):
         description="the known-answer basin (true maps, a hidden process), when source is 'known_answer'",
     )
 
-    @field_validator("start", "end", mode="before")
+    @field_validator("start", "end", "spinup_start", mode="before")
     @classmethod
     def _iso_time(cls, value: Any) -> str | None:
         return None if value is None else _timestamp(value)
@@ -156,12 +175,41 @@ class BasinParams(_Section):
             )
         if self.start is not None and self.end is not None and pd.Timestamp(self.start) >= pd.Timestamp(self.end):
             raise ValueError(f"basin.start ({self.start}) must come before basin.end ({self.end})")
+        if self.spinup_start is not None:
+            if self.source in ("synthetic", "known_answer"):
+                raise ValueError(
+                    f"basin.spinup_start: a {self.source} basin is generated from basin.{self.source}.start and has no "
+                    "basin.start to spin up to; use calibration.warmup_fraction, or write the basin to a file "
+                    "(hybridhydro.write_basin) and set basin.source to it with basin.spinup_start and basin.start"
+                )
+            if self.start is None:
+                raise ValueError(
+                    f"basin.spinup_start ({self.spinup_start}) needs basin.start: the spin-up runs from spinup_start to "
+                    "basin.start, where scoring begins; set basin.start, or remove basin.spinup_start"
+                )
+            if pd.Timestamp(self.spinup_start) >= pd.Timestamp(self.start):
+                raise ValueError(f"basin.spinup_start ({self.spinup_start}) must come before basin.start ({self.start})")
         return self
 
     @property
     def is_smash_dataset(self) -> bool:
         """True when ``source`` names a dataset shipped with hydro-smash."""
         return self.source in SMASH_DATASETS
+
+    @property
+    def kind(self) -> str:
+        """What ``source`` is: ``smash_dataset``, ``synthetic``, ``known_answer``, ``directory`` (smash
+        layout), ``netcdf`` (a ``.nc`` basin file) or ``zarr`` (a ``.zarr`` store)."""
+        if self.is_smash_dataset:
+            return "smash_dataset"
+        if self.source in ("synthetic", "known_answer"):
+            return self.source
+        return BASIN_FILE_SUFFIXES.get(Path(self.source).suffix.lower(), "directory")
+
+    @property
+    def read_start(self) -> str | None:
+        """Where the data are read from: ``spinup_start`` when set, else ``start``."""
+        return self.spinup_start if self.spinup_start is not None else self.start
 
 
 class ForwardParams(_Section):
@@ -584,6 +632,11 @@ class Params(_Section):
     referees: RefereeStudyParams = Field(
         default_factory=RefereeStudyParams, description="the referees' studies (stage 08_referees, run only when listed)"
     )
+    new_basin: NewBasinParams = Field(
+        default_factory=NewBasinParams,
+        description="stage 00_new_basin (your own basin; run only when listed): where the new basin's data are; "
+        "the defaults build the demo crop of France",
+    )
     seed: int = Field(
         0,
         strict=True,
@@ -773,23 +826,54 @@ def _read_layers(path: Path) -> list[tuple[Path, dict[str, Any]]]:
 
 
 def _resolve_source(merged: dict[str, Any], layers: list[tuple[Path, dict[str, Any]]]) -> None:
-    """Make a directory ``basin.source`` absolute, relative to the file that sets it; check it exists."""
+    """Make a path ``basin.source`` (a smash-layout directory, a ``.nc`` file, a ``.zarr`` store)
+    and ``basin.initial_states`` absolute, relative to the file that sets them; check they exist."""
     basin = merged.get("basin")
-    if not isinstance(basin, dict) or not isinstance(basin.get("source"), str):
+    if not isinstance(basin, dict):
+        return
+    if isinstance(basin.get("initial_states"), str):
+        basin["initial_states"] = str(_existing_path(("basin", "initial_states"), basin["initial_states"], layers))
+    if not isinstance(basin.get("source"), str):
         return
     source = basin["source"]
     if source.strip().lower() in {name.lower() for name in (*SMASH_DATASETS, "synthetic", "known_answer")}:
         return
     file = _file_setting(("basin", "source"), layers)
-    directory = (file.parent / Path(source).expanduser()).resolve()
-    if not directory.is_dir():
+    path = (file.parent / Path(source).expanduser()).resolve()
+    suffix = path.suffix.lower()
+    if suffix in BASIN_FILE_SUFFIXES:
+        is_store = path.is_dir() if suffix == ".zarr" else path.is_file()
+        if not is_store:
+            what = "zarr store (a directory)" if suffix == ".zarr" else "NetCDF file"
+            raise ParamsError(
+                f"{file}: basin.source {source!r}: no {what} {path}; write the basin there first "
+                "(hybridhydro.write_basin, or stage 01 of an earlier run writes <run>/basin.nc), or correct the path "
+                "(relative to the parameter file)"
+            )
+    elif path.is_file():
+        raise ParamsError(
+            f"{file}: basin.source {source!r} is a file with suffix {path.suffix!r} ({path}); a basin file must be "
+            "written by hybridhydro.write_basin as .nc (NetCDF-4) or .zarr (zarr store), or give a directory in the "
+            "smash layout"
+        )
+    elif not path.is_dir():
         close = difflib.get_close_matches(source, [*SMASH_DATASETS, "synthetic", "known_answer"], n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise ParamsError(
             f"{file}: basin.source {source!r} is neither a hydro-smash dataset ({', '.join(SMASH_DATASETS)}), "
-            f"'synthetic', nor an existing directory (looked for {directory}){hint}"
+            f"'synthetic', 'known_answer', a basin file (.nc, .zarr) nor an existing directory (looked for {path}){hint}"
         )
-    basin["source"] = str(directory)
+    basin["source"] = str(path)
+
+
+def _existing_path(loc: tuple[str, ...], value: str, layers: list[tuple[Path, dict[str, Any]]]) -> Path:
+    """``value``, a path relative to the file that sets ``loc``, made absolute; an error if no file is there."""
+    file = _file_setting(loc, layers)
+    path = (file.parent / Path(value).expanduser()).resolve()
+    if not path.exists():
+        raise ParamsError(f"{file}: {'.'.join(loc)} {value!r}: no file {path}; correct the path (relative to the "
+                          "parameter file) or set it to null")
+    return path
 
 
 # --- error messages ----------------------------------------------------------------------------

@@ -152,6 +152,10 @@ def _read_holder(fd: int) -> str:
 #: results only when ``basin.source`` names it.
 BASIN_GENERATORS = ("synthetic", "known_answer")
 
+#: Keys of ``basin`` left out of the hash while null (their default, today's behaviour): a run
+#: made before they existed stays current.
+HASH_NEUTRAL_WHEN_NULL = ("spinup_start", "initial_states")
+
 
 def params_hash(params) -> str:
     """sha256 of the parameters that shape the results: all but ``stages``, and but the
@@ -163,6 +167,14 @@ def params_hash(params) -> str:
     for generator in BASIN_GENERATORS:
         if str(basin.get("source", "")).lower() != generator:
             basin.pop(generator, None)
+    # stage 00's section, at its defaults, hashes as before it existed (a run made earlier stays current)
+    from ..newbasin import NewBasinParams
+
+    if data.get("new_basin") == NewBasinParams().model_dump(mode="json"):
+        data.pop("new_basin", None)
+    for key in HASH_NEUTRAL_WHEN_NULL:  # keys added later: null (their default) hashes as before they existed
+        if basin.get(key) is None:
+            basin.pop(key, None)
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 

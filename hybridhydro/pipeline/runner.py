@@ -29,7 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .params import Params
+from .. import templates
+from .params import SMASH_DATASETS, Params
+from .checks import check_case
 from .record import (
     BOOKKEEPING,
     LOCK_FILE,
@@ -51,8 +53,10 @@ from .record import (
     written_since,
 )
 
-#: The repository's notebooks (the package is installed in editable mode from the repository).
-NOTEBOOKS_DIR = Path(__file__).resolve().parents[2] / "notebooks"
+#: The notebooks of this installation: a repository checkout's ``notebooks/`` (an editable
+#: install), else the copy a wheel carries (:mod:`hybridhydro.templates`). A run uses the
+#: notebooks beside its parameter files first (:func:`find_notebooks`).
+NOTEBOOKS_DIR = templates.default_root() / "notebooks"
 
 #: A stage is a notebook whose name starts with its number: ``01_basin.py``.
 STAGE_NAME = re.compile(r"^\d+_\w+$")
@@ -163,6 +167,53 @@ def study_stages(notebooks_dir: str | Path = NOTEBOOKS_DIR) -> list[str]:
     return out
 
 
+def find_notebooks(params: Params | None = None, files: Sequence[str | Path] = ()) -> tuple[Path, str]:
+    """The notebooks a run of ``params`` uses, and a few words on why that folder.
+
+    The first of the parameter files (the case file, then the files it extends) whose folder's
+    parent holds a ``notebooks/`` folder with stage notebooks (``NN_name.py``) gives it: after
+    ``python -m hybridhydro init DIR``, ``DIR/params/ci.yaml`` runs ``DIR/notebooks`` (and
+    ``DIR/params/studies/x.yaml``, which extends ``../ci.yaml``, too). Otherwise the notebooks
+    of this installation, :data:`NOTEBOOKS_DIR`. ``files`` adds parameter files to look beside
+    (a batch's case files), when ``params`` is None or has none.
+    """
+    chain = [Path(f) for f in reversed(params.files)] if params is not None else []
+    for file in [*chain, *(Path(f) for f in files)]:
+        candidate = file.resolve().parent.parent / "notebooks"
+        if candidate.is_dir() and any(STAGE_NAME.match(p.stem) for p in candidate.glob("*.py")):
+            return candidate, f"beside the parameter file {file}"
+    try:
+        origin = templates.templates().origin
+    except templates.TemplatesNotFound:
+        origin = "missing"
+    why = {"repository": "the repository's", "package": "the installed package's (none beside the parameter file)",
+           "missing": "none found: this installation is incomplete, pass --notebooks"}[origin]
+    return NOTEBOOKS_DIR, why
+
+
+def check_basin_available(params: Params) -> None:
+    """Raise :class:`PipelineError` when the case's basin needs hydro-smash's data and it is not installed.
+
+    Called before anything runs, so that a missing optional extra is one clear message rather
+    than a failed stage 01: which dataset was asked for, in which file, and how to install it.
+    """
+    from ..io.smash_layout import smash_dataset_root
+
+    source = str(params.basin.source)
+    names = {name.lower(): name for name in SMASH_DATASETS}
+    if source.lower() in names:
+        asked = f"basin.source {names[source.lower()]!r}"
+    elif source.lower() == "known_answer":
+        asked = "basin.source 'known_answer' (its flow directions are cut from hydro-smash's France dataset)"
+    else:
+        return
+    where = f" in {params.params_file}" if params.params_file else ""
+    try:
+        smash_dataset_root(asked + where)
+    except ModuleNotFoundError as error:
+        raise PipelineError(f"{error}. Nothing was run.") from None
+
+
 def select_stages(
     available: Sequence[str], requested: Sequence[str] | None, *, where: str = "stages"
 ) -> list[str]:
@@ -185,8 +236,12 @@ def select_stages(
     return [s for s in available if s in chosen]
 
 
-def stages_to_run(params: Params, stages: Sequence[str] | None = None, notebooks_dir: str | Path = NOTEBOOKS_DIR) -> list[str]:
-    """The stages a run of ``params`` executes: ``stages`` if given (the command line), else ``params.stages``."""
+def stages_to_run(params: Params, stages: Sequence[str] | None = None, notebooks_dir: str | Path | None = None) -> list[str]:
+    """The stages a run of ``params`` executes: ``stages`` if given (the command line), else ``params.stages``.
+
+    ``notebooks_dir`` None: :func:`find_notebooks`.
+    """
+    notebooks_dir = find_notebooks(params)[0] if notebooks_dir is None else notebooks_dir
     available = discover_stages(notebooks_dir)
     if stages is not None:
         selected = select_stages(available, stages, where="--stages")
@@ -245,11 +300,12 @@ def parameterize(nb, parameters: dict[str, Any]):
 # --- run and prepare ---------------------------------------------------------------------------
 
 
-def run_plan(params: Params, stages: Sequence[str] | None = None, notebooks_dir: str | Path = NOTEBOOKS_DIR) -> list[str]:
+def run_plan(params: Params, stages: Sequence[str] | None = None, notebooks_dir: str | Path | None = None) -> list[str]:
     """The stages that make up the case's run: ``params.stages`` (all when null), plus ``stages``.
 
     A stage is current only when every stage of the plan before it is (:mod:`.record`).
     """
+    notebooks_dir = find_notebooks(params)[0] if notebooks_dir is None else notebooks_dir
     available = discover_stages(notebooks_dir)
     planned = set(stages_to_run(params, None, notebooks_dir))
     if stages is not None:
@@ -261,7 +317,7 @@ def run_status(
     params: Params,
     output_root: str | Path = "runs",
     stages: Sequence[str] | None = None,
-    notebooks_dir: str | Path = NOTEBOOKS_DIR,
+    notebooks_dir: str | Path | None = None,
 ) -> str:
     """``"finished"`` (every stage of the plan is current with these parameters), ``"unfinished"``
     (the run directory holds a record, not complete or made from other parameters) or
@@ -282,7 +338,7 @@ def run(
     stages: Sequence[str] | None = None,
     overwrite: bool = False,
     resume: bool = False,
-    notebooks_dir: str | Path = NOTEBOOKS_DIR,
+    notebooks_dir: str | Path | None = None,
     progress: bool = True,
 ) -> RunResult:
     """Execute the case's stages in order, each into ``<output_root>/<case>/<stage>.ipynb``.
@@ -305,7 +361,8 @@ def run(
         current; the stages that are current are skipped. A directory made with other
         parameters is refused. A missing directory starts a fresh run.
     notebooks_dir
-        Where the stage notebooks are.
+        Where the stage notebooks are; None: beside the parameter files, else this
+        installation's (:func:`find_notebooks`).
     progress
         Show a progress bar over the stages, and papermill's over the cells of each (in the
         terminal). The kernels never draw bars: they run with ``HYBRIDHYDRO_PROGRESS=0``
@@ -328,8 +385,10 @@ def run(
     if overwrite and resume:
         raise PipelineError("--overwrite and --resume exclude each other: --resume continues the run where it "
                             "stopped, --overwrite reruns the chosen stages; give one of them")
-    notebooks_dir = Path(notebooks_dir)
+    notebooks_dir = Path(find_notebooks(params)[0] if notebooks_dir is None else notebooks_dir)
     selected = stages_to_run(params, stages, notebooks_dir)
+    check_basin_available(params)  # hydro-smash's data asked for and not installed: one message, nothing run
+    check_case(params, stages=selected)  # a basin that cannot serve the models or the split: refused before any stage
     plan = run_plan(params, stages, notebooks_dir)
     output_dir = Path(output_root).resolve() / params.case
     # Every notebook is read and parameterised before anything is written: a stage that cannot
@@ -585,7 +644,7 @@ def prepare(
     *,
     stages: Sequence[str] | None = None,
     overwrite: bool = False,
-    notebooks_dir: str | Path = NOTEBOOKS_DIR,
+    notebooks_dir: str | Path | None = None,
 ) -> list[Path]:
     """Write the case's stages as parameterised, unexecuted notebooks into ``out``, for nbval.
 
@@ -595,8 +654,9 @@ def prepare(
     With ``overwrite``, notebooks prepared earlier in ``out`` are removed first, so that a
     stage no longer selected is not run by nbval; other files are left.
     """
-    notebooks_dir = Path(notebooks_dir)
+    notebooks_dir = Path(find_notebooks(params)[0] if notebooks_dir is None else notebooks_dir)
     selected = stages_to_run(params, stages, notebooks_dir)
+    check_basin_available(params)
     out = Path(out).resolve()
     nbs = {}
     for stage in selected:
