@@ -8,6 +8,8 @@ OVERWRITE ?=
 RESUME ?=
 NBVAL_DIR := build/nbval/ci
 NBVAL_KA_DIR := build/nbval/ci-known-answer
+# the stages nbval executes are kept there for the documentation site (tools/build_docs.py)
+DOCS_RUN_DIR := build/docs-run/ci
 export MPLBACKEND := Agg
 export PYTHONHASHSEED := 0
 
@@ -33,18 +35,21 @@ test: test-fast test-notebooks
 # module fixtures are built once); JOBS=1 runs them in one process.
 JOBS ?= auto
 test-fast: venv
-	$(PY) -m pytest -m "not slow and not outputs" -q -n $(JOBS) --dist loadfile
+	$(PY) -m pytest -m "not slow and not outputs and not site" -q -n $(JOBS) --dist loadfile
 
 # A fresh folder each time: nothing of an earlier run (a checkpoint, a model) is read back.
 # The six stages and the referees' study (08) on the tiny case; the known-answer study (07) on
-# its own tiny basin.
+# its own tiny basin. The stages nbval executes are kept for the documentation site, which the
+# last step builds and opens in headless Chromium (skipped, saying why, without Chromium or the
+# docs extra: `apt-get install chromium`, `make docs-deps`).
 test-notebooks: venv
-	rm -rf $(NBVAL_DIR) $(NBVAL_KA_DIR)
+	rm -rf $(NBVAL_DIR) $(NBVAL_KA_DIR) $(DOCS_RUN_DIR)
 	$(PY) -m hybridhydro prepare params/ci.yaml --out $(NBVAL_DIR) --stages 01,02,03,04,05,06,08 --overwrite
-	$(PY) -m pytest --nbval-lax --nbval-current-env -q $(NBVAL_DIR)
+	$(PY) -m pytest --nbval-lax --nbval-current-env -q -p hybridhydro.pipeline.nbval_keep --save-executed $(DOCS_RUN_DIR) $(NBVAL_DIR)
 	$(PY) -m hybridhydro prepare params/ci-known-answer.yaml --out $(NBVAL_KA_DIR) --overwrite
 	$(PY) -m pytest --nbval-lax --nbval-current-env -q $(NBVAL_KA_DIR)
 	HYBRIDHYDRO_RUN_DIR=$(NBVAL_DIR) $(PY) -m pytest -m outputs -q -n 0 tests/test_outputs.py
+	$(PY) -m pytest -m site -q -n 0 tests/test_docs_site.py
 
 ## make test-slow: the long cases (France-scale mesh) and oracle cases the fast suite already covers
 test-slow: venv

@@ -184,6 +184,7 @@ def site():
     return path, notebooks
 
 
+@pytest.mark.site
 def test_site_has_every_page(site):
     path, notebooks = site
     assert (path / "index.html").exists()
@@ -200,12 +201,14 @@ def test_site_has_every_page(site):
         assert (path / "api" / f"{mod}.html").exists()
 
 
+@pytest.mark.site
 def test_site_links_and_notebooks(site):
     path, notebooks = site
     assert build_docs.check_links(path) == []
     assert build_docs.check_notebooks(notebooks) == []
 
 
+@pytest.mark.site
 def test_every_page_renders_in_chromium(site):
     path, notebooks = site
     expected = {f"{s}.html": build_docs.expected_images(nb) for s, nb in notebooks.items()}
