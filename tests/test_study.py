@@ -136,3 +136,16 @@ def test_known_answer_tables_pool_the_stage_07_files(tmp_path):
     assert "| gr4_mlp-distributed | 0.900 [0.900, 0.900] (1) |" in text  # gr4: seed 1 unfinished
     assert "| exchange | gr4_mlp-distributed | water | 0.55 [0.53, 0.57] (2)" in text
     assert study.known_answer_tables(tmp_path / "none", [], [], ["nse"]) == ""
+
+
+def test_a_study_copied_by_init_runs_the_copied_notebooks(tmp_path):
+    from hybridhydro import templates
+    from hybridhydro.pipeline import runner
+
+    templates.init(tmp_path / "work")
+    spec, folder = study.load_study(tmp_path / "work" / "params" / "studies" / "ci-comparison.yaml")
+    for basin in spec.basins:
+        assert study.basin_notebooks(basin, folder) == (tmp_path / "work" / "notebooks").resolve()
+    # in the repository, its own notebooks
+    spec, folder = study.load_study(Path(__file__).resolve().parents[1] / "params" / "studies" / "ci-comparison.yaml")
+    assert study.basin_notebooks(spec.basins[0], folder) == runner.NOTEBOOKS_DIR

@@ -100,11 +100,23 @@ def load_study(path: str | Path) -> tuple[StudySpec, Path]:
     return spec, path.parent
 
 
-def expand_basin(spec: StudySpec, basin: StudyBasin, folder: Path, stages=None, seeds: str | None = None) -> list[batch.BatchCase]:
-    """The batch cases of one basin of the study (its grid x the study's seeds, or ``seeds``)."""
+def expand_basin(spec: StudySpec, basin: StudyBasin, folder: Path, stages=None, seeds: str | None = None,
+                 notebooks_dir: str | Path | None = None) -> list[batch.BatchCase]:
+    """The batch cases of one basin of the study (its grid x the study's seeds, or ``seeds``),
+    with the stages of ``notebooks_dir`` (default: :func:`basin_notebooks`)."""
     sets = [f"{key}=" + ",".join(json.dumps(v) if not isinstance(v, str) else v for v in values)
             for key, values in basin.set.items()]
-    return batch.expand([folder / basin.params], sets, seeds or spec.seeds, stages=stages)
+    notebooks_dir = basin_notebooks(basin, folder) if notebooks_dir is None else notebooks_dir
+    return batch.expand([folder / basin.params], sets, seeds or spec.seeds, stages=stages, notebooks_dir=notebooks_dir)
+
+
+def basin_notebooks(basin: StudyBasin, folder: Path) -> Path:
+    """The notebooks a basin's runs use: those beside its parameter files (a study copied by
+    ``python -m hybridhydro init DIR`` runs ``DIR/notebooks``), else this installation's."""
+    from . import runner
+    from .params import load_params
+
+    return runner.find_notebooks(load_params(folder / basin.params))[0]
 
 
 def run_study(
@@ -135,19 +147,21 @@ def run_study(
         raise StudyError(f"--basins {', '.join(unknown)}: not in {path} (its basins: {', '.join(labels)})")
     sections, timings, failed = [], [], []
     for basin in spec.basins:
-        cases = expand_basin(spec, basin, folder)
+        notebooks = basin_notebooks(basin, folder)
+        cases = expand_basin(spec, basin, folder, notebooks_dir=notebooks)
         name = f"{spec.name}-{basin.label}"
         tic = time.perf_counter()
         runs_now = not tables_only and (basins is None or basin.label in basins)
         if runs_now:
-            todo = cases if seeds is None else expand_basin(spec, basin, folder, seeds=seeds)
+            todo = cases if seeds is None else expand_basin(spec, basin, folder, seeds=seeds, notebooks_dir=notebooks)
             result = batch.run_batch(todo, name=name, output_root=output_root, jobs=jobs, scheduler=scheduler,
+                                     notebooks_dir=notebooks,
                                      command=f"python -m hybridhydro study {path}", echo=echo)
             if result.failed:
                 echo(result.message())
                 failed += [c["name"] for c in result.failed]
         directory = Path(output_root).resolve() / name
-        records = run_records(directory, cases)
+        records = run_records(directory, cases, notebooks)
         scores, _ = batch.collect_scores(directory, cases, records)
         timings.append(_timing(basin.label, records, len(cases), time.perf_counter() - tic, not runs_now))
         sections.append(basin_tables(basin.label, scores, spec.metrics, note=basin.note, ncases=len(cases),
@@ -170,7 +184,7 @@ class StudyResult:
     doc: Path | None
 
 
-def run_records(directory: Path, cases: Sequence[batch.BatchCase]) -> list[dict[str, Any]]:
+def run_records(directory: Path, cases: Sequence[batch.BatchCase], notebooks_dir: str | Path | None = None) -> list[dict[str, Any]]:
     """Each case's status read from its run directory (``done`` when every stage of its plan is
     current with its parameters), whichever batch command ran it, with the seconds its stages took."""
     from . import runner
@@ -178,7 +192,8 @@ def run_records(directory: Path, cases: Sequence[batch.BatchCase]) -> list[dict[
 
     out = []
     for case in cases:
-        status = runner.run_status(case.params, output_root=directory)
+        status = runner.run_status(case.params, output_root=directory,
+                                   notebooks_dir=runner.NOTEBOOKS_DIR if notebooks_dir is None else notebooks_dir)
         manifest = read_manifest(directory / case.name) or {}
         seconds = sum(float(st.get("seconds") or 0.0) for st in (manifest.get("stages") or {}).values())
         out.append({"name": case.name, "status": "done" if status == "finished" else status,
