@@ -172,9 +172,9 @@ def _france(path: str) -> tuple[np.ndarray, dict, np.ndarray, np.ndarray]:
 
 
 def _flwdir_file() -> Path:
-    from .io.smash_layout import smash_dataset_root
+    from .io.smash_layout import france_flwdir
 
-    return smash_dataset_root() / "France_flwdir.tif"
+    return france_flwdir("the known-answer basin (cut from France's flow directions)")
 
 
 def _select_gauges(cells: int, ngauge: int, bbox):

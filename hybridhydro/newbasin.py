@@ -188,13 +188,13 @@ def open_flwdir(source, bbox=None) -> xr.DataArray:
     """
     import rioxarray
 
-    from .io.smash_layout import BUNDLED, smash_dataset_root
+    from .io.smash_layout import BUNDLED, france_flwdir
 
     label = str(source)
     if isinstance(source, (str, os.PathLike)):
         path = Path(source).expanduser()
         if isinstance(source, str) and source.lower() in BUNDLED and not path.exists():
-            path = smash_dataset_root(f"the flow directions {source!r}") / "France_flwdir.tif"
+            path = france_flwdir(f"the flow directions {source!r}")
         if not path.is_file():
             raise FileNotFoundError(f"flow directions: no file {path}; give a D8 GeoTIFF, a DataArray, or 'France' "
                                     "(hydro-smash's)")
@@ -219,14 +219,9 @@ def open_flwdir(source, bbox=None) -> xr.DataArray:
 
 
 def _check_bbox(bbox) -> tuple[float, float, float, float]:
-    try:
-        box = tuple(float(v) for v in bbox)
-    except (TypeError, ValueError):
-        box = ()
-    if len(box) != 4 or not (box[0] < box[1] and box[2] < box[3]):
-        raise ValueError(f"bbox = {bbox!r} must be (xmin, xmax, ymin, ymax) in CRS units, with xmin < xmax and "
-                         "ymin < ymax")
-    return box
+    from .io.smash_layout import check_bbox
+
+    return check_bbox(bbox, "bbox=")
 
 
 def _as_flwdir(flwdir) -> xr.DataArray:

@@ -94,6 +94,13 @@ BUNDLED_BBOX = {"France": (100000.0, 1250000.0, 6050000.0, 7125000.0)}
 _VARIABLES = ("prcp", "pet", "qobs", "descriptor")
 
 
+def france_flwdir(asked_for: str | None = None) -> Path:
+    """hydro-smash's D8 flow directions of France (Lambert-93, 1 km), which its bundled datasets
+    (and the known-answer basin, and stage 00's demo) are cut from; ``asked_for`` as in
+    :func:`smash_dataset_root`."""
+    return smash_dataset_root(asked_for) / "France_flwdir.tif"
+
+
 def smash_dataset_root(asked_for: str | None = None) -> Path:
     """``<installed smash package>/factory/dataset`` (found without importing smash).
 
@@ -279,7 +286,7 @@ def gauge_table(table: pd.DataFrame, where: str) -> pd.DataFrame:
 def flwdir_path(directory: Path, setup: dict, setup_path: Path, bundled: bool) -> Path:
     """The D8 flow-direction raster of the dataset."""
     if bundled:
-        return smash_dataset_root() / "France_flwdir.tif"
+        return france_flwdir()
     if setup.get("flwdir"):
         path = Path(str(setup["flwdir"])).expanduser()
         path = path if path.is_absolute() else directory / path
@@ -296,13 +303,16 @@ def flwdir_path(directory: Path, setup: dict, setup_path: Path, bundled: bool) -
     return path
 
 
-def _bbox(value, where: str) -> tuple[float, float, float, float]:
+def check_bbox(value, where: str) -> tuple[float, float, float, float]:
+    """``(xmin, xmax, ymin, ymax)`` as floats (CRS units); an error naming ``where`` when it is not
+    four numbers with xmin < xmax and ymin < ymax."""
     try:
         box = tuple(float(v) for v in value)
     except (TypeError, ValueError):
         box = ()
     if len(box) != 4 or not (box[0] < box[1] and box[2] < box[3]):
-        raise ValueError(f"bbox = {value!r} ({where}) must be (xmin, xmax, ymin, ymax) with xmin < xmax and ymin < ymax")
+        raise ValueError(f"bbox = {value!r} ({where}) must be (xmin, xmax, ymin, ymax) in CRS units, with xmin < xmax "
+                         "and ymin < ymax")
     return box
 
 
@@ -324,9 +334,9 @@ def build_dataset_mesh(directory: Path, name: str, setup: dict, setup_path: Path
     from ..mesh import build_mesh, read_flwdir
 
     if bbox is not None:
-        bbox = _bbox(bbox, "bbox=")
+        bbox = check_bbox(bbox, "bbox=")
     elif setup.get("bbox") is not None:
-        bbox = _bbox(setup["bbox"], str(setup_path))
+        bbox = check_bbox(setup["bbox"], str(setup_path))
     elif bundled and name in BUNDLED_BBOX:
         bbox = BUNDLED_BBOX[name]
     gauges_path = directory / "gauge_attributes.csv"

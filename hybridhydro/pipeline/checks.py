@@ -134,12 +134,10 @@ def _from_dataset(ds: xr.Dataset, source: str, spinup_end) -> BasinMetadata:
 
 
 def _file_metadata(basin, spinup_end) -> BasinMetadata:
-    from ..io.netcdf import netcdf_engine
-    from .sources import window_steps
+    from .sources import open_lazily, window_steps
 
     path = Path(basin.source)
-    opened = xr.open_zarr(path, consolidated=False) if basin.kind == "zarr" else xr.open_dataset(path, engine=netcdf_engine())
-    with opened:
+    with open_lazily(path) as opened:
         times = pd.DatetimeIndex(opened["time"].values)
         dt = float(opened.attrs.get("dt", np.nan))
         start_key = "basin.spinup_start" if basin.spinup_start is not None else "basin.start"

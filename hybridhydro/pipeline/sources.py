@@ -23,7 +23,7 @@ import xarray as xr
 
 from .params import BasinParams, Params, load_params
 
-__all__ = ["SPINUP_ATTR", "file_times", "open_basin", "window_steps"]
+__all__ = ["SPINUP_ATTR", "file_times", "open_basin", "open_lazily", "window_steps"]
 
 #: Basin attribute: the end of the spin-up (ISO 8601); steps labelled up to it are warm-up only.
 SPINUP_ATTR = "spinup_end"
@@ -39,20 +39,25 @@ def _basin_params(basin) -> BasinParams:
     return load_params(basin).basin
 
 
-def file_times(path: str | Path) -> tuple[pd.DatetimeIndex, float]:
-    """The step labels and ``dt`` (s) of a basin file (``.nc`` or ``.zarr``), opened lazily (no forcing read)."""
+def open_lazily(path: str | Path) -> xr.Dataset:
+    """A basin file (``.nc`` or ``.zarr``) opened lazily (nothing read until asked; use it as a
+    context manager); a file that cannot be opened is an error naming it."""
     from ..io.netcdf import netcdf_engine
 
     path = Path(path)
     try:
         if path.suffix.lower() == ".zarr":
-            opened = xr.open_zarr(path, consolidated=False)
-        else:
-            opened = xr.open_dataset(path, engine=netcdf_engine())
+            return xr.open_zarr(path, consolidated=False)
+        return xr.open_dataset(path, engine=netcdf_engine())
     except Exception as err:  # a damaged file: read_basin says more; here: what and where
         raise ValueError(f"basin file {path} cannot be opened ({type(err).__name__}: {err}); rewrite it with "
                          "hybridhydro.write_basin") from None
-    with opened:
+
+
+def file_times(path: str | Path) -> tuple[pd.DatetimeIndex, float]:
+    """The step labels and ``dt`` (s) of a basin file (``.nc`` or ``.zarr``), opened lazily (no forcing read)."""
+    path = Path(path)
+    with open_lazily(path) as opened:
         if "time" not in opened.coords:
             raise ValueError(f"basin file {path} has no time coordinate: it is not a basin written by hybridhydro.write_basin")
         times = pd.DatetimeIndex(opened["time"].values)
@@ -154,7 +159,8 @@ def open_basin(basin, *, progress: bool = True) -> xr.Dataset:
         from ..states import attach_states, read_states
 
         states = read_states(params.initial_states, ds)
-        valid = xr.open_dataset(params.initial_states).attrs.get("valid_time")
+        with xr.open_dataset(params.initial_states) as opened:  # its attributes only
+            valid = opened.attrs.get("valid_time")
         if valid is not None and pd.Timestamp(valid) != pd.Timestamp(ds.attrs["start_time"]):
             warnings.warn(f"basin.initial_states {params.initial_states} holds at {valid} (its valid_time), and the "
                           f"runs start at {ds.attrs['start_time']}: the states are used as they are; to continue that "
