@@ -12,6 +12,10 @@ NBVAL_KA_DIR := build/nbval/ci-known-answer
 DOCS_RUN_DIR := build/docs-run/ci
 export MPLBACKEND := Agg
 export PYTHONHASHSEED := 0
+# make test compiles into a cache of its own, emptied when test-fast starts: no test reads back a
+# kernel another version of the code, a study or a demo wrote into ~/.cache/hybridhydro/jax
+# (one such read crashed an xdist worker inside XLA's deserializer on a shared machine).
+TEST_JAX_CACHE := build/test-jax-cache
 
 .PHONY: demo test test-fast test-notebooks test-slow bench mutants venv clean docs docs-deps
 
@@ -35,13 +39,15 @@ test: test-fast test-notebooks
 # module fixtures are built once); JOBS=1 runs them in one process.
 JOBS ?= auto
 test-fast: venv
-	$(PY) -m pytest -m "not slow and not outputs and not site" -q -n $(JOBS) --dist loadfile
+	rm -rf $(TEST_JAX_CACHE)
+	HYBRIDHYDRO_JAX_CACHE=$(abspath $(TEST_JAX_CACHE)) $(PY) -m pytest -m "not slow and not outputs and not site" -q -n $(JOBS) --dist loadfile
 
 # A fresh folder each time: nothing of an earlier run (a checkpoint, a model) is read back.
 # The six stages and the referees' study (08) on the tiny case; the known-answer study (07) on
 # its own tiny basin. The stages nbval executes are kept for the documentation site, which the
 # last step builds and opens in headless Chromium (skipped, saying why, without Chromium or the
 # docs extra: `apt-get install chromium`, `make docs-deps`).
+test-notebooks: export HYBRIDHYDRO_JAX_CACHE = $(abspath $(TEST_JAX_CACHE))
 test-notebooks: venv
 	rm -rf $(NBVAL_DIR) $(NBVAL_KA_DIR) $(DOCS_RUN_DIR)
 	$(PY) -m hybridhydro prepare params/ci.yaml --out $(NBVAL_DIR) --stages 01,02,03,04,05,06,08 --overwrite

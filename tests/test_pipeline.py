@@ -194,6 +194,9 @@ def test_failure_names_notebook_cell_and_exception(tmp_path, case, two_stages):
     assert (failure.ename, failure.evalue) == ("RuntimeError", "broken on purpose 2")
     message = str(failure)
     assert "02_reader.py, cell 4 of 5 (line 11): y = x + 1" in message
+    # the statement that raised, not only where its cell starts
+    assert failure.raising_line == (12, 'raise RuntimeError(f"broken on purpose {y}")')
+    assert '\n  at line 12: raise RuntimeError(f"broken on purpose {y}")\n' in message
     assert "RuntimeError: broken on purpose 2" in message
     out = tmp_path / "runs" / "tiny"
     assert failure.output == out / "02_reader.ipynb" and failure.output.is_file()

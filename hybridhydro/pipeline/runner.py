@@ -69,6 +69,9 @@ STUDY_MARK = "# hybridhydro: study stage"
 
 KERNEL_NAME = "python3"
 
+#: The failing cell's own frame in an IPython traceback: ``Cell In[12], line 20``.
+_CELL_FRAME = re.compile(r"Cell In\[\d+\], line (\d+)")
+
 
 class OutputExistsError(PipelineError):
     """The output directory already holds results and ``overwrite`` was not asked for."""
@@ -103,6 +106,22 @@ class StageFailed(PipelineError):
         """The failing cell's first non-blank source line."""
         return next((ln.strip() for ln in self.source.splitlines() if ln.strip()), "")
 
+    @property
+    def raising_line(self) -> tuple[int, str] | None:
+        """The line of the ``.py`` file whose statement raised, and its text: the cell's own frame
+        in IPython's traceback (``Cell In[k], line N``, the outermost, even when the error comes
+        from a function the cell called), counted from :attr:`line`. None where unknown."""
+        if self.line is None or not self.traceback:
+            return None
+        found = _CELL_FRAME.search(_strip_ansi("\n".join(self.traceback)))
+        if found is None:
+            return None
+        offset = int(found.group(1)) - 1
+        lines = self.source.splitlines()
+        if not 0 <= offset < len(lines):
+            return None
+        return self.line + offset, lines[offset].strip()
+
     def __str__(self) -> str:
         if self.cell_index is not None:
             where = f"cell {self.cell_index + 1}" + (f" of {self.ncells}" if self.ncells else "")
@@ -112,7 +131,11 @@ class StageFailed(PipelineError):
             where = f"the injected parameters cell: {self.first_line}"
         else:
             where = "outside the notebook's cells"
-        text = f"stage {self.stage} failed in {self.notebook}, {where}\n  {self.ename}: {self.evalue}"
+        text = f"stage {self.stage} failed in {self.notebook}, {where}"
+        raising = self.raising_line
+        if raising is not None and raising[0] != self.line:
+            text += f"\n  at line {raising[0]}: {raising[1]}"
+        text += f"\n  {self.ename}: {self.evalue}"
         if self.traceback:
             text += "\n" + "\n".join("    " + ln for ln in _strip_ansi("\n".join(self.traceback)).splitlines()[-12:])
         return text + f"\nThe executed notebook, with the full traceback, is {self.output}"
