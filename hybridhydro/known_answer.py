@@ -111,6 +111,7 @@ import pandas as pd
 import xarray as xr
 
 from .basin import annotate, check_basin
+from .dates import parse_date
 from .io import PET_HOURLY_PROFILE
 from .mesh import accumulate, build_mesh, catchment_means, downstream, read_flwdir, topological_levels, upstream_masks
 
@@ -611,7 +612,7 @@ def known_answer_basin(
     ny, nx = mesh.nrow, mesh.ncol
     rng = np.random.default_rng(seed)
 
-    start_ts = pd.Timestamp(start)
+    start_ts = parse_date(start, f"known_answer_basin: start={start!r}")
     ntime = int(round(years * 365.25 * 86400.0 / dt))
     times = pd.DatetimeIndex(start_ts + pd.to_timedelta(np.arange(1, ntime + 1) * dt, unit="s"))
     step = pd.Timedelta(seconds=dt)

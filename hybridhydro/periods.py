@@ -15,7 +15,6 @@ Gauges: ``"dws"`` is the most downstream gauge (largest drained area, smash's de
 
 from __future__ import annotations
 
-import datetime
 import numbers
 from collections.abc import Mapping, Sequence
 
@@ -23,32 +22,21 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from .dates import parse_date
+
 __all__ = ["gauge_areas", "most_downstream_gauge", "period_labels", "period_mask", "select_gauges"]
 
 
-_DATE_TYPES = (str, datetime.date, np.datetime64, pd.Timestamp)
-
-
 def _date(value, what: str, period) -> pd.Timestamp | None:
-    """One side of a period: None, or a date or date-time (a string pandas reads, a datetime, a
-    numpy datetime64); numbers are refused (pandas would read 5 as 5 ns after 1970)."""
+    """One side of a period: None, or a date read by :func:`hybridhydro.dates.parse_date` (ISO
+    text, compact digits year first, a datetime, a numpy datetime64); other numbers, day-first
+    text and time zones are refused."""
     if value is None:
         return None
     if isinstance(value, (xr.DataArray, np.ndarray)) and np.ndim(value) == 0:
         value = np.asarray(value).item() if np.asarray(value).dtype.kind != "M" else np.asarray(value)[()]
     hint = "write dates as 'YYYY-MM-DD' or 'YYYY-MM-DD HH:MM' (or None for an open side)"
-    if not isinstance(value, _DATE_TYPES) or isinstance(value, numbers.Number):
-        raise ValueError(f"{what}={period!r}: {value!r} ({type(value).__name__}) is not a date; {hint}")
-    try:
-        stamp = pd.Timestamp(value)
-    except (ValueError, TypeError, OverflowError) as err:
-        raise ValueError(f"{what}={period!r}: {value!r} is not a date ({err}); {hint}") from None
-    if pd.isna(stamp):
-        raise ValueError(f"{what}={period!r}: {value!r} is not a date (NaT); {hint}")
-    if stamp.tzinfo is not None:
-        raise ValueError(f"{what}={period!r}: {value!r} carries a time zone; the basin's step labels have none: "
-                         "give the dates in the basin's own time, without a zone")
-    return stamp
+    return parse_date(value, f"{what}={period!r}: {value!r}", fix=hint)
 
 
 def _bounds(period, what: str) -> tuple[pd.Timestamp | None, pd.Timestamp | None]:

@@ -665,7 +665,9 @@ def _level_label(name: str, field: xr.DataArray, prefix: str = "") -> str:
 
 def _name(run: xr.Dataset) -> str:
     """The run's structure as written in the parameters (``gr4-lr``: without the ``zero-`` snow module)."""
-    return str(run.attrs.get("structure", "")).removeprefix("zero-")
+    from .structure_name import structure_label
+
+    return structure_label(str(run.attrs.get("structure", "")))
 
 
 def _structure(run: xr.Dataset):

@@ -35,7 +35,7 @@ from . import structures
 from .balance import balance_closure, water_balance
 from .periods import most_downstream_gauge
 from .plotting import catchment_mean, save_figure
-from .structure_name import calibrated_parameters, parse_structure
+from .structure_name import calibrated_parameters, parse_structure, structure_label
 from .structures import PARAMETER_BOUNDS, PARAMETER_UNITS, get_module
 
 __all__ = [
@@ -336,7 +336,7 @@ def newton_statistics(run: xr.Dataset, closure: Mapping) -> pd.Series:
         "median residual": float(np.median(res[solved])) if any_solved else np.nan,
         "largest residual of a converged step": float(res[converged].max()) if converged.any() else 0.0,
     }
-    return pd.Series(stats, name=str(run.attrs.get("structure", "")).removeprefix("zero-"), dtype=object)
+    return pd.Series(stats, name=structure_label(str(run.attrs.get("structure", ""))), dtype=object)
 
 
 def solver_comparison(

@@ -16,7 +16,7 @@ from . import structures
 from .routing import ROUTING_FLUXES, ROUTING_PARAMETERS, ROUTING_STATES
 
 __all__ = ["ROUTING_MODULES", "SNOW_MODULES", "Structure", "calibrated_parameters", "hydrological_modules",
-           "parse_structure"]
+           "parse_structure", "structure_label"]
 
 SNOW_MODULES = ("zero", "ssn")
 ROUTING_MODULES = tuple(ROUTING_PARAMETERS)
@@ -34,6 +34,12 @@ class Structure:
     def name(self) -> str:
         """The full smash structure string, ``"<snow>-<hydrology>-<routing>"``."""
         return f"{self.snow}-{self.hydrology}-{self.routing}"
+
+    @property
+    def label(self) -> str:
+        """The name as parameter files write it: ``"gr4-lr"`` without snow (smash's full name is
+        ``"zero-gr4-lr"``), the full name with a snow module (``"ssn-gr4-kw"``)."""
+        return self.name.removeprefix("zero-")
 
     @property
     def parameters(self) -> tuple[str, ...]:
@@ -92,6 +98,15 @@ def parse_structure(structure: str) -> Structure:
                 f"structure {structure!r}: unknown {what} module {value!r}; valid parts are {valid}"
             )
     return Structure(snow, hydro, routing)
+
+
+def structure_label(structure: str) -> str:
+    """:attr:`Structure.label` of a structure name, e.g. from a result's attributes
+    (``"zero-gr4-lr"`` -> ``"gr4-lr"``); a text that is no structure name comes back as it is."""
+    try:
+        return parse_structure(structure).label
+    except ValueError:
+        return str(structure)
 
 
 def calibrated_parameters(structure: str | Structure) -> tuple[str, ...]:

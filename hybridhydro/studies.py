@@ -461,7 +461,7 @@ def cumulative_budget(
     table = pd.DataFrame(rows, index=pd.DatetimeIndex(times[cuts - 1], name="time"))
     zero = pd.DataFrame(0.0, index=pd.DatetimeIndex([times[0] - dt], name="time"), columns=table.columns)
     table = pd.concat([zero, table])
-    table.attrs = {"unit": unit, "structure": s.name.removeprefix("zero-"), "units": "mm"}
+    table.attrs = {"unit": unit, "structure": s.label, "units": "mm"}
     return table
 
 

@@ -28,6 +28,7 @@ import pandas as pd
 import xarray as xr
 
 from .basin import annotate, check_basin
+from .dates import parse_date
 from .io import PET_HOURLY_PROFILE
 from .mesh import DCOL, DROW, build_mesh, catchment_means, upstream_masks
 
@@ -218,7 +219,7 @@ def synthetic_basin(
     ds = mesh.to_dataset()
     ny, nx = mesh.nrow, mesh.ncol
 
-    start_ts = pd.Timestamp(start)
+    start_ts = parse_date(start, f"synthetic_basin: start={start!r}")
     times = pd.DatetimeIndex(start_ts + pd.to_timedelta(np.arange(1, ntime + 1) * dt, unit="s"))
     rain = _storm_rain(ny, nx, times, dt, rng)
     daily_pet = 2.0 + 2.0 * np.sin(2 * np.pi * (times.day_of_year.values - 80) / 365.25)  # mm/day

@@ -634,8 +634,15 @@ def test_dt_coarser_than_the_files_is_refused(tmp_path, dt, match):
     ("start_time", "09/20/2014 10:00", r"puts the day or the month first"),
     ("end_time", "2014-09-20 16:00+02:00", r"carries a time zone"),
     ("start_time", "yesterday", r"is not a date"),
+    # YAML reads an unquoted number as an integer: pandas would take it as nanoseconds after 1970
+    ("start_time", 2014092010, None),
+    ("start_time", 20140920100, r"is a number, not a date"),
 ])
 def test_setup_dates_are_unambiguous(tmp_path, key, value, match):
+    if match is None:  # an unquoted compact date is the date it spells
+        ds = _read(cance(tmp_path, **{key: value}))
+        assert str(ds["time"].values[0]).startswith("2014-09-20T11") and ds.sizes["time"] == 6
+        return
     with pytest.raises(ValueError, match=rf"{key.split('_')[0]} = {re.escape(repr(value))} \(.*setup_ds.yaml\) {match}"):
         _read(cance(tmp_path, **{key: value}))
 
@@ -676,15 +683,21 @@ def test_qobs_nan_text_and_negative_values_are_missing(tmp_path):
 
 @pytest.mark.smash
 @pytest.mark.parametrize("header,match", [
-    ("2014-09-20 11:00+02:00", r"a date with a time zone \(UTC\+02:00\)"),
-    ("2014-09-20T11:00Z", r"a date with a time zone \(UTC\)"),
-    ("20/09/2014 11:00", r"a date with the day or the month first"),
-    ("01/10/2014", r"a date with the day or the month first"),
-    ("1.10.2014 00:00", r"a date with the day or the month first"),
-    ("discharge", r"not a date"),
+    ("2014-09-20 11:00+02:00", r"which carries a time zone \(UTC\+02:00\)"),
+    ("2014-09-20T11:00Z", r"which carries a time zone \(UTC\)"),
+    ("20/09/2014 11:00", r"which puts the day or the month first.*year first"),
+    ("01/10/2014", r"which puts the day or the month first.*year first"),
+    ("1.10.2014 00:00", r"which puts the day or the month first.*year first"),
+    ("discharge", r"which is not a date.*year first"),
+    ("2014092011", None),  # compact, to the hour: read
+    ("201409201100000", r"which is not a date \(15 digits"),
 ])
 def test_qobs_headers_are_unambiguous_dates(tmp_path, header, match):
-    with pytest.raises(ValueError, match=rf"qobs: the header line of .*V3524010.csv is '{re.escape(header)}', {match}.*year first"):
+    if match is None:
+        ds = _read(_qobs_case(tmp_path, f"{header}\n1.0\n2.0\n"))
+        assert ds["qobs"].sel(gauge="V3524010", time="2014-09-20 11:00").item() == 1.0
+        return
+    with pytest.raises(ValueError, match=rf"qobs: the header line of .*V3524010.csv is '{re.escape(header)}', {match}"):
         _read(_qobs_case(tmp_path, f"{header}\n1.0\n2.0\n"))
 
 

@@ -375,7 +375,7 @@ def test_qobs_header_not_a_date(tmp_path):
     shutil.copytree(DATA / "Cance" / "qobs", q)
     (q / "V3515010.csv").write_text("discharge\n1.0\n2.0\n")
     d = cance_copy(tmp_path, qobs_directory=q)
-    with pytest.raises(ValueError, match=r"header line of .*V3515010\.csv is 'discharge', not a date"):
+    with pytest.raises(ValueError, match=r"header line of .*V3515010\.csv is 'discharge', which is not a date"):
         read_smash_dataset(d, progress=False)
 
 

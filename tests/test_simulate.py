@@ -48,6 +48,15 @@ def test_parse_structure(name, parts):
     assert (s.snow, s.hydrology, s.routing) == parts
 
 
+def test_structure_label_is_the_name_parameter_files_write():
+    from hybridhydro.structure_name import structure_label
+
+    assert parse_structure("gr4-lr").name == "zero-gr4-lr" and parse_structure("gr4-lr").label == "gr4-lr"
+    assert parse_structure("ssn-gr4-kw").label == "ssn-gr4-kw"  # a snow module stays in the name
+    assert structure_label("zero-gr4_ude-kw") == "gr4_ude-kw" and structure_label("gr4_mlp-lr") == "gr4_mlp-lr"
+    assert structure_label("") == "" and structure_label("not a structure") == "not a structure"
+
+
 def test_structure_parameters_and_states_in_smash_order():
     s = parse_structure("ssn-gr4-lr")
     assert s.parameters == ("kmlt", "ci", "cp", "ct", "kexc", "llr")

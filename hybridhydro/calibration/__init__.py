@@ -515,7 +515,7 @@ def calibrate(
     if problem.mapping.graph is not None:
         net = merge(problem.mapping.graph, controls["mapping"]["network"])
     return CalibrationResult(
-        structure=s.name.removeprefix("zero-"), mapping=mapping, optimizer=optimizer, parameters=params,
+        structure=s.label, mapping=mapping, optimizer=optimizer, parameters=params,
         nn_parameters=nn_out, network=net, controls=controls, history=history, best_iteration=best, message=message,
         options={"period": period, "gauges": [str(basin["gauge"].values[g]) for g in calib_gauges], "cost": cost,
                  "ode_solver": ode_solver, "ode_substeps": int(ode_substeps), "regularisation": regularisation,

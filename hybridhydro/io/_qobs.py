@@ -8,7 +8,6 @@ is an error naming the file and line; negative values are missing (as in smash).
 
 from __future__ import annotations
 
-import re
 import warnings
 from pathlib import Path
 
@@ -16,9 +15,8 @@ import numpy as np
 import pandas as pd
 
 from ..basin import user_stacklevel
+from ..dates import parse_date
 
-#: A date written day or month first (``01/10/2014``, ``1.10.2014``): ambiguous, refused.
-DAY_OR_MONTH_FIRST = re.compile(r"^\s*\d{1,2}[/.\-]\d{1,2}[/.\-]\d{2,4}")
 #: A discharge no river carries (m3/s): the Amazon's largest floods are about 3e5 m3/s.
 MAX_DISCHARGE = 1e6
 
@@ -36,26 +34,12 @@ def find_qobs_file(directory: Path, code: str) -> Path | None:
 
 
 def parse_header(header: str, path: Path) -> pd.Timestamp:
-    """The date of the first value, from the CSV's header line (e.g. ``200601010000`` or ``19580801``)."""
+    """The date of the first value, from the CSV's header line (e.g. ``200601010000`` or ``19580801``),
+    read by :func:`hybridhydro.dates.parse_date`."""
     text = header.strip().strip(",;").strip('"')
-    shown = f"qobs: the header line of {path} is {header.strip()!r}"
     fix = ("the first line must be the date of the first value, written year first without a time zone, e.g. "
            "200601010000 (%Y%m%d%H%M), 20060101 (%Y%m%d) or 2006-01-01 00:00")
-    if DAY_OR_MONTH_FIRST.match(text):
-        raise ValueError(f"{shown}, a date with the day or the month first, which reads both ways (01/10 is 1 October "
-                         f"or 10 January); {fix}")
-    try:
-        if text.isdigit() and len(text) not in (8, 12, 14):
-            raise ValueError
-        ts = pd.Timestamp(text)
-    except (ValueError, TypeError, OverflowError):
-        ts = pd.NaT
-    if ts is pd.NaT:
-        raise ValueError(f"{shown}, not a date; {fix}")
-    if ts.tzinfo is not None:
-        raise ValueError(f"{shown}, a date with a time zone ({ts.tzinfo}); the model's times carry none (nor do the "
-                         f"forcing's file names): {fix}, in the time of the forcing files")
-    return ts
+    return parse_date(text, f"qobs: the header line of {path} is {header.strip()!r}, which", fix=fix)
 
 
 def read_qobs_file(path: Path, times: pd.DatetimeIndex, dt: float) -> np.ndarray:

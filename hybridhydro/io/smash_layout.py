@@ -64,7 +64,6 @@ import importlib.util
 import os
 import sys
 import warnings
-from datetime import date, datetime
 from pathlib import Path
 
 import numpy as np
@@ -82,7 +81,8 @@ from ..basin import (
 )
 from ..mesh import Mesh
 from ._descriptors import check_cover, list_descriptors, read_descriptors
-from ._qobs import DAY_OR_MONTH_FIRST, qobs_from_table, read_qobs
+from ..dates import parse_date as read_date
+from ._qobs import qobs_from_table, read_qobs
 from ._rasters import Grid, gdal_error, warn_geometry
 from ._series import check_coverage, date_format, dated_files, read_daily_interannual, read_series  # noqa: F401  (date_format: for newbasin)
 from ..mesh import catchment_means, upstream_masks
@@ -163,31 +163,9 @@ def load_setup(directory: Path) -> tuple[dict, Path]:
 
 
 def parse_date(value, what: str, where: str) -> pd.Timestamp:
-    """A date from the setup or a file header: a datetime, or text written year first.
-
-    Text with the day or month first (``01/10/2014``) is refused (it reads either way), and
-    so is a time zone (file names and the setup carry none: the data would be shifted).
-    """
-    if isinstance(value, date) and not isinstance(value, datetime):
-        value = datetime(value.year, value.month, value.day)
-    example = "write it year first, e.g. 2014-09-15 00:00 (ISO 8601) or 201409150000"
-    if isinstance(value, str) and DAY_OR_MONTH_FIRST.match(value):
-        raise ValueError(
-            f"{what} = {value!r} ({where}) puts the day or the month first, which reads both ways (01/10 is 1 October "
-            f"or 10 January); {example}"
-        )
-    try:
-        ts = pd.Timestamp(value)
-    except (ValueError, TypeError, OverflowError):
-        ts = pd.NaT
-    if ts is pd.NaT:
-        raise ValueError(f"{what} = {value!r} ({where}) is not a date; {example}")
-    if ts.tzinfo is not None:
-        raise ValueError(
-            f"{what} = {value!r} ({where}) carries a time zone ({ts.tzinfo}); hybridhydro's times carry none (the "
-            "forcing's file names have none): write the date without it, in the time of the forcing files"
-        )
-    return ts
+    """A date of the setup (``start_time``, ``end_time``, or the ``start``/``end`` arguments),
+    read by :func:`hybridhydro.dates.parse_date` (day-first text, time zones and bare numbers refused)."""
+    return read_date(value, f"{what} = {value!r} ({where})")
 
 
 def setup_bool(setup: dict, key: str, where, default: bool = False) -> bool:

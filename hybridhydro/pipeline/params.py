@@ -249,7 +249,7 @@ class ForwardParams(_Section):
             return value
         from ..structure_name import parse_structure  # the library's own parser: one list of names
 
-        return parse_structure(value).name.removeprefix("zero-")
+        return parse_structure(value).label
 
     @field_validator("ode_structure")
     @classmethod
@@ -328,7 +328,7 @@ class HybridParams(_Section):
                     f"{name!r} is not a hybrid structure; use one of {', '.join(structures.HYBRID_MODULES)} "
                     "as its hydrology (e.g. gr4_mlp-lr)"
                 )
-            out.append(s.name.removeprefix("zero-"))
+            out.append(s.label)
         return out
 
 
@@ -941,11 +941,11 @@ def _explain(error: ValidationError, layers: list[tuple[Path, dict[str, Any]]]) 
 
 
 def _timestamp(value: Any) -> str:
-    """A date or date-time (a YAML date, or a string pandas understands) as 'YYYY-MM-DD HH:MM:SS'."""
-    try:
-        return str(pd.Timestamp(str(value) if not isinstance(value, str) else value))
-    except (ValueError, TypeError):
-        raise ValueError(f"{value!r} is not a date or date-time (write e.g. '2014-09-15 00:00')") from None
+    """A date or date-time (a YAML date, ISO text, compact digits year first) as 'YYYY-MM-DD HH:MM:SS',
+    read by :func:`hybridhydro.dates.parse_date` (day-first text, time zones and bare numbers refused)."""
+    from ..dates import parse_date
+
+    return str(parse_date(value, repr(value), fix="write e.g. '2014-09-15 00:00'"))
 
 
 def _yaml_lines(model: type[BaseModel], data: dict[str, Any], indent: int) -> list[str]:
