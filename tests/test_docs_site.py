@@ -100,6 +100,29 @@ def test_link_checker_finds_broken_links_anchors_and_missing_files(tiny_site):
     assert "broken anchor" in found["broken_anchor.html"][0] and "no-such-part" in found["broken_anchor.html"][0]
 
 
+def test_the_injected_parameters_are_laid_out_for_a_reader(tmp_path):
+    import ast
+
+    params = {"case": "ci", "basin": {"source": "synthetic", "start": None, "synthetic": {"nrow": 12, "dt": 3600.0}},
+              "calibration": {"models": ["gr4-uniform", "gr4-ann"], "mapping": "distributed", "flag": True,
+                              "note": "a long description that pprint wraps at its spaces " * 3}}
+    source = f"# Parameters\nparams = {params!r}\nstage = '01_basin'\noutput_dir = 'runs/ci'\nx = len(params)\n"
+    assert max(map(len, source.splitlines())) > 200  # papermill's one line
+    laid_out = build_docs.format_parameters_cell(source)
+    assert laid_out.startswith("# Parameters\nparams = {'case': 'ci',\n")
+    assert max(map(len, laid_out.splitlines())) <= 96
+    assert laid_out.rstrip().endswith("x = len(params)")  # not a literal: kept as written
+    before, after = {}, {}
+    exec(source, {}, before)
+    exec(laid_out, {}, after)
+    assert after == before and ast.parse(laid_out)
+    nb = tmp_path / "nb.ipynb"
+    nb.write_text(json.dumps({"cells": [{"cell_type": "code", "source": source, "outputs": [],
+                                         "metadata": {"tags": ["injected-parameters"]}}]}))
+    build_docs.copy_notebook(nb, tmp_path / "site.ipynb")
+    assert json.loads((tmp_path / "site.ipynb").read_text())["cells"][0]["source"] == laid_out
+
+
 def test_notebook_checker_finds_error_outputs(tmp_path):
     nb = tmp_path / "nb.ipynb"
     nb.write_text(json.dumps({"cells": [

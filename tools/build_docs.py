@@ -31,6 +31,7 @@ import ast
 import html.parser
 import json
 import os
+import pprint
 import re
 import shutil
 import subprocess
@@ -238,6 +239,40 @@ def copy_mathjax(src: Path) -> bool:
     return True
 
 
+def format_parameters_cell(source: str, width: int = 96) -> str:
+    """The cell papermill injects (``params = {...}`` on one line) laid out for a reader: each
+    literal assignment pretty-printed over several lines, the same values (comments and any
+    statement that is not a literal assignment kept as written)."""
+    tree = ast.parse(source)
+    lines = source.splitlines()
+    first = tree.body[0].lineno - 1 if tree.body else len(lines)
+    out = lines[:first]  # the "# Parameters" comment above the assignments
+    for node in tree.body:
+        text = ast.get_source_segment(source, node)
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            try:
+                value = ast.literal_eval(node.value)
+            except ValueError:
+                value = text
+            else:
+                name = node.targets[0].id
+                pad = " " * (len(name) + 3)
+                text = f"{name} = " + pprint.pformat(value, width=width - len(pad), sort_dicts=False).replace("\n", "\n" + pad)
+        out.append(text)
+    return "\n".join(out) + "\n"
+
+
+def copy_notebook(nb: Path, dest: Path) -> None:
+    """Copy an executed notebook for the site, its injected parameters laid out by
+    :func:`format_parameters_cell`."""
+    data = json.loads(nb.read_text())
+    for cell in data.get("cells", []):
+        if "injected-parameters" in cell.get("metadata", {}).get("tags", []):
+            source = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+            cell["source"] = format_parameters_cell(source)
+    dest.write_text(json.dumps(data, indent=1, ensure_ascii=False))
+
+
 def stage_sources(notebooks: dict[str, Path], src: Path = SRC) -> list:
     """Write the site's sources into ``src`` and return the navigation (mkdocs ``nav``)."""
     if src.exists():
@@ -262,7 +297,7 @@ def stage_sources(notebooks: dict[str, Path], src: Path = SRC) -> list:
 
     tutorials = []
     for stage, nb in notebooks.items():
-        shutil.copy2(nb, src / f"{stage}.ipynb")
+        copy_notebook(nb, src / f"{stage}.ipynb")
         title = _notebook_title(nb, stage)
         tutorials.append({title if title.startswith(stage[:2]) else f"{stage[:2]} · {title}": f"{stage}.ipynb"})
     _, skipped = available_stages()
