@@ -37,9 +37,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import xarray as xr
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .basin import PLAUSIBILITY_MODES, read_dt
+from .dates import parse_date
 from .mesh import (DCOL, DROW, PYFLWDIR_NODATA, accumulate, as_codes, build_mesh, cell_sizes, downstream, from_esri,
                    is_geographic, topological_levels)
 
@@ -763,6 +764,12 @@ class NewBasinParams(BaseModel):
     structure: str = Field("gr4-lr", description="the model that makes the synthetic discharge")
     truth: dict[str, float] = Field(default_factory=lambda: {"cp": 60.0, "ct": 40.0, "kexc": 0.0, "llr": 5.0},
                                     description="its parameters (smash names: cp, ct mm; kexc mm per step; llr min)")
+
+    @field_validator("start", mode="before")
+    @classmethod
+    def _a_date(cls, value):
+        stamp = parse_date(value, f"new_basin.start = {value!r}")  # refused as everywhere else: day first, zones
+        return value if isinstance(value, str) else str(stamp)
 
     @model_validator(mode="after")
     def _one_grid(self) -> "NewBasinParams":

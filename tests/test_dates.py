@@ -78,3 +78,11 @@ def test_a_generated_basin_reads_its_start_the_same_way():
 
     with pytest.raises(ValueError, match=r"synthetic_basin: start='01/10/2014' puts the day or the month first"):
         synthetic_basin(start="01/10/2014")
+
+
+def test_stage_00_settings_read_their_start_the_same_way():
+    from hybridhydro.newbasin import NewBasinParams
+
+    assert NewBasinParams(start=2020010100).start == "2020-01-01 00:00:00"
+    with pytest.raises(ValueError, match=r"new_basin.start = '01/10/2020' puts the day or the month first"):
+        NewBasinParams(start="01/10/2020")
