@@ -47,6 +47,38 @@ def test_acceptance_asks_for_every_scenario_above_default_and_0_9_of_the_best():
     assert acc.loc["good", "accepted"] and not acc.loc["weak", "accepted"] and not acc.loc["below", "accepted"]
     assert acc.loc["below", "scenarios not above default"] == "temporal"
     assert acc.loc["weak", "calibration / best"] == pytest.approx(0.7 / 0.9, abs=1e-3)
+    # an accepted model needs no diagnosis; the others say which test they failed and by how much
+    assert acc.loc["good", "diagnosis"] == "" and acc.loc["good", "tried"] == ""
+    assert "calibration median 0.700, 0.778 of the best (good 0.900; 0.9 asked)" in acc.loc["weak", "diagnosis"]
+    assert "at or below the default parameters' in temporal" in acc.loc["below", "diagnosis"]
+    assert "out of sample: temporal T" in acc.loc["weak", "diagnosis"]
+
+
+def test_acceptance_diagnosis_reads_the_training_health(tmp_path):
+    import json
+
+    import yaml
+
+    rows = []
+    for model, cal in (("default parameters", 0.1), ("good", 0.9), ("weak", 0.6)):
+        rows += [(model, "calibration", "nse", 3, cal, cal, cal), (model, "temporal", "nse", 3, cal, cal, cal)]
+    cases = []
+    for k, restarts in enumerate(([], [{"seed": 0}, {"seed": 1}])):
+        run = tmp_path / f"case{k}"
+        (run / "models" / "weak").mkdir(parents=True)
+        (run / "params.yaml").write_text(yaml.safe_dump({"calibration": {"health_restarts": 1}}))
+        health = [{"check": "unconverged ODE steps", "ok": False, "remedy": "ode_solver='conservative'"},
+                  {"check": "vanishing gradient", "ok": True, "remedy": ""}]
+        (run / "models" / "weak" / "calibration.json").write_text(
+            json.dumps({"options": {"health": health, **({"restarts": restarts} if restarts else {})}}))
+        cases.append(study.batch.BatchCase(name=f"case{k}", params=None, source="x.yaml", base_case="x"))
+    health = study.collect_health(tmp_path, cases)
+    assert health.loc["weak", "restarted runs"] == 1 and health.loc["weak", "health_restarts"] == "1"
+    acc = study.acceptance(_stats(rows), health=health, tried={"weak": "tighter bounds (remedies.md)"})
+    assert "; tighter bounds (remedies.md); named by the failed checks, not used in these runs" in acc.loc["weak", "tried"]
+    assert "health: unconverged ODE steps (2) in 2 of 2 runs" in acc.loc["weak", "diagnosis"]
+    assert acc.loc["weak", "tried"].startswith("1 of 2 runs restarted from another seed (calibration.health_restarts: 1)")
+    assert "ode_solver='conservative'" in acc.loc["weak", "tried"]
 
 
 def test_tables_replace_only_their_section(tmp_path):

@@ -64,6 +64,8 @@ class StudyBasin(BaseModel):
     params: str = Field(description="its parameter file, relative to the study file")
     set: dict[str, list[Any]] = Field(default_factory=dict, description="dotted key -> values, as batch --set")
     note: str = Field("", description="one sentence printed above the basin's tables")
+    tried: dict[str, str] = Field(default_factory=dict, description="model -> what was tried for it besides this "
+                                  "study's runs (another study, a page of docs/), shown in the acceptance table")
 
 
 class StudySpec(BaseModel):
@@ -165,7 +167,7 @@ def run_study(
         scores, _ = batch.collect_scores(directory, cases, records)
         timings.append(_timing(basin.label, records, len(cases), time.perf_counter() - tic, not runs_now))
         sections.append(basin_tables(basin.label, scores, spec.metrics, note=basin.note, ncases=len(cases),
-                                     health=collect_health(directory, cases, records)))
+                                     health=collect_health(directory, cases, records), tried=basin.tried))
         sections.append(known_answer_tables(directory, cases, records, spec.metrics))
     text = study_markdown(spec, timings, sections)
     target = Path(doc) if doc is not None else (folder / spec.doc if spec.doc else None)
@@ -238,22 +240,58 @@ def tiers(stats: pd.DataFrame) -> pd.Series:
     return pd.Series(out, name="tier", dtype="Int64").reindex(stats["model"].values)
 
 
-def acceptance(stats: pd.DataFrame, metric: str = "nse", share: float = 0.9) -> pd.DataFrame:
+def acceptance(stats: pd.DataFrame, metric: str = "nse", share: float = 0.9,
+               health: pd.DataFrame | None = None, tried: Mapping[str, str] | None = None) -> pd.DataFrame:
     """Per model: does it beat the default parameters in every scenario (medians), and reach
-    ``share`` of the best calibration median? One row per model (the default row left out)."""
+    ``share`` of the best calibration median? One row per model (the default row left out).
+
+    A model that is not accepted gets a ``diagnosis`` (which test it failed and by how much,
+    its tiers out of sample, the health checks its trainings failed, from ``health``, the
+    table of :func:`collect_health`) and what was ``tried`` (the runs restarted from another
+    seed by ``calibration.health_restarts``, what ``tried`` says of it (model -> text: another
+    study), and the remedies the failed checks name).
+    """
     part = stats[stats["metric"] == metric]
     wide = part.pivot_table(index="model", columns="scenario", values="median", sort=False)
     scenarios = [s for s in SCENARIO_ORDER if s in wide.columns]
     models = [m for m in wide.index if m != DEFAULT_ROW]
     best = wide.loc[models, "calibration"].max() if "calibration" in wide else float("nan")
+    leader = wide.loc[models, "calibration"].idxmax() if "calibration" in wide and len(models) else None
+    out_of_sample = [s for s in scenarios if s != "calibration"]
+    tier_of = {s: tiers(part[(part["scenario"] == s) & (part["model"] != DEFAULT_ROW)]) for s in out_of_sample}
+    tried_by_hand = dict(tried or {})
     rows = []
     for m in models:
         below = ([s for s in scenarios if not wide.loc[m, s] > wide.loc[DEFAULT_ROW, s]]
                  if DEFAULT_ROW in wide.index else [])
         ratio = wide.loc[m, "calibration"] / best if "calibration" in wide and best > 0 else float("nan")
+        accepted = (not below) and bool(ratio >= share)
+        diagnosis, tried = [], []
+        if not accepted:
+            if below:
+                diagnosis.append(f"median at or below the default parameters' in {', '.join(below)}")
+            if not ratio >= share:
+                diagnosis.append(f"calibration median {wide.loc[m, 'calibration']:.3f}, {ratio:.3f} of the best "
+                                 f"({leader} {best:.3f}; {share:g} asked)")
+            ranks = [f"{s} T{int(tier_of[s][m])}" for s in out_of_sample if pd.notna(tier_of[s].get(m))]
+            if ranks:
+                diagnosis.append("out of sample: " + ", ".join(ranks))
+            if health is not None and m in health.index:
+                h = health.loc[m]
+                if int(h["unhealthy runs"]):
+                    diagnosis.append(f"health: {h['failed checks']} in {int(h['unhealthy runs'])} of {int(h['runs'])} runs")
+                restarted = int(h.get("restarted runs", 0) or 0)
+                setting = h.get("health_restarts", "")
+                tried.append(f"{restarted} of {int(h['runs'])} runs restarted from another seed "
+                             f"(calibration.health_restarts: {setting})" if setting != "" else
+                             f"{restarted} of {int(h['runs'])} runs restarted from another seed")
+            if tried_by_hand.get(m):
+                tried.append(tried_by_hand[m])
+            if health is not None and m in health.index and health.loc[m].get("remedies"):
+                tried.append(f"named by the failed checks, not used in these runs: {health.loc[m]['remedies']}")
         rows.append({"model": m, "scenarios not above default": ", ".join(below) or "none",
-                     "calibration / best": round(float(ratio), 3),
-                     "accepted": (not below) and bool(ratio >= share)})
+                     "calibration / best": round(float(ratio), 3), "accepted": accepted,
+                     "diagnosis": "; ".join(diagnosis), "tried": "; ".join(tried)})
     return pd.DataFrame(rows).set_index("model")
 
 
@@ -275,17 +313,34 @@ def collect_health(directory: Path, cases: Sequence[batch.BatchCase], records: S
                 options = json.loads(manifest.read_text()).get("options", {})
             except (OSError, ValueError):
                 continue
-            row = counts.setdefault(manifest.parent.name, {"runs": 0, "unhealthy runs": 0, "failed checks": {}})
+            row = counts.setdefault(manifest.parent.name, {"runs": 0, "unhealthy runs": 0, "failed checks": {},
+                                                           "restarted runs": 0, "settings": set(), "remedies": {}})
             row["runs"] += 1
-            failed = [h["check"] for h in options.get("health") or [] if not h.get("ok", True)]
+            failed = [h for h in options.get("health") or [] if not h.get("ok", True)]
             if failed:
                 row["unhealthy runs"] += 1
-            for check in failed:
-                row["failed checks"][check] = row["failed checks"].get(check, 0) + 1
+            for h in failed:
+                row["failed checks"][h["check"]] = row["failed checks"].get(h["check"], 0) + 1
+                if h.get("remedy"):
+                    row["remedies"].setdefault(str(h["remedy"]), None)
+            row["restarted runs"] += int(len(options.get("restarts") or []) > 1)
+            row["settings"].add(_health_restarts(directory / case.name))
     rows = {m: {"runs": r["runs"], "unhealthy runs": r["unhealthy runs"],
-                "failed checks": ", ".join(f"{c} ({n})" for c, n in r["failed checks"].items()) or "none"}
+                "failed checks": ", ".join(f"{c} ({n})" for c, n in r["failed checks"].items()) or "none",
+                "restarted runs": r["restarted runs"],
+                "health_restarts": ", ".join(sorted(str(v) for v in r["settings"] if v is not None)),
+                "remedies": "; ".join(r["remedies"])}
             for m, r in counts.items()}
     return pd.DataFrame(rows).T
+
+
+def _health_restarts(run_dir: Path) -> int | None:
+    """``calibration.health_restarts`` of a run, from the parameters it recorded (None: unreadable)."""
+    try:
+        recorded = yaml.safe_load((run_dir / "params.yaml").read_text()) or {}
+        return int(recorded.get("calibration", {}).get("health_restarts", 0))
+    except (OSError, ValueError, TypeError, AttributeError, yaml.YAMLError):
+        return None
 
 
 def known_answer_tables(directory: Path, cases, records, metrics: Sequence[str]) -> str:
@@ -343,9 +398,10 @@ def _cell(row) -> str:
 
 
 def basin_tables(label: str, scores: pd.DataFrame, metrics: Sequence[str], *, note: str = "", ncases: int = 0,
-                 health: pd.DataFrame | None = None) -> str:
+                 health: pd.DataFrame | None = None, tried: Mapping[str, str] | None = None) -> str:
     """The markdown of one basin: per metric, median [q25, q75] and tier per model and scenario;
-    then the acceptance table and the training health."""
+    then the acceptance table (``tried``: model -> what was tried besides these runs) and the
+    training health."""
     lines = [f"### {label}", ""]
     if note:
         lines += [note, ""]
@@ -378,14 +434,18 @@ def basin_tables(label: str, scores: pd.DataFrame, metrics: Sequence[str], *, no
             lines.append(f"| {m} | " + " | ".join(cells) + " |")
         lines.append("")
     if "nse" in metrics:
-        acc = acceptance(stats, "nse")
+        acc = acceptance(stats, "nse", health=health, tried=tried)
         lines += ["#### Acceptance (NSE medians)", "",
                   "Accepted: above the default parameters in every scenario and at least 0.9 of the best "
-                  "calibration median.", "", _frame_markdown(acc), ""]
+                  "calibration median. A model that is not gets its diagnosis (the test it failed, its tiers "
+                  "out of sample, the health checks its trainings failed) and what was tried.", "",
+                  _frame_markdown(acc), ""]
     if health is not None and len(health):
+        shown = health[[c for c in ("runs", "unhealthy runs", "failed checks", "restarted runs") if c in health]]
         lines += ["#### Training health", "", "Runs whose trained model failed a check of "
                   "`hybridhydro.calibration.training_health` (saturated outputs, vanishing gradient, a plateau "
-                  "above the parent's cost, unconverged ODE steps).", "", _frame_markdown(health), ""]
+                  "above the parent's cost, unconverged ODE steps), and runs restarted from another seed "
+                  "(`calibration.health_restarts`).", "", _frame_markdown(shown), ""]
     return "\n".join(lines)
 
 
