@@ -176,6 +176,26 @@ def test_expand_checks_stages_and_unique_names_up_front(case, nb, tmp_path):
         expand([case, twin], seeds="0", notebooks_dir=nb)
 
 
+def test_a_case_its_basin_cannot_serve_refuses_the_whole_batch_before_any_runs(tmp_path):
+    """The check `run` makes before its first stage, made for every case before the first starts:
+    the third case here would fail only when its turn came."""
+    from hybridhydro.pipeline.batch import preflight, run_batch
+
+    path = tmp_path / "params" / "syn.yaml"
+    path.parent.mkdir()
+    path.write_text(yaml.safe_dump({"case": "syn", "stages": ["01_basin", "03_calibrate"],
+                                    "basin": {"source": "synthetic", "synthetic": {"nrow": 8, "ncol": 8, "ntime": 48}},
+                                    "calibration": {"models": ["gr4-uniform"]}}))
+    cases = expand([path], ["calibration.validation_gauges=[SYN000],[SYN001],[NOPE]"], seeds="0")
+    problems = preflight(cases)
+    assert problems == ["syn_validation_gauges-NOPE_seed-0: calibration: validation gauge(s) ['NOPE'] are not in the "
+                        "basin; its gauges are ['SYN000', 'SYN001']"]
+    assert preflight(cases[:2]) == []  # the check can pass
+    with pytest.raises(BatchError, match=r"1 problem\(s\) in the 3 case\(s\); nothing was run or written"):
+        run_batch(cases, name="b", output_root=tmp_path / "runs", jobs=1)
+    assert not (tmp_path / "runs").exists()
+
+
 # --- the summary -----------------------------------------------------------------------------------
 
 

@@ -107,6 +107,21 @@ def test_a_bad_study_file_says_what_and_where(tmp_path):
         study.run_study(REPO / "params" / "studies" / "comparison.yaml", basins=["Lezz"], output_root=tmp_path)
 
 
+def test_a_case_no_basin_can_serve_stops_the_study_before_its_first_run(tmp_path):
+    spec = tmp_path / "studies" / "s.yaml"
+    spec.parent.mkdir()
+    shutil.copy(REPO / "params" / "studies" / "ci-study.yaml", spec.parent / "ci-study.yaml")
+    shutil.copy(REPO / "params" / "ci.yaml", tmp_path / "ci.yaml")
+    spec.write_text("name: s\nseeds: 0-1\nbasins:\n"
+                    "  - {label: A, params: ci-study.yaml}\n"
+                    "  - {label: B, params: ci-study.yaml, set: {calibration.validation_gauges: [[SYN000], [NOPE]]}}\n")
+    with pytest.raises(study.StudyError, match=r"2 problem\(s\) in the 6 case\(s\); nothing was run or written"
+                                               r"(.|\n)*B: ci-study_validation_gauges-NOPE_seed-0: calibration: validation "
+                                               r"gauge\(s\) \['NOPE'\] are not in the basin"):
+        study.run_study(spec, output_root=tmp_path / "runs", jobs=1)
+    assert not (tmp_path / "runs").exists()
+
+
 def test_the_shipped_studies_expand_to_seeds_x_splits_x_folds():
     spec, folder = study.load_study(REPO / "params" / "studies" / "comparison.yaml")
     assert [b.label for b in spec.basins] == ["Lez", "Cance", "known-answer"]

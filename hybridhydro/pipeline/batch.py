@@ -81,6 +81,13 @@ class BatchError(runner.PipelineError):
     """A batch request the user can fix; nothing ran (the message says what, where and how)."""
 
 
+def refusal_message(problems: Sequence[str], ncases: int, shown: int = 10) -> str:
+    """The message of a batch refused by :func:`preflight`: the first problems, and how many more."""
+    more = f"\n  ... and {len(problems) - shown} more" if len(problems) > shown else ""
+    return (f"{len(problems)} problem(s) in the {ncases} case(s); nothing was run or written (fix them, or drop "
+            "those cases, and run the command again):\n  - " + "\n  - ".join(problems[:shown]) + more)
+
+
 class BatchInterrupted(runner.PipelineError):
     """The batch was interrupted (Ctrl-C); rerunning the same command continues it."""
 
@@ -383,6 +390,37 @@ class BatchResult:
         return "\n".join(lines)
 
 
+def preflight(cases: Sequence[BatchCase], stages: Sequence[str] | None = None,
+              notebooks_dir: str | Path = runner.NOTEBOOKS_DIR) -> list[str]:
+    """What every case's basin cannot serve, before any case runs: the checks ``run`` makes
+    before its first stage (hydro-smash's data installed where asked for; the basin's metadata
+    against the models and the split, :func:`hybridhydro.pipeline.checks.case_problems`), for
+    all the cases at once, so that a case that would fail an hour into a batch is refused
+    before the first starts. One line per problem, naming the case; empty: every case can run.
+    A basin's metadata is read once for all the cases that share it.
+    """
+    import json
+
+    from .checks import basin_metadata, case_problems, touches_models
+
+    problems: list[str] = []
+    metadata: dict[str, Any] = {}
+    for case in cases:
+        try:
+            runner.check_basin_available(case.params)
+            selected = runner.stages_to_run(case.params, stages, Path(notebooks_dir))
+            found = []
+            if touches_models(selected):
+                key = json.dumps(case.params.basin.model_dump(mode="json"), sort_keys=True, default=str)
+                if key not in metadata:
+                    metadata[key] = basin_metadata(case.params)
+                found = case_problems(case.params, metadata[key], stages=selected)
+        except (runner.PipelineError, ParamsError, ValueError, OSError) as err:
+            found = [str(err)]
+        problems += [f"{case.name}: {p.removeprefix(f'case {case.params.case!r}: ')}" for p in found]
+    return problems
+
+
 def run_batch(
     cases: Sequence[BatchCase],
     *,
@@ -438,6 +476,9 @@ def run_batch(
     notebooks_dir = Path(notebooks_dir).resolve()
     directory = Path(output_root).resolve() / name
     _check_directory(directory)
+    refused = preflight(cases, stages, notebooks_dir)
+    if refused:
+        raise BatchError(refusal_message(refused, len(cases)))
     directory.mkdir(parents=True, exist_ok=True)
     with _batch_lock(directory):
         records = [_record(case, directory) for case in cases]

@@ -179,6 +179,12 @@ def _models_stage(stage: str) -> bool:
     return not stage.startswith(("01", "02"))
 
 
+def touches_models(stages) -> bool:
+    """Whether running ``stages`` (stems; None: every stage) calibrates, trains or scores models,
+    which is what :func:`case_problems` checks (stages 01 and 02 alone check nothing)."""
+    return stages is None or any(_models_stage(s) for s in stages)
+
+
 def case_problems(params, metadata: BasinMetadata | None = None, stages=None) -> list[str]:
     """What the case's basin cannot serve, one sentence each (empty: nothing).
 
@@ -196,7 +202,7 @@ def case_problems(params, metadata: BasinMetadata | None = None, stages=None) ->
     from ..protocol import SCENARIOS, ModelName, make_split
 
     params = load_params(params)
-    if stages is not None and not any(_models_stage(s) for s in stages):
+    if not touches_models(stages):
         return []
     meta = basin_metadata(params) if metadata is None else metadata
     where = f"{params.params_file}" if params.params_file is not None else f"case {params.case!r}"

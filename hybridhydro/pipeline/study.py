@@ -147,6 +147,16 @@ def run_study(
     unknown = [b for b in basins or () if b not in labels]
     if unknown:
         raise StudyError(f"--basins {', '.join(unknown)}: not in {path} (its basins: {', '.join(labels)})")
+    if not tables_only:  # every basin's cases checked before the first runs: none fails hours into the study
+        refused, checked = [], 0
+        for basin in spec.basins:
+            if basins is None or basin.label in basins:
+                notebooks = basin_notebooks(basin, folder)
+                todo = expand_basin(spec, basin, folder, seeds=seeds, notebooks_dir=notebooks)
+                checked += len(todo)
+                refused += [f"{basin.label}: {p}" for p in batch.preflight(todo, notebooks_dir=notebooks)]
+        if refused:
+            raise StudyError(f"{path}: " + batch.refusal_message(refused, checked))
     sections, timings, failed = [], [], []
     for basin in spec.basins:
         notebooks = basin_notebooks(basin, folder)
