@@ -399,6 +399,17 @@ def _first_times(forcing: Mapping) -> pd.DatetimeIndex | None:
     return None
 
 
+def _refuse_climatology(source) -> None:
+    """A PET with a ``dayofyear`` dimension given as a time series: say how to give it."""
+    from .io.regrid import open_raster
+
+    if source is None or (isinstance(source, (str, os.PathLike)) and Path(source).expanduser().is_dir()):
+        return
+    if "dayofyear" in open_raster(source, "pet").dims:
+        raise ValueError("build_basin: forcing['pet'] has a 'dayofyear' dimension, a daily interannual climatology "
+                         "(mm per day): pass daily_interannual_pet=True to spread it over the steps")
+
+
 def build_basin(
     *,
     flwdir=None,
@@ -415,6 +426,7 @@ def build_basin(
     max_depth: int = 1,
     area_error_th: float | None = None,
     forcing_plausibility: str = "error",
+    daily_interannual_pet: bool = False,
     progress: bool = False,
 ) -> xr.Dataset:
     """Build a basin Dataset (:mod:`hybridhydro.basin`) from your own data.
@@ -464,6 +476,12 @@ def build_basin(
     forcing_plausibility
         ``"error"``, ``"warn"`` or ``"off"``: what rain or PET beyond physical limits gives
         (:func:`hybridhydro.basin.check_forcing_values`).
+    daily_interannual_pet
+        ``forcing["pet"]`` is a daily interannual climatology, **mm per day** (as smash's
+        ``daily_interannual_pet`` setup key): a directory of ``%m%d`` GeoTIFFs (e.g.
+        ``0114_ETPJIA.tif``) or a DataArray / NetCDF file with a ``dayofyear`` dimension (1-366,
+        a leap-year calendar). Each day's map is put on the grid like any raster, then spread
+        over the day's steps with smash's hourly profile (one value a day at daily steps).
     progress
         Progress bars while reading GeoTIFF series.
 
@@ -475,7 +493,7 @@ def build_basin(
     """
     from .io.regrid import grid_template
     from .io.smash_layout import (assemble_basin, model_times, read_descriptor_maps, read_forcing_source,
-                                  read_qobs_source)
+                                  read_interannual_pet_source, read_qobs_source)
 
     if forcing_plausibility not in PLAUSIBILITY_MODES:
         raise ValueError(f"forcing_plausibility = {forcing_plausibility!r}; choose one of "
@@ -499,7 +517,7 @@ def build_basin(
         area_error_th=area_error_th,
     )
     if start is None or end is None:
-        labels = _first_times(forcing)
+        labels = _first_times({"prcp": forcing["prcp"]} if daily_interannual_pet else forcing)
         if labels is None:
             raise ValueError("build_basin: give start= and end= (the window (start, end]) when the forcing is a GeoTIFF "
                              "directory")
@@ -516,9 +534,15 @@ def build_basin(
         coords["descriptor"] = ("descriptor", np.asarray([str(k) for k in descriptors], dtype=str))
     variables["qobs"] = (read_qobs_source(qobs, mesh.code, times, dt), {"units": "m3 s-1"})
     checks = {}
+    if not daily_interannual_pet:
+        _refuse_climatology(forcing["pet"])
     for what in _FORCING:
-        data, source = read_forcing_source(forcing[what], what, times, dt, mesh, template, reproject=reproject,
-                                           progress=progress)
+        if what == "pet" and daily_interannual_pet:
+            data, source = read_interannual_pet_source(forcing[what], times, dt, template, reproject=reproject,
+                                                       progress=progress)
+        else:
+            data, source = read_forcing_source(forcing[what], what, times, dt, mesh, template, reproject=reproject,
+                                               progress=progress)
         variables[what] = (data, {"units": "mm", "source": source})
         checks[what] = f"{what} given to build_basin ({source})"
     attrs = {"name": str(name), "source": "hybridhydro.build_basin", "flwdir_source": str(da.attrs.get("source", ""))}
@@ -753,6 +777,9 @@ class NewBasinParams(BaseModel):
     ngauge: int = Field(2, ge=1, description="how many outlets to keep, largest first")
     forcing: dict[str, str] | None = Field(None, description="{prcp: file or folder, pet: ...}, mm per step; null: "
                                            "synthetic forcing written as NetCDF")
+    daily_interannual_pet: bool = Field(False, description="forcing.pet is a daily interannual climatology in mm per "
+                                        "day (a folder of %m%d GeoTIFFs, or a NetCDF with a dayofyear dimension), "
+                                        "spread over the steps as smash does")
     qobs: str | None = Field(None, description="folder of per-gauge qobs CSVs (m3/s); null: GR4 with `truth` simulates it")
     descriptors: dict[str, str] = Field(default_factory=dict, description="{name: raster file}; empty: two synthetic maps")
     dt: float = Field(3600.0, gt=0, description="time step, s")
@@ -777,6 +804,9 @@ class NewBasinParams(BaseModel):
             raise ValueError("new_basin: give flwdir (a D8 raster or 'France') or dem (an elevation raster), one of them")
         if self.forcing is not None and set(self.forcing) != set(_FORCING):
             raise ValueError(f"new_basin.forcing needs exactly prcp and pet, got {sorted(self.forcing)}")
+        if self.daily_interannual_pet and self.forcing is None:
+            raise ValueError("new_basin.daily_interannual_pet describes your forcing.pet: set new_basin.forcing too "
+                             "(the demo's made-up PET is a series)")
         if not (self.bbox[0] < self.bbox[1] and self.bbox[2] < self.bbox[3]):
             raise ValueError(f"new_basin.bbox must be xmin, xmax, ymin, ymax with min < max, got {self.bbox}")
         return self

@@ -108,7 +108,9 @@ save(fig, "outlets")
 # ## Forcing
 #
 # Yours: `settings.forcing = {"prcp": ..., "pet": ...}` (NetCDF files, or folders of GeoTIFFs
-# named with the step-end date), in mm per step. The demo makes them up on the window's grid
+# named with the step-end date), in mm per step; a PET given as a daily interannual
+# climatology (mm per day: `%m%d` GeoTIFFs such as `0114_ETPJIA.tif`, or a NetCDF with a
+# `dayofyear` dimension) with `settings.daily_interannual_pet: true`. The demo makes them up on the window's grid
 # (`hh.synthetic_forcing`: storms on 15 % of the hours, a smooth spatial gradient; PET a
 # half-sine over the day) and writes them as NetCDF files, with the CRS, as yours may come.
 
@@ -124,7 +126,8 @@ if settings.forcing is None:
 else:
     forcing = settings.forcing
 descriptors = settings.descriptors or hh.synthetic_descriptors(flwdir, seed=settings.seed)
-window_args = dict(dt=settings.dt, start=settings.start, end=str(times[-1]), name=settings.name)
+window_args = dict(dt=settings.dt, start=settings.start, end=str(times[-1]), name=settings.name,
+                   daily_interannual_pet=settings.daily_interannual_pet)
 forcing
 
 # %% [markdown]

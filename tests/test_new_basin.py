@@ -176,6 +176,52 @@ def test_build_basin_from_a_crop_of_france(france, inputs):
     assert list(basin["descriptor"].values) == ["log_area", "gradient"]
 
 
+def _climatology(france, days=range(1, 367)):
+    """A daily interannual PET (dayofyear, y, x) on the flow directions' grid: day d is d / 100 mm
+    everywhere, plus a west-east ramp, so that each day and each column can be told apart."""
+    days = np.asarray(list(days))
+    ramp = np.linspace(0.0, 0.5, france.sizes["x"])[None, None, :]
+    values = (days[:, None, None] / 100.0 + ramp + np.zeros((1, france.sizes["y"], 1))).astype(np.float32)
+    da = xr.DataArray(values, dims=("dayofyear", "y", "x"), name="pet", attrs={"units": "mm"},
+                      coords={"dayofyear": days, "y": france["y"].values, "x": france["x"].values})
+    return da.rio.write_crs(france.rio.crs)
+
+
+@pytest.mark.smash
+def test_a_daily_interannual_pet_is_spread_over_the_day_as_smash_does(france, inputs, tmp_path):
+    outlets, forcing = inputs
+    clim = _climatology(france)
+    basin = build(france, inputs, forcing={"prcp": forcing["prcp"], "pet": clim}, daily_interannual_pet=True)
+    # steps end at 2020-01-01 01:00 ... 2020-01-02 00:00: day 1's map x the hourly profile, then day 2's at 00:00
+    profile = hh.io.PET_HOURLY_PROFILE
+    weights = np.r_[profile[1:], profile[0]]
+    day = np.r_[np.full(23, 1), 2]
+    col = basin["active_cell"].values.astype(bool)
+    expected = clim.sel(dayofyear=xr.DataArray(day, dims="time")).sel(x=basin["x"], y=basin["y"]).values
+    expected = expected * weights[:, None, None].astype(np.float32)
+    np.testing.assert_allclose(basin["pet"].values[:, col], expected[:, col], rtol=1e-6)
+    np.testing.assert_allclose(basin["pet"].sum("time").values[col], clim.sel(dayofyear=1).sel(
+        x=basin["x"], y=basin["y"]).values[col], rtol=1e-5)  # the profile sums to 1 over the day
+    # the same climatology as smash's files (%m%d GeoTIFFs) gives the same basin
+    folder = tmp_path / "etp"
+    folder.mkdir()
+    for d in (1, 2, 3):
+        clim.sel(dayofyear=d).drop_vars("dayofyear").rio.to_raster(folder / f"{pd.Timestamp(2000, 1, d):%m%d}_ETPJIA.tif")
+    from_files = build(france, inputs, forcing={"prcp": forcing["prcp"], "pet": folder}, daily_interannual_pet=True)
+    np.testing.assert_array_equal(from_files["pet"].values, basin["pet"].values)
+    # a climatology without a day is refused only where the window needs it: a warning names the day
+    with pytest.warns(UserWarning, match=r"no daily interannual map for day\(s\) 0102 .*1 of 24 step\(s\) are NaN"):
+        build(france, inputs, forcing={"prcp": forcing["prcp"], "pet": clim.sel(dayofyear=[1, 3])},
+              daily_interannual_pet=True, forcing_plausibility="off")
+    with pytest.raises(ValueError, match=r"forcing\['pet'\]: a daily interannual PET needs a 'dayofyear' dimension"):
+        build(france, inputs, daily_interannual_pet=True)
+    with pytest.raises(ValueError, match="dayofyear must be distinct whole days 1-366"):
+        build(france, inputs, forcing={"prcp": forcing["prcp"], "pet": clim.assign_coords(dayofyear=clim["dayofyear"] - 1)},
+              daily_interannual_pet=True)
+    with pytest.raises(ValueError, match=r"daily_interannual_pet=True"):
+        build(france, inputs, forcing={"prcp": forcing["prcp"], "pet": clim})
+
+
 @pytest.mark.smash
 def test_forcing_in_another_crs_is_refused_naming_both_crs(france, inputs):
     outlets, forcing = inputs

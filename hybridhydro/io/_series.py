@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 import re
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from ..basin import user_stacklevel
 from ._rasters import Grid, RasterReader
 
 #: Hourly weights that spread a daily PET over the day, indexed by the hour of the step end
@@ -216,6 +218,22 @@ def read_daily_interannual(
     a missing cell in a day file is ``NaN`` at the steps of non-zero weight and 0 at the others
     (smash multiplies its -99 by the weight, and -99 x 0 is not negative).
     """
+    found = interannual_files(directory)
+    mmdd, _ = pet_day_weights(times, dt)
+    days = list(dict.fromkeys(mmdd))  # unique, in order of first use
+    factor32 = np.float32(factor)
+    daily: dict[str, np.ndarray] = {}
+    wanted = [day for day in days if day in found]
+    with RasterReader(grid, what="pet") as reader:
+        grids = reader.read_many(found[day] for day in wanted)
+        for day, values in zip(wanted, _progress(grids, len(wanted), "pet (daily interannual)", progress)):
+            daily[day] = values * factor32  # factor first, as smash
+    return expand_daily_interannual(daily, times, dt, (grid.nrow, grid.ncol), f"under {directory}"), reader
+
+
+def interannual_files(directory: Path) -> dict[str, str]:
+    """``{"%m%d": path}`` of the daily interannual rasters under ``directory`` (the first run of
+    four or more digits of a file's name starts with its day, e.g. ``0114_ETPJIA.tif``)."""
     found: dict[str, str] = {}
     for path in list_tifs(directory, "pet"):
         run = next((r for r in _DIGITS.findall(os.path.basename(path)) if len(r) >= 4), None)
@@ -226,27 +244,37 @@ def read_daily_interannual(
             f"pet: daily_interannual_pet is set but no file name under {directory} starts with a %m%d day "
             "(e.g. 0114_ETPJIA.tif)"
         )
+    return found
+
+
+def day_of_year_key(day: int) -> str:
+    """The ``%m%d`` of day ``day`` (1-366) of a leap-year calendar, as the daily interannual maps are keyed."""
+    return str(_LEAP_MMDD[int(day) - 1])
+
+
+def expand_daily_interannual(daily: Mapping[str, np.ndarray], times: pd.DatetimeIndex, dt: float,
+                             shape: tuple[int, int], where: str) -> np.ndarray:
+    """PET per step ``(time, y, x)`` float32 from daily interannual maps ``{"%m%d": (y, x) mm per day}``.
+
+    The one operator of every road to a daily-interannual PET (the smash layout's files,
+    :func:`hybridhydro.build_basin`'s climatology): each step takes its day's map (a leap-year
+    calendar, as smash) times its :func:`pet_day_weights` weight; a step of zero weight is 0
+    even where the map is missing (as smash: -99 x 0); negative values are missing (NaN); a
+    day without a map makes its steps NaN, with a warning naming the days (``where`` says
+    where they were looked for).
+    """
     mmdd, weight = pet_day_weights(times, dt)
-    days = list(dict.fromkeys(mmdd))  # unique, in order of first use
-    factor32 = np.float32(factor)
-    daily: dict[str, np.ndarray] = {}
-    wanted = [day for day in days if day in found]
-    with RasterReader(grid, what="pet") as reader:
-        grids = reader.read_many(found[day] for day in wanted)
-        for day, values in zip(wanted, _progress(grids, len(wanted), "pet (daily interannual)", progress)):
-            daily[day] = values * factor32  # factor first, as smash
-    out = np.full((len(times), grid.nrow, grid.ncol), np.nan, dtype=np.float32)
+    out = np.full((len(times), *shape), np.nan, dtype=np.float32)
     for k, (day, w) in enumerate(zip(mmdd, weight)):
         if day in daily:
-            # as in smash, a step of zero weight gets 0 even where the daily value is missing
             out[k] = daily[day] * w if w else 0.0
     out[out < 0] = np.nan
-    missing_days = [d for d in days if d not in daily]
+    missing_days = [d for d in dict.fromkeys(mmdd) if d not in daily]
     if missing_days:
         nstep = int(np.isin(mmdd, missing_days).sum())
         warnings.warn(
-            f"pet: no daily interannual file for day(s) {', '.join(missing_days[:10])}"
-            f"{', ...' if len(missing_days) > 10 else ''} under {directory}; {nstep} of {len(times)} step(s) are NaN",
-            stacklevel=3,
+            f"pet: no daily interannual map for day(s) {', '.join(missing_days[:10])}"
+            f"{', ...' if len(missing_days) > 10 else ''} {where}; {nstep} of {len(times)} step(s) are NaN",
+            stacklevel=user_stacklevel(),
         )
-    return out, reader
+    return out

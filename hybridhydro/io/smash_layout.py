@@ -84,7 +84,8 @@ from ._descriptors import check_cover, list_descriptors, read_descriptors
 from ..dates import parse_date as read_date
 from ._qobs import qobs_from_table, read_qobs
 from ._rasters import Grid, gdal_error, warn_geometry
-from ._series import check_coverage, date_format, dated_files, read_daily_interannual, read_series  # noqa: F401  (date_format: for newbasin)
+from ._series import (check_coverage, date_format, dated_files, day_of_year_key, expand_daily_interannual,  # noqa: F401  (date_format: for newbasin)
+                      interannual_files, pet_day_weights, read_daily_interannual, read_series)
 from ..mesh import catchment_means, upstream_masks
 
 #: Datasets shipped in the hydro-smash wheel, and the bbox (xmin, xmax, ymin, ymax) of those without gauges.
@@ -414,6 +415,47 @@ def read_forcing_source(source, what: str, times, dt: float, mesh: Mesh, templat
     where = f"{what} ({source})" if named else f"forcing[{what!r}]"
     data = read_netcdf_forcing(source, what, times, template, 1.0, reproject=reproject, where=where)
     return data, str(source) if named else type(source).__name__
+
+
+def read_interannual_pet_source(source, times, dt: float, template: xr.DataArray, *, reproject: bool,
+                                progress: bool = False) -> tuple[np.ndarray, str]:
+    """PET per step ``(time, y, x)`` float32 (mm) from a daily interannual climatology, onto the grid.
+
+    ``source``: a directory of ``%m%d`` GeoTIFFs (smash's layout, e.g. ``0114_ETPJIA.tif``), or a
+    DataArray, Dataset or NetCDF file with a ``dayofyear`` dimension (1-366, a leap-year
+    calendar: 60 is 29 February), mm per day. Only the days ``times`` need are read; each is put
+    on the grid as a forcing raster is (:func:`hybridhydro.io.regrid.onto_grid`), then spread over
+    the steps by :func:`expand_daily_interannual` (the smash layout's operator).
+    """
+    from ..progress import bar
+    from .regrid import onto_grid, open_raster
+
+    needed = list(dict.fromkeys(pet_day_weights(times, dt)[0]))
+    shape = (template.sizes["y"], template.sizes["x"])
+    daily: dict[str, np.ndarray] = {}
+    if isinstance(source, (str, os.PathLike)) and Path(source).expanduser().is_dir():
+        folder = Path(source).expanduser()
+        found = interannual_files(folder)
+        for day in bar(needed, progress=progress, total=len(needed), desc="pet (daily interannual)", unit="day", leave=False):
+            if day in found:
+                da = open_raster(found[day], "pet")
+                daily[day] = onto_grid(da, template, where=f"pet ({found[day]})", reproject=reproject).values
+        return expand_daily_interannual(daily, times, dt, shape, f"under {folder}"), str(folder)
+    named = isinstance(source, (str, os.PathLike))
+    where = f"pet ({source})" if named else "forcing['pet']"
+    da = open_raster(source, "pet")
+    if "dayofyear" not in da.dims:
+        raise ValueError(f"{where}: a daily interannual PET needs a 'dayofyear' dimension (1-366, mm per day), got "
+                         f"dimensions {da.dims}; or give a directory of %m%d GeoTIFFs (e.g. 0114_ETPJIA.tif)")
+    days = np.asarray(da["dayofyear"].values) if "dayofyear" in da.coords else np.arange(1, da.sizes["dayofyear"] + 1)
+    if days.dtype.kind not in "iu" or days.min() < 1 or days.max() > 366 or len(set(days.tolist())) != len(days):
+        raise ValueError(f"{where}: dayofyear must be distinct whole days 1-366 (a leap-year calendar), got "
+                         f"{days.min()}..{days.max()} ({len(days)} values)")
+    keys = [day_of_year_key(d) for d in days]
+    wanted = [i for i, k in enumerate(keys) if k in needed]
+    on_grid = onto_grid(da.isel(dayofyear=wanted), template, where=where, reproject=reproject).values
+    daily = {keys[i]: on_grid[j] for j, i in enumerate(wanted)}
+    return expand_daily_interannual(daily, times, dt, shape, f"in {where}"), str(source) if named else type(source).__name__
 
 
 def read_qobs_source(source, codes, times, dt: float) -> np.ndarray:
