@@ -452,6 +452,21 @@ def _plain(value):
     return value.item() if isinstance(value, np.generic) else value
 
 
+def training_options(cfg) -> dict:
+    """The keyword arguments of :func:`train_models` and :func:`train_model` that a case's
+    parameters set (a :class:`hybridhydro.Params`, or any object with its ``calibration`` and
+    ``hybrid`` sections, ``seed`` and ``hybrid_seed``): routing, each mapping's optimiser
+    settings, cost, seed, health restarts, bounds, and the hybrids' options. Every stage that
+    trains a model passes these, so that a model trained in one stage (03-05) or in a study
+    (08) is the same model.
+    """
+    c, h = cfg.calibration, cfg.hybrid
+    return dict(routing=c.routing, settings=c.optimizers, cost=c.cost, seed=cfg.seed,
+                health_restarts=c.health_restarts, bounds=c.bounds,
+                hybrid=dict(hidden=h.hidden, initializer=h.initializer, weight_scale=h.weight_scale,
+                            seed=cfg.hybrid_seed, pre_maxiter=c.pre_maxiter, nn_input_scaling=h.input_scaling))
+
+
 def train_models(
     basin: xr.Dataset,
     models: Sequence[str],

@@ -82,10 +82,9 @@ save(plotting.plot_split(basin, split), "split")
 
 # %%
 models = [m for m in calibration.models if protocol.stage_of(m) == "03_calibrate"]
-results, seconds = protocol.train_models(basin, models, split, directory=models_dir, routing=calibration.routing,
-                                         settings=calibration.optimizers, cost=calibration.cost, seed=cfg.seed,
-                                         checkpoints=output_dir / "checkpoints",
-                                         health_restarts=calibration.health_restarts, bounds=calibration.bounds, stale_checkpoints="restart")
+results, seconds = protocol.train_models(basin, models, split, directory=models_dir,
+                                         checkpoints=output_dir / "checkpoints", stale_checkpoints="restart",
+                                         **protocol.training_options(cfg))
 protocol.summary(results, seconds)
 
 # %%

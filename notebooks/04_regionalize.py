@@ -74,10 +74,9 @@ report.descriptor_table(basin)
 
 # %%
 models = [m for m in calibration.models if protocol.stage_of(m) == "04_regionalize"]
-results, seconds = protocol.train_models(basin, models, split, directory=models_dir, routing=calibration.routing,
-                                         settings=calibration.optimizers, cost=calibration.cost, seed=cfg.seed,
-                                         checkpoints=output_dir / "checkpoints",
-                                         health_restarts=calibration.health_restarts, bounds=calibration.bounds, stale_checkpoints="restart")
+results, seconds = protocol.train_models(basin, models, split, directory=models_dir,
+                                         checkpoints=output_dir / "checkpoints", stale_checkpoints="restart",
+                                         **protocol.training_options(cfg))
 protocol.summary(results, seconds)
 
 # %%

@@ -199,11 +199,8 @@ if ude:
 # %%
 split = protocol.Split.load(output_dir / "split.json")  # written by stage 03
 trained, train_seconds = protocol.train_models(
-    basin, calibration.models, split, directory=models_dir, stage="05_hybrid", routing=calibration.routing,
-    settings=calibration.optimizers, cost=calibration.cost, seed=cfg.seed, checkpoints=output_dir / "checkpoints",
-    health_restarts=calibration.health_restarts, bounds=calibration.bounds, stale_checkpoints="restart",
-    hybrid=dict(hidden=hybrid.hidden, initializer=hybrid.initializer, weight_scale=hybrid.weight_scale,
-                seed=cfg.hybrid_seed, pre_maxiter=calibration.pre_maxiter, nn_input_scaling=hybrid.input_scaling),
+    basin, calibration.models, split, directory=models_dir, stage="05_hybrid",
+    checkpoints=output_dir / "checkpoints", stale_checkpoints="restart", **protocol.training_options(cfg),
 )
 protocol.summary(trained, train_seconds)
 

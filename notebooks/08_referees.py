@@ -56,8 +56,8 @@ RUN = dict(return_states=True, return_fluxes=True, return_discharge_field=True)
 basin = hh.read_basin(output_dir / "basin.nc")  # stage 01
 split = protocol.Split.load(output_dir / "split.json")  # stage 03
 outlet = report.outlet(basin)
-hybrid_options = dict(hidden=hybrid.hidden, initializer=hybrid.initializer, weight_scale=hybrid.weight_scale,
-                      seed=cfg.hybrid_seed, pre_maxiter=calibration.pre_maxiter, nn_input_scaling=hybrid.input_scaling)
+training = protocol.training_options(cfg)  # the stages' own settings: the models here are theirs
+hybrid_options = training["hybrid"]
 split.describe()
 
 # %% [markdown]
@@ -132,9 +132,7 @@ for name in referees.budget_models:
         if parent_name and (models_dir / parent_name / "calibration.json").exists():
             pretrained = hh.load_calibration(models_dir / parent_name)
         print(f"{name}: not in {models_dir}; trained here")
-        budget_results[name] = protocol.train_model(
-            basin, name, split, routing=calibration.routing, settings=calibration.optimizers, cost=calibration.cost,
-            seed=cfg.seed, pretrained=pretrained, hybrid=hybrid_options)
+        budget_results[name] = protocol.train_model(basin, name, split, pretrained=pretrained, **training)
 budget_runs = {name: r.simulate(basin, **RUN) for name, r in budget_results.items()}
 budgets = {name: studies.cumulative_budget(run, basin, gauge=outlet, points=referees.budget_points)
            for name, run in budget_runs.items()}

@@ -3,6 +3,8 @@ saved calibrations, scores and the comparison table."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -186,3 +188,23 @@ def test_the_hybrids_train_with_a_cnn_regionalisation(model):
     assert (result.structure, result.mapping) == (model.split("-")[0] + "-kw", "cnn")
     assert result.network is not None and result.nn_parameters is not None
     assert np.isfinite(result.history["cost"]).all()
+
+
+def test_training_options_are_the_cases_settings_for_every_stage():
+    """One source for what stages 03-05 and the referees' study (08) train with."""
+    from hybridhydro.pipeline.params import load_params
+
+    root = Path(__file__).resolve().parents[1]
+    cfg = load_params(root / "params" / "ci.yaml")
+    cfg = cfg.model_copy(update={"calibration": cfg.calibration.model_copy(update={"bounds": {"cp": [10.0, 900.0]},
+                                                                                  "health_restarts": 2})})
+    options = protocol.training_options(cfg)
+    c, h = cfg.calibration, cfg.hybrid
+    assert options == dict(routing=c.routing, settings=c.optimizers, cost=c.cost, seed=cfg.seed, health_restarts=2,
+                           bounds={"cp": [10.0, 900.0]},
+                           hybrid=dict(hidden=h.hidden, initializer=h.initializer, weight_scale=h.weight_scale,
+                                       seed=cfg.hybrid_seed, pre_maxiter=c.pre_maxiter,
+                                       nn_input_scaling=h.input_scaling))
+    for stage in ("03_calibrate", "04_regionalize", "05_hybrid", "08_referees"):
+        text = (root / "notebooks" / f"{stage}.py").read_text()
+        assert "protocol.training_options(cfg)" in text and "health_restarts=calibration" not in text, stage
