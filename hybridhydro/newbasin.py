@@ -690,16 +690,22 @@ def write_qobs_csv(qobs: xr.DataArray, directory, *, overwrite: bool = False) ->
 
 
 def synthetic_forcing(flwdir, times, dt: float, *, seed: int = 0, wet_fraction: float = 0.15,
-                      mean_storm_mm_per_hour: float = 2.0, pet_noon_mm_per_hour: float = 0.25) -> xr.Dataset:
+                      mean_storm_mm_per_hour: float = 2.0, pet_noon_mm_per_hour: float = 0.25,
+                      pet_seasonal_amplitude: float = 0.6) -> xr.Dataset:
     """Made-up rain and PET on a flow-direction grid, to try the pipeline without data.
 
     Rain: each step is wet with probability ``wet_fraction``; a wet step's intensity is drawn
     from a gamma distribution of mean ``mean_storm_mm_per_hour`` (mm per hour), times a smooth
     spatial pattern between 0.6 and 1.4 (a gradient across the grid). PET: a half-sine over
-    06:00-18:00 peaking at ``pet_noon_mm_per_hour`` at noon, zero at night. Both in **mm per
-    step** (``dt`` s), ``(time, y, x)`` float32 on ``flwdir``'s cells with its CRS, labelled
-    by step ends ``times``.
+    06:00-18:00 peaking at noon, zero at night, times a seasonal cycle (a northern-hemisphere
+    sine over the year, highest around 21 June, lowest around 21 December, of relative
+    amplitude ``pet_seasonal_amplitude``), so that its noon rate averages
+    ``pet_noon_mm_per_hour`` over a year. Both in **mm per step** (``dt`` s), ``(time, y, x)``
+    float32 on ``flwdir``'s cells with its CRS, labelled by step ends ``times``.
     """
+    if not 0.0 <= pet_seasonal_amplitude <= 1.0:
+        raise ValueError(f"synthetic_forcing: pet_seasonal_amplitude = {pet_seasonal_amplitude!r}; give a relative "
+                         "amplitude in [0, 1] (0: the same PET every day)")
     da = _as_flwdir(flwdir)
     times = pd.DatetimeIndex(times)
     hours = float(dt) / 3600.0
@@ -715,7 +721,9 @@ def synthetic_forcing(flwdir, times, dt: float, *, seed: int = 0, wet_fraction: 
     mid = (times - pd.Timedelta(seconds=dt / 2)).hour + (times - pd.Timedelta(seconds=dt / 2)).minute / 60.0
     # daily steps: the day's mean of the half-sine, (12 h / 24 h) x 2 / pi of the noon rate
     sun = np.clip(np.sin(np.pi * (np.asarray(mid) - 6.0) / 12.0), 0.0, None) if dt < 86400 else np.full(nt, 1 / np.pi)
-    pet = np.broadcast_to((pet_noon_mm_per_hour * hours * sun)[:, None, None], (nt, ny, nx)).astype(np.float32)
+    middle = times - pd.Timedelta(seconds=dt / 2)
+    season = 1.0 + pet_seasonal_amplitude * np.sin(2 * np.pi * (middle.dayofyear.to_numpy() - 80.5) / 365.25)
+    pet = np.broadcast_to((pet_noon_mm_per_hour * hours * sun * season)[:, None, None], (nt, ny, nx)).astype(np.float32)
     coords = {"time": times.values, "y": da["y"].values, "x": da["x"].values}
     if "spatial_ref" in da.coords:
         coords["spatial_ref"] = da["spatial_ref"]

@@ -139,6 +139,23 @@ def test_d8_from_dem_reads_a_geotiff(tmp_path):
     assert from_file.rio.crs.to_epsg() == 2154
 
 
+def test_synthetic_pet_has_a_day_and_a_year():
+    """The demo's made-up PET varies over the day (hourly steps) and over the year (any step):
+    at daily steps a constant PET would leave a network nothing to learn from it."""
+    flwdir = comb()
+    daily = hh.synthetic_forcing(flwdir, pd.date_range("2020-01-02", periods=366, freq="D"), 86400)["pet"]
+    series = daily.isel(y=1, x=1).to_series()
+    assert series["2020-06-10":"2020-07-01"].mean() > 3 * series["2020-12-10":"2021-01-01"].mean()
+    assert series.mean() == pytest.approx(0.25 * 24 / np.pi, rel=5e-3)  # the noon rate's annual mean kept
+    hourly = hh.synthetic_forcing(flwdir, pd.date_range("2020-06-21 01:00", periods=24, freq="h"), 3600)["pet"]
+    assert float(hourly.isel(time=2, y=1, x=1)) == 0.0 and float(hourly.isel(time=11, y=1, x=1)) > 0.3
+    flat = hh.synthetic_forcing(flwdir, pd.date_range("2020-01-02", periods=366, freq="D"), 86400,
+                                pet_seasonal_amplitude=0.0)["pet"].isel(y=1, x=1)
+    assert float(flat.std()) < 1e-6
+    with pytest.raises(ValueError, match="pet_seasonal_amplitude"):
+        hh.synthetic_forcing(flwdir, pd.date_range("2020-01-02", periods=3, freq="D"), 86400, pet_seasonal_amplitude=2)
+
+
 # --------------------------------------------------------------------------- build_basin
 
 
