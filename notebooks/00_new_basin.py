@@ -110,9 +110,10 @@ save(fig, "outlets")
 # Yours: `settings.forcing = {"prcp": ..., "pet": ...}` (NetCDF files, or folders of GeoTIFFs
 # named with the step-end date), in mm per step; a PET given as a daily interannual
 # climatology (mm per day: `%m%d` GeoTIFFs such as `0114_ETPJIA.tif`, or a NetCDF with a
-# `dayofyear` dimension) with `settings.daily_interannual_pet: true`. The demo makes them up on the window's grid
-# (`hh.synthetic_forcing`: storms on 15 % of the hours, a smooth spatial gradient; PET a
-# half-sine over the day times a seasonal cycle, highest in June) and writes them as NetCDF files, with the CRS, as yours may come.
+# `dayofyear` dimension) with `settings.daily_interannual_pet: true`. The demo makes them
+# up on the window's grid (`hh.synthetic_forcing`: storms on 15 % of the hours, a smooth
+# spatial gradient; PET a half-sine over the day times a seasonal cycle, highest in June)
+# and writes them as NetCDF files, with the CRS, as yours may come.
 
 # %%
 times = pd.date_range(pd.Timestamp(settings.start) + pd.Timedelta(seconds=settings.dt), periods=settings.ntime,
