@@ -36,11 +36,13 @@ demo: venv
 test: test-fast test-notebooks
 
 # The test files are spread over the cores (pytest-xdist; a file stays on one worker, so its
-# module fixtures are built once); JOBS=1 runs them in one process.
+# module fixtures are built once); JOBS=1 runs them in one process. A worker that crashes ends
+# the run naming its test (--max-worker-restart 0): under --dist loadfile a replaced worker can
+# wait forever (pytest-xdist issues 784 and 1378), and a hang would eat CI's whole budget.
 JOBS ?= auto
 test-fast: venv
 	rm -rf $(TEST_JAX_CACHE)
-	HYBRIDHYDRO_JAX_CACHE=$(abspath $(TEST_JAX_CACHE)) $(PY) -m pytest -m "not slow and not outputs and not site" -q -n $(JOBS) --dist loadfile
+	HYBRIDHYDRO_JAX_CACHE=$(abspath $(TEST_JAX_CACHE)) $(PY) -m pytest -m "not slow and not outputs and not site" -q -n $(JOBS) --dist loadfile --max-worker-restart 0
 
 # A fresh folder each time: nothing of an earlier run (a checkpoint, a model) is read back.
 # The six stages and the referees' study (08) on the tiny case; the known-answer study (07) on
