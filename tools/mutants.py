@@ -560,6 +560,45 @@ MUTANTS: list[Mutant] = [
         ("tests/test_outputs.py::test_step_units_state_the_step_and_parse",
          "tests/test_outputs.py::test_a_rate_per_step_converts_to_the_same_rate"),
     ),
+    # ------------------------------------------------------------------ dates.py
+    M(
+        "dates-day-first", "hybridhydro/dates.py",
+        "        if DAY_OR_MONTH_FIRST.match(text):",
+        "        if False:",
+        "a date written day first (01/10/2014) read by pandas as month first",
+        ("tests/test_dates.py",),
+    ),
+    M(
+        "dates-integer-as-nanoseconds", "hybridhydro/dates.py",
+        "        value = str(int(value))  # YAML's reading of an unquoted 201409150000",
+        "        return pd.Timestamp(value)",
+        "an unquoted 201409150000 in a YAML file read as nanoseconds after 1970",
+        ("tests/test_dates.py",),
+    ),
+    # ------------------------------------------------------------------ io/_series.py
+    M(
+        "pet-interannual-no-profile", "hybridhydro/io/_series.py",
+        "            out[k] = daily[day] * w if w else 0.0",
+        "            out[k] = daily[day]",
+        "a daily interannual PET given whole to every step of its day (no hourly profile)",
+        ("tests/test_new_basin.py::test_a_daily_interannual_pet_is_spread_over_the_day_as_smash_does",),
+    ),
+    # ------------------------------------------------------------------ pipeline/batch.py
+    M(
+        "batch-no-preflight", "hybridhydro/pipeline/batch.py",
+        "    refused = preflight(cases, stages, notebooks_dir)\n",
+        "    refused = []\n",
+        "a batch starts with a case its basin cannot serve (it fails when its turn comes)",
+        ("tests/test_batch.py::test_a_case_its_basin_cannot_serve_refuses_the_whole_batch_before_any_runs",),
+    ),
+    # ------------------------------------------------------------------ pipeline/study.py
+    M(
+        "acceptance-no-diagnosis", "hybridhydro/pipeline/study.py",
+        "        if not accepted:\n            if below:",
+        "        if False:\n            if below:",
+        "a model that is not accepted gets no diagnosis",
+        ("tests/test_study.py::test_acceptance_asks_for_every_scenario_above_default_and_0_9_of_the_best",),
+    ),
 ]
 del M
 
