@@ -757,6 +757,20 @@ def test_a_corrupted_netcdf_basin_is_named_or_reads_the_same(tmp_path_factory, s
         xr.testing.assert_identical(back, basin)
 
 
+def test_a_damaged_attribute_is_named_not_read_as_other_text(tmp_path, stored, basin):
+    """Fletcher-32 covers the arrays; a byte changed in an attribute (here the CRS's text) once
+    read back as another CRS without a word. The file's attributes are sealed by a sha256."""
+    data = bytearray(stored[0].read_bytes())
+    at = data.find(b"Lambert-93")
+    assert at > 0
+    data[at: at + 3] = b"XYZ"
+    target = tmp_path / "basin.nc"
+    target.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=rf"{target}.*attributes .* are not the ones it was written with.*damaged"):
+        hh.read_basin(target)
+    assert "_hybridhydro_attributes_sha256" not in hh.read_basin(stored[0]).attrs
+
+
 def test_a_netcdf_basin_of_text_is_named(tmp_path):
     target = tmp_path / "basin.nc"
     target.write_text("this is not NetCDF\n")

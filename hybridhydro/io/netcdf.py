@@ -210,8 +210,33 @@ def write_basin(ds: xr.Dataset, path: str | Path, *, overwrite: bool = False) ->
                 data.to_zarr(tmp, mode="w-", consolidated=False, write_empty_chunks=True)
         else:
             data.to_netcdf(tmp, engine=netcdf_engine())
+            _seal_attributes(tmp)
 
     return replace_atomically(path, write)
+
+
+#: Global attribute of a NetCDF basin file: the sha256 of every attribute as the reader sees
+#: them (Fletcher-32 covers the arrays, not the attributes: a damaged units or CRS text would
+#: otherwise read back as other text without a word).
+_ATTRS_DIGEST = "_hybridhydro_attributes_sha256"
+
+
+def _attributes_digest(ds: xr.Dataset) -> str:
+    """sha256 of the Dataset's attributes (global and per variable, the digest's own left out)."""
+    table = {"": {k: v for k, v in ds.attrs.items() if k != _ATTRS_DIGEST}}
+    table.update({str(name): dict(var.attrs) for name, var in ds.variables.items()})
+    text = json.dumps(table, sort_keys=True, default=lambda v: repr(_plain(v)))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _seal_attributes(path: Path) -> None:
+    """Record :func:`_attributes_digest` of the file as the reader opens it, in the file."""
+    with xr.open_dataset(path, engine=netcdf_engine(), decode_coords="all") as opened:
+        digest = _attributes_digest(opened)
+    import h5py
+
+    with h5py.File(path, "a") as f:
+        f.attrs[_ATTRS_DIGEST] = digest
 
 
 def check_target(path: Path, overwrite: bool) -> None:
@@ -362,9 +387,15 @@ def read_basin(path: str | Path, *, check: bool = True) -> xr.Dataset:
             opened = xr.open_dataset(path, engine=netcdf_engine(), decode_coords="all")
         except Exception as err:
             raise _damaged(path, what, err) from None
+        sealed = opened.attrs.get(_ATTRS_DIGEST)
+        if sealed is not None and sealed != _attributes_digest(opened):
+            opened.close()
+            raise ValueError(f"{path} cannot be read as a {what}: its attributes (units, CRS, names) are not the ones "
+                             f"it was written with, the file is damaged; {_REWRITE}")
     with opened:
         ds = _load(opened, path, what)
     ds = _undo_cf(_restore(ds))
+    ds.attrs.pop(_ATTRS_DIGEST, None)
     if "spatial_ref" in ds.coords:
         import rioxarray  # noqa: F401  (registers the .rio accessor for users of the result)
     if check:
