@@ -399,17 +399,6 @@ def _first_times(forcing: Mapping) -> pd.DatetimeIndex | None:
     return None
 
 
-def _refuse_climatology(source) -> None:
-    """A PET with a ``dayofyear`` dimension given as a time series: say how to give it."""
-    from .io.regrid import open_raster
-
-    if source is None or (isinstance(source, (str, os.PathLike)) and Path(source).expanduser().is_dir()):
-        return
-    if "dayofyear" in open_raster(source, "pet").dims:
-        raise ValueError("build_basin: forcing['pet'] has a 'dayofyear' dimension, a daily interannual climatology "
-                         "(mm per day): pass daily_interannual_pet=True to spread it over the steps")
-
-
 def build_basin(
     *,
     flwdir=None,
@@ -534,8 +523,6 @@ def build_basin(
         coords["descriptor"] = ("descriptor", np.asarray([str(k) for k in descriptors], dtype=str))
     variables["qobs"] = (read_qobs_source(qobs, mesh.code, times, dt), {"units": "m3 s-1"})
     checks = {}
-    if not daily_interannual_pet:
-        _refuse_climatology(forcing["pet"])
     for what in _FORCING:
         if what == "pet" and daily_interannual_pet:
             data, source = read_interannual_pet_source(forcing[what], times, dt, template, reproject=reproject,

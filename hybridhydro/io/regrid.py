@@ -178,6 +178,10 @@ def onto_grid(
 
 def select_steps(da: xr.DataArray, times: pd.DatetimeIndex, where: str) -> xr.DataArray:
     """The steps ``times`` (step ends) of a ``(time, y, x)`` raster; an error naming the missing ones."""
+    if "time" not in da.dims and "dayofyear" in da.dims:
+        raise ValueError(f"{where}: a 'dayofyear' dimension and no 'time': a daily interannual climatology (mm per day), "
+                         "not a series; give it as one: build_basin(..., daily_interannual_pet=True), or "
+                         "new_basin.daily_interannual_pet: true in stage 00")
     if "time" not in da.dims:
         raise ValueError(f"{where}: no 'time' dimension (dims {da.dims}); forcing is a series (time, y, x) labelled "
                          "by the end of each step")

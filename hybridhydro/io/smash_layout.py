@@ -448,6 +448,8 @@ def read_interannual_pet_source(source, times, dt: float, template: xr.DataArray
         raise ValueError(f"{where}: a daily interannual PET needs a 'dayofyear' dimension (1-366, mm per day), got "
                          f"dimensions {da.dims}; or give a directory of %m%d GeoTIFFs (e.g. 0114_ETPJIA.tif)")
     days = np.asarray(da["dayofyear"].values) if "dayofyear" in da.coords else np.arange(1, da.sizes["dayofyear"] + 1)
+    if days.size == 0:
+        raise ValueError(f"{where}: its 'dayofyear' dimension is empty; give the days 1-366 (mm per day)")
     if days.dtype.kind not in "iu" or days.min() < 1 or days.max() > 366 or len(set(days.tolist())) != len(days):
         raise ValueError(f"{where}: dayofyear must be distinct whole days 1-366 (a leap-year calendar), got "
                          f"{days.min()}..{days.max()} ({len(days)} values)")
