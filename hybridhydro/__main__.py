@@ -95,6 +95,9 @@ def _parser() -> argparse.ArgumentParser:
     study.add_argument("--scheduler", default=None, metavar="ADDRESS", help="a running Dask scheduler instead of the local cluster")
     study.add_argument("--tables-only", action="store_true", help="run nothing: write the tables of the runs that finished")
     study.add_argument("--doc", type=Path, default=None, help="write the tables there instead of the study's `doc`")
+    study.add_argument("--records", type=Path, default=None, metavar="DIR",
+                       help="keep each finished run's records there instead of the study's `records` folder "
+                       "(scores, health, parameters, times; the tables are built from them)")
     study.add_argument("--basins", type=_stage_list, default=None, metavar="LABELS",
                        help="run only these basins of the study (comma-separated labels); the tables cover every basin")
     study.add_argument("--seeds", default=None, metavar="SEEDS",
@@ -163,7 +166,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run_batch(args, argv)
         if args.command == "study":
             done = _study.run_study(args.study, output_root=args.output_root, jobs=args.jobs, scheduler=args.scheduler,
-                                    tables_only=args.tables_only, doc=args.doc, basins=args.basins, seeds=args.seeds)
+                                    tables_only=args.tables_only, doc=args.doc, records=args.records, basins=args.basins,
+                                    seeds=args.seeds)
             if done.doc is None:
                 print(done.markdown, end="")
             if done.failed:
@@ -202,7 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:  # outside a stage (the runner records one inside a stage itself)
         hint = {"run": f"; continue with: python -m hybridhydro {shlex.join(argv)} --resume",
                 "batch": "; rerun the same command to continue",
-                "study": "; rerun the same command to continue (finished runs are skipped)"}.get(args.command, "")
+                "study": "; rerun the same command to continue (finished and recorded runs are skipped)"}.get(args.command, "")
         hint = hint.replace(" --overwrite", "").replace(" --resume --resume", " --resume")
         print(f"error: interrupted (Ctrl-C){hint}", file=sys.stderr)
         return 130

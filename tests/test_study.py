@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import shutil
 from pathlib import Path
 
@@ -138,25 +140,84 @@ def test_the_shipped_studies_expand_to_seeds_x_splits_x_folds():
 
 
 def test_the_tiny_study_runs_and_writes_its_tables(tmp_path):
-    """The command end to end on the tiny study: batches, scores, tables; a rerun skips every run."""
+    """The command end to end on the tiny study: batches, scores, tables; a rerun skips every run;
+    on a fresh clone (no run directory) the records alone skip the runs and rebuild the tables."""
+    from hybridhydro.pipeline import ledger
+
     folder = tmp_path / "studies"
     shutil.copytree(REPO / "params" / "studies", folder)
     shutil.copy(REPO / "params" / "ci.yaml", tmp_path / "ci.yaml")
     shutil.copy(REPO / "params" / "base.yaml", tmp_path / "base.yaml")
-    doc = tmp_path / "doc.md"
+    doc, records = tmp_path / "doc.md", tmp_path / "records"
     doc.write_text(f"hand text\n\n{study.BEGIN}\n{study.END}\n")
     lines: list[str] = []
     done = study.run_study(folder / "ci-comparison.yaml", output_root=tmp_path / "runs", jobs=2, doc=doc,
-                           echo=lines.append)
+                           records=records, echo=lines.append)
     assert done.failed == []
     text = doc.read_text()
     assert text.startswith("hand text")
     assert "4 of 4 runs finished (seeds 0, 1)" in text
     assert "| gr4-distributed |" in text and "T1" in text and "#### Acceptance" in text
+    # each run was recorded as it finished: scores, health, parameters and times
+    kept = sorted(p.name for p in (records / "synthetic").iterdir())
+    assert len(kept) == 4 and not any(k.startswith(".") for k in kept)
+    for case in kept:
+        record = json.loads((records / "synthetic" / case / ledger.RECORD_FILE).read_text())
+        assert {"comparison_scores.csv", "params.yaml", "health.json"} <= set(record["files"])
+        assert record["seconds"] > 0 and set(record["stages"]) >= {"01_basin", "06_validate"}
+        assert json.loads((records / "synthetic" / case / "health.json").read_text())  # every trained model
     again = study.run_study(folder / "ci-comparison.yaml", output_root=tmp_path / "runs", jobs=2, doc=doc,
-                            echo=lines.append, seeds="1")
-    assert not again.failed and any("2 finished earlier (skipped), 0 to run" in line for line in lines)
+                            records=records, echo=lines.append, seeds="1")
+    assert not again.failed and any("2 run(s) recorded in" in line for line in lines)
     assert "4 of 4 runs finished (seeds 0, 1)" in doc.read_text()  # the tables cover every seed that finished
+    tables = doc.read_text().split(study.BEGIN)[1].split("\n", 3)[3]  # without the line that says when
+    # a fresh clone: no run directory at all; nothing runs, and the tables are the same
+    shutil.rmtree(tmp_path / "runs")
+    lines.clear()
+    fresh = study.run_study(folder / "ci-comparison.yaml", output_root=tmp_path / "runs", jobs=2, doc=doc,
+                            records=records, echo=lines.append)
+    assert not fresh.failed and any("4 run(s) recorded in" in line for line in lines)
+    assert not any("batch" in line for line in lines) and not (tmp_path / "runs").exists()
+    assert doc.read_text().split(study.BEGIN)[1].split("\n", 3)[3] == tables
+    # the check can fail: a record made with other parameters, or missing a file it lists, is not a record
+    spec, studies = study.load_study(folder / "ci-comparison.yaml")
+    cases = study.expand_basin(spec, spec.basins[0], studies)
+    assert all(ledger.is_recorded(records / "synthetic", c) for c in cases)
+    changed = cases[0].params.model_copy(update={"seed": 99})
+    assert not ledger.is_recorded(records / "synthetic", dataclasses.replace(cases[0], params=changed))
+    (records / "synthetic" / cases[1].name / "comparison_scores.csv").unlink()
+    assert not ledger.is_recorded(records / "synthetic", cases[1])
+    assert "3 of 4 runs finished" in study.run_study(folder / "ci-comparison.yaml", output_root=tmp_path / "runs",
+                                                      doc=doc, records=records, tables_only=True,
+                                                      echo=lines.append).markdown
+
+
+def test_a_basin_without_records_keeps_the_tables_the_document_holds(tmp_path):
+    """Tables written before the study kept records are not thrown away by a rerun on a clone
+    that has no run of that basin: they are kept, marked; a basin never run says so."""
+    old = (f"# Study\n\n{study.BEGIN}\n\n_Generated long ago_\n\n| basin | runs | finished | sum of finished run times (min) "
+           "| this command (min) |\n|---|---:|---:|---:|---:|\n| synthetic | 4 | 4 | 12.5 |  |\n\n### synthetic\n\n"
+           "4 of 4 runs finished (seeds 0, 1). Each cell: ...\n\n#### NSE\n\n| model | calibration |\n|---|---|\n"
+           f"| gr4-distributed | 0.900 [0.800, 0.950] (4) T1 |\n\n{study.END}\n\n## Verdict\n")
+    doc = tmp_path / "doc.md"
+    doc.write_text(old)
+    lines: list[str] = []
+    result = study.run_study(REPO / "params" / "studies" / "ci-comparison.yaml", output_root=tmp_path / "runs",
+                             doc=doc, records=tmp_path / "records", tables_only=True, echo=lines.append)
+    text = doc.read_text()
+    assert "| gr4-distributed | 0.900 [0.800, 0.950] (4) T1 |" in text and "## Verdict" in text
+    assert study.KEPT_NOTE.format(label="synthetic") in text
+    assert "| synthetic | 4 | 4 | 12.5 | kept from an earlier run |" in result.markdown
+    assert any("kept as they were" in line for line in lines)
+    # kept once: a second pass does not stack the note
+    study.run_study(REPO / "params" / "studies" / "ci-comparison.yaml", output_root=tmp_path / "runs",
+                    doc=doc, records=tmp_path / "records", tables_only=True, echo=lines.append)
+    assert doc.read_text().count("These tables were written by an earlier run") == 1
+    # the check can fail: a document without tables for the basin gets the plain "not yet" section
+    doc.write_text(f"{study.BEGIN}\n{study.END}\n")
+    study.run_study(REPO / "params" / "studies" / "ci-comparison.yaml", output_root=tmp_path / "runs",
+                    doc=doc, records=tmp_path / "records", tables_only=True, echo=lines.append)
+    assert "No run of this basin has finished yet." in doc.read_text()
 
 
 def test_known_answer_tables_pool_the_stage_07_files(tmp_path):

@@ -599,6 +599,28 @@ MUTANTS: list[Mutant] = [
         "a model that is not accepted gets no diagnosis",
         ("tests/test_study.py::test_acceptance_asks_for_every_scenario_above_default_and_0_9_of_the_best",),
     ),
+    M(
+        "kept-tables-dropped", "hybridhydro/pipeline/study.py",
+        "    if BEGIN not in text or END not in text:\n        return None\n",
+        "    if True:\n        return None\n",
+        "a rerun on a clone without a basin's runs wipes the tables the document holds for it",
+        ("tests/test_study.py::test_a_basin_without_records_keeps_the_tables_the_document_holds",),
+    ),
+    # ------------------------------------------------------------------ pipeline/ledger.py
+    M(
+        "record-ignores-params", "hybridhydro/pipeline/ledger.py",
+        "    return (record is not None and record.get(\"params_sha256\") == params_hash(case.params)\n",
+        "    return (record is not None\n",
+        "a record made with other parameters still counts: the study skips a case whose parameters changed",
+        ("tests/test_ledger.py",),
+    ),
+    M(
+        "record-skips-health", "hybridhydro/pipeline/ledger.py",
+        "    health = run_health(run_dir)\n",
+        "    health = {}\n",
+        "the records drop the training health: the tables rebuilt on a clone lose the health table",
+        ("tests/test_ledger.py",),
+    ),
 ]
 del M
 

@@ -434,6 +434,7 @@ def run_batch(
     allowed_failures: int = ALLOWED_FAILURES,
     command: str = "",
     echo: Callable[[str], None] = print,
+    on_done: Callable[[BatchCase], None] | None = None,
 ) -> BatchResult:
     """Run every unfinished case of ``cases``, one Dask task each; write ``batch.json`` and the summary.
 
@@ -457,6 +458,9 @@ def run_batch(
         The command line, recorded in ``batch.json``.
     echo
         Where progress lines go.
+    on_done
+        Called with each case as soon as it finishes (the study keeps its records so); an
+        error it raises is reported and does not stop the batch.
 
     Raises
     ------
@@ -499,7 +503,7 @@ def run_batch(
                 jobs = jobs or max(1, min(len(todo), os.cpu_count() or 1))
                 _run_on_dask(todo, manifest, directory, jobs=jobs, scheduler=scheduler, stages=stages,
                              notebooks_dir=notebooks_dir, dashboard_address=dashboard_address,
-                             allowed_failures=allowed_failures, echo=echo)
+                             allowed_failures=allowed_failures, echo=echo, on_done=on_done)
         except KeyboardInterrupt:
             for record in records:
                 if record["status"] in ("pending", "submitted"):
@@ -518,7 +522,7 @@ def run_batch(
 
 
 def _run_on_dask(todo, manifest, directory: Path, *, jobs, scheduler, stages, notebooks_dir, dashboard_address,
-                 allowed_failures, echo) -> None:
+                 allowed_failures, echo, on_done=None) -> None:
     from distributed import as_completed
     from distributed.client import FutureCancelledError
     from distributed.scheduler import KilledWorker
@@ -527,13 +531,14 @@ def _run_on_dask(todo, manifest, directory: Path, *, jobs, scheduler, stages, no
     with _client(jobs, scheduler, dashboard_address, allowed_failures, (notebooks_dir, directory)) as (client, where):
         manifest["dashboard"] = client.dashboard_link
         echo(f"running on {where}; dashboard: {client.dashboard_link}{_dashboard_note(scheduler)}")
-        futures = {}
+        futures, case_of = {}, {}
         for case, record in todo:
             spec = {"name": case.name, "params": case.params.model_dump(mode="json"), "output_root": str(directory),
                     "stages": None if stages is None else list(stages), "notebooks_dir": str(notebooks_dir),
                     "log": record["log"], "token": token}
             future = client.submit(run_case, spec, key=f"hybridhydro-case-{case.name}-{token}", pure=False)
             futures[future] = record
+            case_of[record["name"]] = case
             record.update(status="submitted", started=_now())
         write_json(directory / BATCH_MANIFEST, manifest)
         for done, future in enumerate(as_completed(list(futures)), start=1):
@@ -557,6 +562,12 @@ def _run_on_dask(todo, manifest, directory: Path, *, jobs, scheduler, stages, no
             retried = f", {record['attempts']} attempts" if record["attempts"] > 1 else ""
             if record["status"] == "done":
                 echo(f"[{done}/{len(futures)}] {record['name']}: done in {record.get('seconds', 0):.1f} s{retried}")
+                if on_done is not None:
+                    try:
+                        on_done(case_of[record["name"]])
+                    except Exception as error:  # noqa: BLE001  (the batch goes on; the study records it again later)
+                        echo(f"  {record['name']}: could not keep its record ({type(error).__name__}: {error}); "
+                             "`--tables-only` keeps it later")
             else:
                 echo(f"[{done}/{len(futures)}] {record['name']}: {record['status']}{retried}: "
                      f"{_first_line(record.get('error'))} (log: {record['log']})")

@@ -74,6 +74,9 @@ class StudySpec(BaseModel):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
     seeds: str = Field("0-4", description="the seeds, as batch --seeds")
     doc: str | None = Field(None, description="markdown file that receives the tables, relative to the study file")
+    records: str | None = Field(None, description="folder that keeps what the tables need of each finished run "
+                                "(hybridhydro.pipeline.ledger), relative to the study file; commit it with the doc "
+                                "and the study continues, and its tables rebuild, on a fresh clone")
     metrics: list[str] = Field(["nse", "kge"], min_length=1)
     basins: list[StudyBasin] = Field(min_length=1)
 
@@ -129,6 +132,7 @@ def run_study(
     scheduler: str | None = None,
     tables_only: bool = False,
     doc: str | Path | None = None,
+    records: str | Path | None = None,
     basins: Sequence[str] | None = None,
     seeds: str | None = None,
     echo: Callable[[str], None] = print,
@@ -141,12 +145,22 @@ def run_study(
     seeds now (e.g. ``"0"`` first, the others later: the runs keep their names, so a later
     run of every seed skips them). A failed run does not stop the others: the tables
     show what finished, and rerunning the command retries what did not.
+
+    With a records folder (the study file's ``records:``, or ``records``), each run is kept
+    there as it finishes (:mod:`.ledger`), a case recorded with its current parameters is
+    skipped even where its run directory is gone (a fresh clone), and the tables are built
+    from the records. A basin with neither records nor finished runs keeps the tables the
+    document already holds for it, marked as such (they are not thrown away for want of a run
+    directory).
     """
+    from . import ledger
+
     spec, folder = load_study(path)
     labels = [b.label for b in spec.basins]
     unknown = [b for b in basins or () if b not in labels]
     if unknown:
         raise StudyError(f"--basins {', '.join(unknown)}: not in {path} (its basins: {', '.join(labels)})")
+    records_root = Path(records) if records is not None else (folder / spec.records if spec.records else None)
     if not tables_only:  # every basin's cases checked before the first runs: none fails hours into the study
         refused, checked = [], 0
         for basin in spec.basins:
@@ -157,34 +171,90 @@ def run_study(
                 refused += [f"{basin.label}: {p}" for p in batch.preflight(todo, notebooks_dir=notebooks)]
         if refused:
             raise StudyError(f"{path}: " + batch.refusal_message(refused, checked))
+    target = Path(doc) if doc is not None else (folder / spec.doc if spec.doc else None)
+    old_text = target.read_text() if target is not None and target.is_file() else ""
     sections, timings, failed = [], [], []
     for basin in spec.basins:
         notebooks = basin_notebooks(basin, folder)
         cases = expand_basin(spec, basin, folder, notebooks_dir=notebooks)
         name = f"{spec.name}-{basin.label}"
+        directory = Path(output_root).resolve() / name
+        kept = None if records_root is None else records_root / basin.label
         tic = time.perf_counter()
         runs_now = not tables_only and (basins is None or basin.label in basins)
         if runs_now:
             todo = cases if seeds is None else expand_basin(spec, basin, folder, seeds=seeds, notebooks_dir=notebooks)
-            result = batch.run_batch(todo, name=name, output_root=output_root, jobs=jobs, scheduler=scheduler,
-                                     notebooks_dir=notebooks,
-                                     command=f"python -m hybridhydro study {path}", echo=echo)
-            if result.failed:
-                echo(result.message())
-                failed += [c["name"] for c in result.failed]
-        directory = Path(output_root).resolve() / name
-        records = run_records(directory, cases, notebooks)
-        scores, _ = batch.collect_scores(directory, cases, records)
-        timings.append(_timing(basin.label, records, len(cases), time.perf_counter() - tic, not runs_now))
+            if kept is not None:
+                recorded = [c for c in todo if ledger.is_recorded(kept, c)]
+                todo = [c for c in todo if not ledger.is_recorded(kept, c)]
+                if recorded:
+                    echo(f"{basin.label}: {len(recorded)} run(s) recorded in {kept} with these parameters (skipped)")
+            if todo:
+                result = batch.run_batch(
+                    todo, name=name, output_root=output_root, jobs=jobs, scheduler=scheduler, notebooks_dir=notebooks,
+                    command=f"python -m hybridhydro study {path}", echo=echo,
+                    on_done=None if kept is None else (lambda c, d=directory, k=kept: ledger.record_run(d / c.name, k, c)))
+                if result.failed:
+                    echo(result.message())
+                    failed += [c["name"] for c in result.failed]
+        if kept is not None:  # finished runs not yet recorded (an older command, an interrupted study)
+            added = sum(ledger.record_run(directory / c.name, kept, c) for c, r in
+                        zip(cases, run_records(directory, cases, notebooks)) if r["status"] == "done")
+            if added:
+                echo(f"{basin.label}: {added} finished run(s) recorded in {kept}")
+            source, status = kept, ledger.recorded_statuses(kept, cases)
+        else:
+            source, status = directory, run_records(directory, cases, notebooks)
+        scores, _ = batch.collect_scores(source, cases, status)
+        old = _kept_section(old_text, basin.label, labels) if not len(scores) else None
+        if old is not None:
+            echo(f"{basin.label}: no finished run here or in the records; its tables in {target} are kept as they were")
+            timings.append(old[1])
+            sections.append(old[0])
+            continue
+        timings.append(_timing(basin.label, status, len(cases), time.perf_counter() - tic, not runs_now))
         sections.append(basin_tables(basin.label, scores, spec.metrics, note=basin.note, ncases=len(cases),
-                                     health=collect_health(directory, cases, records), tried=basin.tried))
-        sections.append(known_answer_tables(directory, cases, records, spec.metrics))
-    text = study_markdown(spec, timings, sections)
-    target = Path(doc) if doc is not None else (folder / spec.doc if spec.doc else None)
+                                     health=collect_health(source, cases, status), tried=basin.tried))
+        sections.append(known_answer_tables(source, cases, status, spec.metrics))
+    text = study_markdown(spec, timings, sections, records=records_root, doc=target)
     if target is not None:
         write_between_markers(target, text)
         echo(f"tables written to {target}")
     return StudyResult(text, failed, target)
+
+
+#: The line that marks a basin's tables kept from an earlier run of the study.
+KEPT_NOTE = ("_These tables were written by an earlier run of the study whose per-run records are not in the "
+             "records folder (they were made before the study kept records); no run of this basin is here now, "
+             "so they are kept as they were. Rerunning the basin (`--basins {label}`) rebuilds them with records._")
+
+
+def _kept_section(text: str, label: str, labels: Sequence[str]) -> tuple[str, dict[str, Any]] | None:
+    """A basin's tables and its row of the timing table, as the document holds them (None when
+    it holds none with a finished run)."""
+    if BEGIN not in text or END not in text:
+        return None
+    body = text.split(BEGIN, 1)[1].split(END, 1)[0]
+    lines = body.split("\n")
+    heads = [k for k, line in enumerate(lines) if line.startswith("### ") and line[4:].strip() in labels]
+    starts = [k for k in heads if lines[k][4:].strip() == label]
+    if not starts:
+        return None
+    start = starts[0]
+    stop = next((k for k in heads if k > start), len(lines))
+    section = "\n".join(lines[start:stop]).rstrip("\n") + "\n"
+    if "No run of this basin has finished yet." in section or " runs finished (seeds " not in section:
+        return None
+    note = KEPT_NOTE.format(label=label)
+    if note not in section:
+        head, rest = section.split("\n", 1)
+        section = f"{head}\n\n{note}\n{rest}"
+    row = next((line for line in lines if line.startswith(f"| {label} |")), None)
+    cells = [c.strip() for c in row.strip().strip("|").split("|")] if row else []
+    timing = {"basin": label, "runs": cells[1] if len(cells) > 1 else "", "finished": cells[2] if len(cells) > 2 else "",
+              "sum of finished run times (min)": cells[3] if len(cells) > 3 else "", "this command (min)": None,
+              "kept": True}
+    return section, timing
 
 
 @dataclass
@@ -309,22 +379,20 @@ def collect_health(directory: Path, cases: Sequence[batch.BatchCase], records: S
     """How often each model's training failed a health check, across the finished runs of a
     batch (every run directory when ``records`` is None), the runs the score tables pool.
 
-    Reads ``models/<model>/calibration.json`` of every run (the trained result's
-    ``options["health"]``); one row per model: runs read, runs with a failed check, and the
+    Reads each run's record (``health.json``, :mod:`.ledger`) or, in a run directory,
+    ``models/<model>/calibration.json`` (the trained result's ``options["health"]``); one row per model: runs read, runs with a failed check, and the
     checks that failed (with how many runs each).
     """
+    from .ledger import load_health
+
     counts: dict[str, dict[str, Any]] = {}
     for k, case in enumerate(cases):
         if records is not None and records[k]["status"] not in ("done", "skipped"):
             continue
-        models = directory / case.name / "models"
-        for manifest in sorted(models.glob("*/calibration.json")) if models.is_dir() else []:
-            try:
-                options = json.loads(manifest.read_text()).get("options", {})
-            except (OSError, ValueError):
-                continue
-            row = counts.setdefault(manifest.parent.name, {"runs": 0, "unhealthy runs": 0, "failed checks": {},
-                                                           "restarted runs": 0, "settings": set(), "remedies": {}})
+        models, params_file = load_health(directory / case.name)
+        for model, options in sorted(models.items()):
+            row = counts.setdefault(model, {"runs": 0, "unhealthy runs": 0, "failed checks": {},
+                                            "restarted runs": 0, "settings": set(), "remedies": {}})
             row["runs"] += 1
             failed = [h for h in options.get("health") or [] if not h.get("ok", True)]
             if failed:
@@ -334,7 +402,7 @@ def collect_health(directory: Path, cases: Sequence[batch.BatchCase], records: S
                 if h.get("remedy"):
                     row["remedies"].setdefault(str(h["remedy"]), None)
             row["restarted runs"] += int(len(options.get("restarts") or []) > 1)
-            row["settings"].add(_health_restarts(directory / case.name))
+            row["settings"].add(_health_restarts(params_file))
     rows = {m: {"runs": r["runs"], "unhealthy runs": r["unhealthy runs"],
                 "failed checks": ", ".join(f"{c} ({n})" for c, n in r["failed checks"].items()) or "none",
                 "restarted runs": r["restarted runs"],
@@ -344,10 +412,10 @@ def collect_health(directory: Path, cases: Sequence[batch.BatchCase], records: S
     return pd.DataFrame(rows).T
 
 
-def _health_restarts(run_dir: Path) -> int | None:
+def _health_restarts(params_file: Path) -> int | None:
     """``calibration.health_restarts`` of a run, from the parameters it recorded (None: unreadable)."""
     try:
-        recorded = yaml.safe_load((run_dir / "params.yaml").read_text()) or {}
+        recorded = yaml.safe_load(Path(params_file).read_text()) or {}
         return int(recorded.get("calibration", {}).get("health_restarts", 0))
     except (OSError, ValueError, TypeError, AttributeError, yaml.YAMLError):
         return None
@@ -467,18 +535,24 @@ def _frame_markdown(frame: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def study_markdown(spec: StudySpec, timings: Sequence[Mapping], sections: Sequence[str]) -> str:
+def study_markdown(spec: StudySpec, timings: Sequence[Mapping], sections: Sequence[str], *,
+                   records: Path | None = None, doc: Path | None = None) -> str:
     """The generated part of the study's document: how it was run, then each basin's tables."""
     import os
 
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    where = ""
+    if records is not None:
+        shown = os.path.relpath(records, Path(doc).parent) if doc is not None else str(records)
+        where = (f" Each finished run's scores, health, parameters and times are kept in `{shown}/` "
+                 "(committed): the tables rebuild from it on any clone, and the study skips what it holds.")
     lines = [BEGIN, "", f"_Generated {when} by `python -m hybridhydro study` (study `{spec.name}`, seeds "
              f"{spec.seeds}) on {platform.machine()} with {os.cpu_count()} CPU core(s); rerunning the command "
-             "skips finished runs and rewrites only this section._", "",
+             f"skips finished runs and rewrites only this section.{where}_", "",
              "| basin | runs | finished | sum of finished run times (min) | this command (min) |", "|---|---:|---:|---:|---:|"]
     for t in timings:
-        lines.append(f"| {t['basin']} | {t['runs']} | {t['finished']} | {t['sum of finished run times (min)']} | "
-                     f"{'' if t['this command (min)'] is None else t['this command (min)']} |")
+        now = "kept from an earlier run" if t.get("kept") else ("" if t["this command (min)"] is None else t["this command (min)"])
+        lines.append(f"| {t['basin']} | {t['runs']} | {t['finished']} | {t['sum of finished run times (min)']} | {now} |")
     lines += ["", *sections, END, ""]
     return "\n".join(lines)
 
