@@ -52,6 +52,7 @@ def test_a_finished_run_is_kept_with_what_its_tables_need(tmp_path):
     assert record["seconds"] == 10.0 and record["stages"] == {"01_basin": 2.5, "06_validate": 7.5}
     assert record["finished"] == "2026-12-01T10:05:00+00:00" and record["code"].startswith("0.")
     assert sorted(record["files"]) == ["comparison_scores.csv", "health.json", "params.yaml"]
+    assert all(len(digest) == 64 for digest in record["files"].values())
     assert not (folder / "models").exists()  # models, checkpoints and notebooks stay in the run directory
     assert ledger.is_recorded(kept, case)
     # the same finished run again: nothing written
@@ -77,6 +78,13 @@ def test_a_record_of_other_parameters_or_missing_a_file_does_not_count(tmp_path)
     other = dataclasses.replace(case, params=case.params.model_copy(update={"seed": 7}))
     assert not ledger.is_recorded(kept, other)  # the parameter file changed: the case runs again
     assert ledger.recorded_statuses(kept, [other])[0]["status"] == "absent"
+    # a table edited by hand (or a merge conflict in it) breaks the record's hash
+    scores = kept / case.name / "comparison_scores.csv"
+    original = scores.read_text()
+    scores.write_text(original.replace("0.8", "0.9"))
+    assert not ledger.is_recorded(kept, case)
+    scores.write_text(original)
+    assert ledger.is_recorded(kept, case)
     (kept / case.name / "health.json").unlink()
     assert not ledger.is_recorded(kept, case)
     (kept / case.name / ledger.RECORD_FILE).write_text("{not json")
@@ -97,6 +105,25 @@ def test_a_newer_run_replaces_its_record_as_a_whole(tmp_path):
     assert pd.read_csv(kept / case.name / "comparison_scores.csv")["nse"].tolist() == [0.9, 0.1]
     assert "known_answer_scores.csv" in ledger.read_record(kept / case.name)["files"]
     assert [p.name for p in kept.iterdir()] == [case.name]  # no temporary folder left behind
+
+
+def test_a_records_folder_that_cannot_be_written_is_named(tmp_path):
+    import os
+
+    import pytest
+
+    from hybridhydro.pipeline.record import PipelineError
+
+    case = _case()
+    run = _finished_run(tmp_path / "runs", case)
+    blocked = tmp_path / "records"
+    blocked.write_text("a file where the folder should be")
+    with pytest.raises(PipelineError, match=r"cannot keep the record of ci_seed-0 in .*records/basin: Not a directory; .*--records DIR"):
+        ledger.record_run(run, blocked / "basin", case)
+    if os.geteuid() != 0:  # root writes anywhere
+        (tmp_path / "ro").mkdir(mode=0o500)
+        with pytest.raises(PipelineError, match="cannot keep the record"):
+            ledger.record_run(run, tmp_path / "ro", case)
 
 
 def test_the_comparison_study_keeps_its_records_beside_its_document():

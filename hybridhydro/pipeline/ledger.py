@@ -8,7 +8,8 @@ copies the little its tables are made from into a folder that is committed with 
 (``records:`` of the study file, e.g. ``docs/studies/comparison/``)::
 
     <records>/<basin label>/<case name>/
-        record.json                      the parameters' hash, seconds per stage, when, where, which code
+        record.json                      the parameters' hash, the files' sha256, seconds per stage,
+                                         when, where, which code
         params.yaml                      the parameters the run recorded (every key, resolved)
         health.json                      each trained model's health checks and restarts
         comparison_scores.csv            stage 06's scores (and, for a known-answer basin,
@@ -32,7 +33,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .record import RUN_PARAMS, now, params_hash, read_manifest
+from ..io.netcdf import file_sha256
+from .record import RUN_PARAMS, PipelineError, now, params_hash, read_manifest
 
 RECORD_FILE = "record.json"
 HEALTH_FILE = "health.json"
@@ -50,11 +52,21 @@ def read_record(folder: Path) -> dict[str, Any] | None:
 
 
 def is_recorded(records_dir: Path, case) -> bool:
-    """Whether ``case`` has a record made with its current parameters (and every file it lists)."""
+    """Whether ``case`` has a record made with its current parameters, every file it lists on
+    disk with the content it had (a file edited by hand or damaged, a merge conflict in it:
+    the record does not count, and the case runs again)."""
     folder = Path(records_dir) / case.name
     record = read_record(folder)
+    files = (record or {}).get("files")
     return (record is not None and record.get("params_sha256") == params_hash(case.params)
-            and all((folder / name).is_file() for name in record.get("files", [])))
+            and isinstance(files, dict) and all(_same(folder / name, digest) for name, digest in files.items()))
+
+
+def _same(path: Path, digest) -> bool:
+    try:
+        return path.is_file() and file_sha256(path) == digest
+    except OSError:
+        return False
 
 
 def record_run(run_dir: Path, records_dir: Path, case) -> bool:
@@ -62,9 +74,18 @@ def record_run(run_dir: Path, records_dir: Path, case) -> bool:
 
     Returns False (and writes nothing) when the record is already there for the same finished
     run. The record replaces an older one as a whole: it is written into a temporary folder and
-    moved into place, so a record is never half old, half new.
+    moved into place, so a record is never half old, half new. A folder that cannot be written
+    is a :class:`~hybridhydro.pipeline.record.PipelineError` naming it.
     """
-    run_dir, records_dir = Path(run_dir), Path(records_dir)
+    try:
+        return _record_run(Path(run_dir), Path(records_dir), case)
+    except OSError as error:
+        raise PipelineError(f"cannot keep the record of {case.name} in {records_dir}: "
+                            f"{error.strerror or error}; give the study a folder it can write "
+                            "(the study file's `records:`, or --records DIR)") from None
+
+
+def _record_run(run_dir: Path, records_dir: Path, case) -> bool:
     manifest = read_manifest(run_dir) or {}
     stages = manifest.get("stages") or {}
     finished = max((str(s.get("finished") or "") for s in stages.values()), default="")
@@ -76,14 +97,12 @@ def record_run(run_dir: Path, records_dir: Path, case) -> bool:
     tmp = records_dir / f".{case.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    files = []
     for name in (RUN_PARAMS, *RECORDED_TABLES):
         if (run_dir / name).is_file():
             shutil.copyfile(run_dir / name, tmp / name)
-            files.append(name)
     health = run_health(run_dir)
     (tmp / HEALTH_FILE).write_text(json.dumps(health, indent=1, sort_keys=True) + "\n")
-    files.append(HEALTH_FILE)
+    files = {p.name: file_sha256(p) for p in sorted(tmp.iterdir())}
     record = {
         "case": case.name,
         "params_sha256": digest,
@@ -91,7 +110,7 @@ def record_run(run_dir: Path, records_dir: Path, case) -> bool:
         "recorded": now(),
         "stages": {name: s.get("seconds") for name, s in stages.items()},
         "seconds": round(sum(float(s.get("seconds") or 0.0) for s in stages.values()), 1),
-        "files": files,
+        "files": files,  # name -> sha256
         "code": code_version(),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU core(s), {platform.system()}",
     }
