@@ -83,6 +83,9 @@ def write_states(states: xr.Dataset, path: str | Path, *, overwrite: bool = Fals
         A ``.nc`` file; ``basin.initial_states`` of a parameter file can name it.
     overwrite
         Replace an existing file.
+
+    The file is written atomically (a failed write leaves the old one) with its attributes
+    sealed: :func:`read_states` refuses it, naming it, if it is later damaged.
     """
     path = Path(path)
     if path.suffix.lower() != ".nc":
@@ -91,10 +94,11 @@ def write_states(states: xr.Dataset, path: str | Path, *, overwrite: bool = Fals
         raise FileExistsError(f"write_states: {path} exists; pass overwrite=True to replace it")
     if any(str(v).endswith("_final") for v in states.data_vars):
         states = final_states(states)
-    from .io.netcdf import netcdf_engine
+    from .io.netcdf import write_sealed_netcdf
 
-    states.to_netcdf(path, engine=netcdf_engine())
-    return path
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"write_states: the folder {path.parent} does not exist; create it first")
+    return write_sealed_netcdf(states, path)
 
 
 def read_states(source: str | Path | xr.Dataset, basin: xr.Dataset) -> dict[str, xr.DataArray]:
@@ -125,7 +129,10 @@ def read_states(source: str | Path | xr.Dataset, basin: xr.Dataset) -> dict[str,
         if not path.is_file():
             raise FileNotFoundError(f"initial states: no file {path}; write one with hybridhydro.write_states, or correct "
                                     "basin.initial_states")
-        ds = xr.load_dataset(path)
+        from .io.netcdf import load_sealed_netcdf
+
+        ds = load_sealed_netcdf(path, "NetCDF file of initial states",
+                                "write it again with hybridhydro.write_states, or correct basin.initial_states")
     names = [str(v) for v in ds.data_vars if str(v) not in ("spatial_ref", "crs")]
     unknown = [n for n in names if n not in structures.STATE_DEFAULTS]
     if unknown:

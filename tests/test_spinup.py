@@ -167,3 +167,42 @@ def test_initial_states_on_another_grid_or_in_another_unit_are_refused(small, tm
         read_states(states, basin)
     with pytest.raises(ParamsError, match="basin.initial_states 'nowhere.nc': no file"):
         case(tmp_path, {"source": "synthetic", "initial_states": "nowhere.nc"})
+
+
+def test_a_damaged_states_file_is_named_and_a_foreign_one_reads(small, tmp_path):
+    """write_states seals its attributes and writes atomically; read_states names a file that is
+    empty, truncated or whose attributes changed, and reads one another tool wrote (no seal,
+    NetCDF-3 classic included)."""
+    folder, basin = small
+    run = hh.simulate(basin, "gr4-lr", {"ci": 1.0, "cp": 150.0, "llr": 60.0}, period=(None, "2020-01-02"))
+    path = hh.write_states(run, tmp_path / "states.nc")
+    good = read_states(path, basin)
+    assert set(good) >= {"hp", "ht", "hlr"}
+    raw = path.read_bytes()
+    # the check can fail: a units text changed in place (same length, so the file still opens)
+    assert raw.count(b"initial state hp") == 1
+    path.write_bytes(raw.replace(b"initial state hp", b"initial state HP"))
+    with pytest.raises(ValueError, match=r"states.nc cannot be read as a NetCDF file of initial states: its "
+                                         r"attributes .* write it again with hybridhydro.write_states"):
+        read_states(path, basin)
+    path.write_bytes(raw[: len(raw) // 3])
+    with pytest.raises(ValueError, match=r"states.nc cannot be read .* truncated or damaged; write it again"):
+        read_states(path, basin)
+    path.write_bytes(b"")
+    with pytest.raises(ValueError, match=r"states.nc is empty \(0 bytes\); write it again with hybridhydro.write_states"):
+        read_states(path, basin)
+    # a failed write leaves the old file as it was
+    path.write_bytes(raw)
+    with pytest.raises(FileExistsError):
+        hh.write_states(run, path)
+    assert path.read_bytes() == raw
+    with pytest.raises(FileNotFoundError, match="the folder .* does not exist"):
+        hh.write_states(run, tmp_path / "nowhere" / "s.nc")
+    # files of other tools: NetCDF-4 without a seal, NetCDF-3 classic
+    states = xr.Dataset({n: good[n] for n in good})
+    states.to_netcdf(tmp_path / "foreign4.nc", engine="h5netcdf")
+    states.to_netcdf(tmp_path / "foreign3.nc", engine="scipy")
+    assert (tmp_path / "foreign3.nc").read_bytes()[:3] == b"CDF"
+    for name in ("foreign4.nc", "foreign3.nc"):
+        read = read_states(tmp_path / name, basin)
+        np.testing.assert_allclose(read["hp"].values, good["hp"].values)

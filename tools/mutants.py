@@ -606,6 +606,13 @@ MUTANTS: list[Mutant] = [
         "a rerun on a clone without a basin's runs wipes the tables the document holds for it",
         ("tests/test_study.py::test_a_basin_without_records_keeps_the_tables_the_document_holds",),
     ),
+    M(
+        "netcdf-seal-ignored", "hybridhydro/io/netcdf.py",
+        "    if sealed is not None and sealed != _attributes_digest(opened):\n",
+        "    if False:\n",
+        "a NetCDF file whose attributes were damaged reads back as other text without a word (basins, states)",
+        ("tests/test_spinup.py::test_a_damaged_states_file_is_named_and_a_foreign_one_reads",),
+    ),
     # ------------------------------------------------------------------ pipeline/ledger.py
     M(
         "record-ignores-params", "hybridhydro/pipeline/ledger.py",

@@ -208,9 +208,9 @@ def write_basin(ds: xr.Dataset, path: str | Path, *, overwrite: bool = False) ->
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=".*does not have a Zarr V3 specification.*")
                 data.to_zarr(tmp, mode="w-", consolidated=False, write_empty_chunks=True)
-        else:
-            data.to_netcdf(tmp, engine=netcdf_engine())
-            _seal_attributes(tmp)
+            return
+        data.to_netcdf(tmp, engine=netcdf_engine())
+        _seal_attributes(tmp)
 
     return replace_atomically(path, write)
 
@@ -300,14 +300,61 @@ def _reason(err: BaseException) -> str:
     return f"{type(err).__name__}: {text[:200]}{'...' if len(text) > 200 else ''}"
 
 
-def _damaged(path: Path, what: str, err: BaseException | None = None, variable: str | None = None) -> ValueError:
+def _damaged(path: Path, what: str, err: BaseException | None = None, variable: str | None = None,
+             remedy: str = _REWRITE) -> ValueError:
     var = f" (variable {variable!r})" if variable else ""
     why = f" ({_reason(err)})" if err is not None else ""
     return ValueError(f"{path}{var} cannot be read as a {what}{why}: the file is empty, truncated or damaged; "
-                      f"{_REWRITE}")
+                      f"{remedy}")
 
 
-def _load(opened: xr.Dataset, path: Path, what: str) -> xr.Dataset:
+def write_sealed_netcdf(ds: xr.Dataset, path: Path) -> Path:
+    """Write ``ds`` as NetCDF-4 to ``path`` atomically (a failed write leaves the old file), its
+    attributes sealed with a sha256 that :func:`open_sealed_netcdf` checks: what every NetCDF
+    file hybridhydro reads back (basins, initial states) is written with."""
+    def write(tmp: Path) -> None:
+        ds.to_netcdf(tmp, engine=netcdf_engine())
+        _seal_attributes(tmp)
+
+    return replace_atomically(Path(path), write)
+
+
+def open_sealed_netcdf(path: Path, what: str, remedy: str, **kwargs) -> xr.Dataset:
+    """Open a NetCDF file for reading (lazily): an empty, truncated or damaged file, or one whose
+    sealed attributes changed since it was written, is a ``ValueError`` that names it, says what
+    it should be (``what``) and how to make it again (``remedy``). A file without a seal (written
+    by another tool) opens as it is. Close the result (``with``)."""
+    path = Path(path)
+    if path.is_file() and path.stat().st_size == 0:
+        raise ValueError(f"{path} is empty (0 bytes); {remedy}")
+    engine = netcdf_engine()
+    try:
+        with open(path, "rb") as f:
+            if f.read(3) == b"CDF":  # NetCDF-3 classic, as some tools write it: xarray picks its reader
+                engine = None
+    except OSError as err:
+        raise _damaged(path, what, err, remedy=remedy) from None
+    try:
+        opened = xr.open_dataset(path, engine=engine, **kwargs)
+    except Exception as err:
+        raise _damaged(path, what, err, remedy=remedy) from None
+    sealed = opened.attrs.get(_ATTRS_DIGEST)
+    if sealed is not None and sealed != _attributes_digest(opened):
+        opened.close()
+        raise ValueError(f"{path} cannot be read as a {what}: its attributes (units, CRS, names) are not the ones "
+                         f"it was written with, the file is damaged; {remedy}")
+    return opened
+
+
+def load_sealed_netcdf(path: Path, what: str, remedy: str, **kwargs) -> xr.Dataset:
+    """:func:`open_sealed_netcdf`, loaded into memory (a damaged variable named), the seal dropped."""
+    with open_sealed_netcdf(path, what, remedy, **kwargs) as opened:
+        ds = _load(opened, Path(path), what, remedy)
+    ds.attrs.pop(_ATTRS_DIGEST, None)
+    return ds
+
+
+def _load(opened: xr.Dataset, path: Path, what: str, remedy: str = _REWRITE) -> xr.Dataset:
     """``opened.load()``, a damaged variable named in the error."""
     try:
         return opened.load()
@@ -318,8 +365,8 @@ def _load(opened: xr.Dataset, path: Path, what: str) -> xr.Dataset:
             try:
                 np.asarray(opened.variables[name].values)
             except Exception as inner:
-                raise _damaged(path, what, inner, name) from None
-        raise _damaged(path, what, err) from None
+                raise _damaged(path, what, inner, name, remedy=remedy) from None
+        raise _damaged(path, what, err, remedy=remedy) from None
 
 
 def _check_zarr_chunks(path: Path) -> None:
@@ -381,17 +428,7 @@ def read_basin(path: str | Path, *, check: bool = True) -> xr.Dataset:
             raise _damaged(path, what, err) from None
     else:
         what = "NetCDF-4 basin file"
-        if path.is_file() and path.stat().st_size == 0:
-            raise ValueError(f"{path} is empty (0 bytes); {_REWRITE}")
-        try:
-            opened = xr.open_dataset(path, engine=netcdf_engine(), decode_coords="all")
-        except Exception as err:
-            raise _damaged(path, what, err) from None
-        sealed = opened.attrs.get(_ATTRS_DIGEST)
-        if sealed is not None and sealed != _attributes_digest(opened):
-            opened.close()
-            raise ValueError(f"{path} cannot be read as a {what}: its attributes (units, CRS, names) are not the ones "
-                             f"it was written with, the file is damaged; {_REWRITE}")
+        opened = open_sealed_netcdf(path, what, _REWRITE, decode_coords="all")
     with opened:
         ds = _load(opened, path, what)
     ds = _undo_cf(_restore(ds))
