@@ -28,13 +28,12 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from ..io.netcdf import file_sha256
-from .record import RUN_PARAMS, PipelineError, now, params_hash, read_manifest
+from .record import RUN_PARAMS, PipelineError, code_version, now, params_hash, read_manifest
 
 RECORD_FILE = "record.json"
 HEALTH_FILE = "health.json"
@@ -111,7 +110,10 @@ def _record_run(run_dir: Path, records_dir: Path, case) -> bool:
         "stages": {name: s.get("seconds") for name, s in stages.items()},
         "seconds": round(sum(float(s.get("seconds") or 0.0) for s in stages.values()), 1),
         "files": files,  # name -> sha256
-        "code": code_version(),
+        # the code each stage ran with (recorded by the runner as the stage started)
+        "code": sorted({str(s.get("code")) for s in stages.values() if s.get("code")})
+        or ["not recorded (the run was made before runs recorded their code)"],
+        "recorded with": code_version(),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU core(s), {platform.system()}",
     }
     (tmp / RECORD_FILE).write_text(json.dumps(record, indent=1) + "\n")
@@ -144,21 +146,6 @@ def recorded_statuses(records_dir: Path, cases: Sequence) -> list[dict[str, Any]
         out.append({"name": case.name, "status": "done" if record else "absent",
                     "log": str(folder / RECORD_FILE), "seconds": (record or {}).get("seconds")})
     return out
-
-
-def code_version() -> str:
-    """hybridhydro's version and, in a git checkout, the commit (``+dirty`` with uncommitted changes)."""
-    from .. import __version__
-
-    root = Path(__file__).resolve().parents[2]
-    try:
-        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
-                                text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "--",
-                                "hybridhydro", "notebooks"], capture_output=True, text=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return __version__
-    return f"{__version__} ({commit}{'+dirty' if dirty else ''})" if commit else __version__
 
 
 def load_health(case_dir: Path) -> tuple[dict[str, Mapping[str, Any]], Path]:

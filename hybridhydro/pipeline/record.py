@@ -233,6 +233,26 @@ def write_json(path: Path, data: Mapping[str, Any]) -> None:
         raise os_problem(error, path) from None
 
 
+def code_version() -> str:
+    """hybridhydro's version and, in a git checkout, its commit (``+dirty`` when the library or
+    the notebooks have uncommitted changes): what a stage record and a study's record name."""
+    import subprocess
+
+    from .. import __version__
+
+    root = Path(__file__).resolve().parents[2]
+    if not (root / ".git").exists():
+        return __version__
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "--",
+                                "hybridhydro", "notebooks"], capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return __version__
+    return f"{__version__} ({commit}{'+dirty' if dirty else ''})" if commit else __version__
+
+
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 

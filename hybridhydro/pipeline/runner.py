@@ -41,6 +41,7 @@ from .record import (
     RunInterrupted,
     RunLock,
     StaleInputs,
+    code_version,
     find_os_error,
     fingerprint,
     now,
@@ -522,6 +523,7 @@ def _execute(params: Params, output_dir: Path, to_run: list[str], plan: list[str
         _finish(manifest, output_dir, plan, current)
         return RunResult(output_dir, ())
     bar = progress_bar(to_run, progress=progress, desc=params.case, unit="stage")
+    code = code_version()  # recorded with each stage: which commit made its files
     with tempfile.TemporaryDirectory(prefix="hybridhydro-") as build, _inline_figures(), _quiet_kernels():
         for stage in bar:
             bar.set_postfix_str(stage)
@@ -534,7 +536,7 @@ def _execute(params: Params, output_dir: Path, to_run: list[str], plan: list[str
             earlier = plan[:plan.index(stage)]
             manifest["stages"][stage] = {
                 "status": "running", "started": now(), "pid": os.getpid(), "params_sha256": current,
-                "inputs_sha256": fingerprint(manifest["stages"].get(s, {}) for s in earlier),
+                "inputs_sha256": fingerprint(manifest["stages"].get(s, {}) for s in earlier), "code": code,
             }
             write_manifest(output_dir, manifest)
             before = snapshot(output_dir)

@@ -161,6 +161,7 @@ def run_study(
     if unknown:
         raise StudyError(f"--basins {', '.join(unknown)}: not in {path} (its basins: {', '.join(labels)})")
     records_root = Path(records) if records is not None else (folder / spec.records if spec.records else None)
+    records_root = None if records_root is None else _tidy(records_root)
     if not tables_only:  # every basin's cases checked before the first runs: none fails hours into the study
         refused, checked = [], 0
         for basin in spec.basins:
@@ -172,6 +173,7 @@ def run_study(
         if refused:
             raise StudyError(f"{path}: " + batch.refusal_message(refused, checked))
     target = Path(doc) if doc is not None else (folder / spec.doc if spec.doc else None)
+    target = None if target is None else _tidy(target)
     old_text = target.read_text() if target is not None and target.is_file() else ""
     sections, timings, failed = [], [], []
     for basin in spec.basins:
@@ -221,6 +223,15 @@ def run_study(
         write_between_markers(target, text)
         echo(f"tables written to {target}")
     return StudyResult(text, failed, target)
+
+
+def _tidy(path: Path) -> Path:
+    """``path`` without ``..`` (relative to the current folder where it lies under it): as messages show it."""
+    path = Path(path).resolve()
+    try:
+        return path.relative_to(Path.cwd())
+    except ValueError:
+        return path
 
 
 #: The line that marks a basin's tables kept from an earlier run of the study.
