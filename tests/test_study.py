@@ -103,6 +103,13 @@ def test_a_bad_study_file_says_what_and_where(tmp_path):
     bad.write_text("name: s\nbasins: [{label: A, params: x.yaml, sett: {}}]\n")
     with pytest.raises(study.StudyError, match="sett"):
         study.load_study(bad)
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the records folder should be")
+    with pytest.raises(study.StudyError, match=r"records: .*blocked/Lez cannot hold the study's records \(Not a "
+                                               r"directory\); nothing was run.*--records DIR"):
+        study.run_study(REPO / "params" / "studies" / "comparison.yaml", output_root=tmp_path / "runs",
+                        records=blocked / "Lez", basins=["Lez"], seeds="0")
+    assert not (tmp_path / "runs").exists()
     with pytest.raises(study.StudyError, match="no such study file"):
         study.load_study(tmp_path / "none.yaml")
     with pytest.raises(study.StudyError, match=r"--basins Lezz: not in .* \(its basins: Lez, Cance, known-answer\)"):

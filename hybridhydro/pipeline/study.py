@@ -172,6 +172,12 @@ def run_study(
                 refused += [f"{basin.label}: {p}" for p in batch.preflight(todo, notebooks_dir=notebooks)]
         if refused:
             raise StudyError(f"{path}: " + batch.refusal_message(refused, checked))
+        if records_root is not None:  # a folder the records cannot go to is said now, not after the first run
+            problem = _unwritable(records_root)
+            if problem:
+                raise StudyError(f"{path}: records: {records_root} cannot hold the study's records ({problem}); "
+                                 "nothing was run. Give a folder you can write (the study file's `records:`, or "
+                                 "--records DIR)")
     target = Path(doc) if doc is not None else (folder / spec.doc if spec.doc else None)
     target = None if target is None else _tidy(target)
     old_text = target.read_text() if target is not None and target.is_file() else ""
@@ -223,6 +229,19 @@ def run_study(
         write_between_markers(target, text)
         echo(f"tables written to {target}")
     return StudyResult(text, failed, target)
+
+
+def _unwritable(folder: Path) -> str:
+    """Why ``folder`` cannot be made or written ("" when it can)."""
+    import tempfile
+
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        return error.strerror or str(error)
+    return ""
 
 
 def _tidy(path: Path) -> Path:
