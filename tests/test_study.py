@@ -172,7 +172,7 @@ def test_the_tiny_study_runs_and_writes_its_tables(tmp_path):
         record = json.loads((records / "synthetic" / case / ledger.RECORD_FILE).read_text())
         assert {"comparison_scores.csv", "params.yaml", "health.json"} <= set(record["files"])
         assert record["seconds"] > 0 and set(record["stages"]) >= {"01_basin", "06_validate"}
-        assert record["code"] and all(c.startswith("0.") for c in record["code"])  # the runner recorded it
+        assert record["code"] and all(c.startswith("0.") for c in record["code"].values())  # the runner recorded it
         assert json.loads((records / "synthetic" / case / "health.json").read_text())  # every trained model
     again = study.run_study(folder / "ci-comparison.yaml", output_root=tmp_path / "runs", jobs=2, doc=doc,
                             records=records, echo=lines.append, seeds="1")

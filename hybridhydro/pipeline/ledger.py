@@ -28,6 +28,7 @@ import json
 import os
 import platform
 import shutil
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -93,9 +94,15 @@ def _record_run(run_dir: Path, records_dir: Path, case) -> bool:
     digest = params_hash(case.params)
     if old is not None and old.get("params_sha256") == digest and old.get("finished") == finished and is_recorded(records_dir, case):
         return False
-    tmp = records_dir / f".{case.name}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    records_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=records_dir, prefix=f".{case.name}.", suffix=".tmp"))  # two writers never share it
+    try:
+        return _fill(tmp, target, run_dir, case, digest, stages, finished)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _fill(tmp: Path, target: Path, run_dir: Path, case, digest: str, stages: Mapping, finished: str) -> bool:
     for name in (RUN_PARAMS, *RECORDED_TABLES):
         if (run_dir / name).is_file():
             shutil.copyfile(run_dir / name, tmp / name)
@@ -111,12 +118,13 @@ def _record_run(run_dir: Path, records_dir: Path, case) -> bool:
         "seconds": round(sum(float(s.get("seconds") or 0.0) for s in stages.values()), 1),
         "files": files,  # name -> sha256
         # the code each stage ran with (recorded by the runner as the stage started)
-        "code": sorted({str(s.get("code")) for s in stages.values() if s.get("code")})
-        or ["not recorded (the run was made before runs recorded their code)"],
+        "code": {name: s.get("code") or "not recorded (the stage ran before stages recorded their code)"
+                 for name, s in stages.items()},
         "recorded with": code_version(),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU core(s), {platform.system()}",
     }
     (tmp / RECORD_FILE).write_text(json.dumps(record, indent=1) + "\n")
+    os.chmod(tmp, 0o755)  # mkdtemp's folder is private; a record is read by everyone
     if target.exists():
         shutil.rmtree(target)
     os.replace(tmp, target)
