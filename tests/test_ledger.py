@@ -56,8 +56,11 @@ def test_a_finished_run_is_kept_with_what_its_tables_need(tmp_path):
     assert all(len(digest) == 64 for digest in record["files"].values())
     assert not (folder / "models").exists()  # models, checkpoints and notebooks stay in the run directory
     assert ledger.is_recorded(kept, case)
-    # the same finished run again: nothing written
+    # the same finished run again: nothing written; a record of an older layout: written again
     assert not ledger.record_run(run, kept, case)
+    older = {k: v for k, v in record.items() if k != "format"}
+    (folder / ledger.RECORD_FILE).write_text(json.dumps(older))
+    assert ledger.record_run(run, kept, case) and ledger.read_record(folder)["format"] == ledger.RECORD_FORMAT
     # the tables read the same from the record as from the run directory
     status = ledger.recorded_statuses(kept, [case])
     assert status[0]["status"] == "done" and status[0]["seconds"] == 10.0

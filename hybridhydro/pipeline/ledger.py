@@ -37,6 +37,9 @@ from ..io.netcdf import file_sha256
 from .record import RUN_PARAMS, PipelineError, code_version, now, params_hash, read_manifest
 
 RECORD_FILE = "record.json"
+#: The layout of ``record.json``; a record of another layout is written again from its run
+#: directory where that is still there (and read as it is where it is not).
+RECORD_FORMAT = 1
 HEALTH_FILE = "health.json"
 #: The per-run tables stages 06 and 07 write, copied when the run has them.
 RECORDED_TABLES = ("comparison_scores.csv", "known_answer_scores.csv", "known_answer_correlations.csv")
@@ -92,7 +95,8 @@ def _record_run(run_dir: Path, records_dir: Path, case) -> bool:
     target = records_dir / case.name
     old = read_record(target)
     digest = params_hash(case.params)
-    if old is not None and old.get("params_sha256") == digest and old.get("finished") == finished and is_recorded(records_dir, case):
+    if (old is not None and old.get("format") == RECORD_FORMAT and old.get("params_sha256") == digest
+            and old.get("finished") == finished and is_recorded(records_dir, case)):
         return False
     records_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=records_dir, prefix=f".{case.name}.", suffix=".tmp"))  # two writers never share it
@@ -110,6 +114,7 @@ def _fill(tmp: Path, target: Path, run_dir: Path, case, digest: str, stages: Map
     (tmp / HEALTH_FILE).write_text(json.dumps(health, indent=1, sort_keys=True) + "\n")
     files = {p.name: file_sha256(p) for p in sorted(tmp.iterdir())}
     record = {
+        "format": RECORD_FORMAT,
         "case": case.name,
         "params_sha256": digest,
         "finished": finished,
