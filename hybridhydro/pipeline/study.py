@@ -193,8 +193,9 @@ def run_study(
         if runs_now:
             todo = cases if seeds is None else expand_basin(spec, basin, folder, seeds=seeds, notebooks_dir=notebooks)
             if kept is not None:
-                recorded = [c for c in todo if ledger.is_recorded(kept, c)]
-                todo = [c for c in todo if not ledger.is_recorded(kept, c)]
+                held = [ledger.is_recorded(kept, c) for c in todo]  # hashes each record's files once
+                recorded = [c for c, h in zip(todo, held) if h]
+                todo = [c for c, h in zip(todo, held) if not h]
                 if recorded:
                     echo(f"{basin.label}: {len(recorded)} run(s) recorded in {kept} with these parameters (skipped)")
             if todo:
