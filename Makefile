@@ -39,10 +39,11 @@ test: test-fast test-notebooks
 # module fixtures are built once); JOBS=1 runs them in one process. A worker that crashes ends
 # the run naming its test (--max-worker-restart 0): under --dist loadfile a replaced worker can
 # wait forever (pytest-xdist issues 784 and 1378), and a hang would eat CI's whole budget.
+# --durations 20 lists the slowest tests, to keep test-fast near its 15-minute budget on 2 cores.
 JOBS ?= auto
 test-fast: venv
 	rm -rf $(TEST_JAX_CACHE)
-	HYBRIDHYDRO_JAX_CACHE=$(abspath $(TEST_JAX_CACHE)) $(PY) -m pytest -m "not slow and not outputs and not site" -q -n $(JOBS) --dist loadfile --max-worker-restart 0
+	HYBRIDHYDRO_JAX_CACHE=$(abspath $(TEST_JAX_CACHE)) $(PY) -m pytest -m "not slow and not outputs and not site" -q -n $(JOBS) --dist loadfile --max-worker-restart 0 --durations 20
 
 # A fresh folder each time: nothing of an earlier run (a checkpoint, a model) is read back.
 # The six stages and the referees' study (08) on the tiny case; the known-answer study (07) on
