@@ -146,9 +146,72 @@ def test_the_shipped_studies_expand_to_seeds_x_splits_x_folds():
             assert len(cases) == 5 * 2 * 3 and len(held) == 3, basin.label
 
 
+def _tiny_study(tmp_path):
+    """The tiny comparison study's files in ``tmp_path``, and an empty document with its markers."""
+    folder = tmp_path / "studies"
+    shutil.copytree(REPO / "params" / "studies", folder)
+    shutil.copy(REPO / "params" / "ci.yaml", tmp_path / "ci.yaml")
+    shutil.copy(REPO / "params" / "base.yaml", tmp_path / "base.yaml")
+    doc, records = tmp_path / "doc.md", tmp_path / "records"
+    doc.write_text(f"hand text\n\n{study.BEGIN}\n{study.END}\n")
+    return folder / "ci-comparison.yaml", doc, records
+
+
+def test_one_seed_of_the_tiny_study_runs_records_and_is_skipped_on_a_fresh_clone(tmp_path):
+    """The command end to end on seed 0 of the tiny study (both splits, one of them swapped):
+    batches, scores, tables and records; a rerun skips every run; on a fresh clone (no run
+    directory) the records alone skip the runs and rebuild the same tables. The four-run version,
+    which adds the second seed in a later call, is the slow test below."""
+    from hybridhydro.pipeline import ledger
+
+    spec_file, doc, records = _tiny_study(tmp_path)
+    lines: list[str] = []
+    done = study.run_study(spec_file, output_root=tmp_path / "runs", jobs=1, doc=doc, records=records,
+                           echo=lines.append, seeds="0")
+    assert done.failed == []
+    text = doc.read_text()
+    assert text.startswith("hand text") and "2 of 4 runs finished (seeds 0)" in text
+    assert "| gr4-distributed |" in text and "T1" in text and "#### Acceptance" in text
+    kept = sorted(p.name for p in (records / "synthetic").iterdir())
+    assert len(kept) == 2 and {"swap_periods-true" in k for k in kept} == {True, False}, kept
+    for case in kept:
+        record = json.loads((records / "synthetic" / case / ledger.RECORD_FILE).read_text())
+        assert {"comparison_scores.csv", "params.yaml", "health.json"} <= set(record["files"])
+        assert record["seconds"] > 0 and set(record["stages"]) >= {"01_basin", "06_validate"}
+    # a rerun of the same seed runs nothing
+    lines.clear()
+    again = study.run_study(spec_file, output_root=tmp_path / "runs", jobs=1, doc=doc, records=records,
+                            echo=lines.append, seeds="0")
+    assert not again.failed and any("2 run(s) recorded in" in line for line in lines)
+    assert not any("batch" in line for line in lines), lines
+    # without the line that says when (this command's own minutes are those of a call that ran nothing)
+    tables = doc.read_text().split(study.BEGIN)[1].split("\n", 3)[3]
+    # a fresh clone: no run directory at all; nothing runs, and the tables are the same
+    shutil.rmtree(tmp_path / "runs")
+    lines.clear()
+    fresh = study.run_study(spec_file, output_root=tmp_path / "runs", jobs=1, doc=doc, records=records,
+                            echo=lines.append, seeds="0")
+    assert not fresh.failed and any("2 run(s) recorded in" in line for line in lines)
+    assert not any("batch" in line for line in lines) and not (tmp_path / "runs").exists()
+    assert doc.read_text().split(study.BEGIN)[1].split("\n", 3)[3] == tables
+    # the check can fail: a record made with other parameters, or missing a file it lists, is not a record
+    spec, studies = study.load_study(spec_file)
+    cases = [c for c in study.expand_basin(spec, spec.basins[0], studies) if c.params.seed == 0]
+    assert len(cases) == 2 and all(ledger.is_recorded(records / "synthetic", c) for c in cases)
+    changed = cases[0].params.model_copy(update={"seed": 99})
+    assert not ledger.is_recorded(records / "synthetic", dataclasses.replace(cases[0], params=changed))
+    (records / "synthetic" / cases[1].name / "comparison_scores.csv").unlink()
+    assert not ledger.is_recorded(records / "synthetic", cases[1])
+    assert "1 of 4 runs finished" in study.run_study(spec_file, output_root=tmp_path / "runs", doc=doc,
+                                                      records=records, tables_only=True,
+                                                      echo=lines.append).markdown
+
+
+@pytest.mark.slow
 def test_the_tiny_study_runs_and_writes_its_tables(tmp_path):
-    """The command end to end on the tiny study: batches, scores, tables; a rerun skips every run;
-    on a fresh clone (no run directory) the records alone skip the runs and rebuild the tables."""
+    """The command end to end on the whole tiny study (2 seeds x 2 splits, two workers): batches,
+    scores, tables; a later call with the second seed adds its runs to the same tables; a rerun
+    skips every run; on a fresh clone the records alone skip the runs and rebuild the tables."""
     from hybridhydro.pipeline import ledger
 
     folder = tmp_path / "studies"
