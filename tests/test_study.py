@@ -157,11 +157,27 @@ def _tiny_study(tmp_path):
     return folder / "ci-comparison.yaml", doc, records
 
 
+def _check_records(folder, n):
+    """The ``n`` runs recorded in ``folder`` as each finished: scores, health of every trained
+    model, parameters, stage times and the code that ran them. Returns their names."""
+    from hybridhydro.pipeline import ledger
+
+    kept = sorted(p.name for p in folder.iterdir())
+    assert len(kept) == n and not any(k.startswith(".") for k in kept), kept
+    for case in kept:
+        record = json.loads((folder / case / ledger.RECORD_FILE).read_text())
+        assert {"comparison_scores.csv", "params.yaml", "health.json"} <= set(record["files"])
+        assert record["seconds"] > 0 and set(record["stages"]) >= {"01_basin", "06_validate"}
+        assert record["code"] and all(c.startswith("0.") for c in record["code"].values())  # the runner recorded it
+        assert json.loads((folder / case / "health.json").read_text())  # every trained model
+    return kept
+
+
 def test_one_seed_of_the_tiny_study_runs_records_and_is_skipped_on_a_fresh_clone(tmp_path):
     """The command end to end on seed 0 of the tiny study (both splits, one of them swapped):
     batches, scores, tables and records; a rerun skips every run; on a fresh clone (no run
-    directory) the records alone skip the runs and rebuild the same tables. The four-run version,
-    which adds the second seed in a later call, is the slow test below."""
+    directory) the records alone skip the runs and rebuild the same tables. The four-run version on
+    two workers is the slow test below."""
     from hybridhydro.pipeline import ledger
 
     spec_file, doc, records = _tiny_study(tmp_path)
@@ -172,12 +188,8 @@ def test_one_seed_of_the_tiny_study_runs_records_and_is_skipped_on_a_fresh_clone
     text = doc.read_text()
     assert text.startswith("hand text") and "2 of 4 runs finished (seeds 0)" in text
     assert "| gr4-distributed |" in text and "T1" in text and "#### Acceptance" in text
-    kept = sorted(p.name for p in (records / "synthetic").iterdir())
-    assert len(kept) == 2 and {"swap_periods-true" in k for k in kept} == {True, False}, kept
-    for case in kept:
-        record = json.loads((records / "synthetic" / case / ledger.RECORD_FILE).read_text())
-        assert {"comparison_scores.csv", "params.yaml", "health.json"} <= set(record["files"])
-        assert record["seconds"] > 0 and set(record["stages"]) >= {"01_basin", "06_validate"}
+    kept = _check_records(records / "synthetic", 2)
+    assert {"swap_periods-true" in k for k in kept} == {True, False}, kept
     # a rerun of the same seed runs nothing
     lines.clear()
     again = study.run_study(spec_file, output_root=tmp_path / "runs", jobs=1, doc=doc, records=records,
@@ -210,18 +222,13 @@ def test_one_seed_of_the_tiny_study_runs_records_and_is_skipped_on_a_fresh_clone
 @pytest.mark.slow
 def test_the_tiny_study_runs_and_writes_its_tables(tmp_path):
     """The command end to end on the whole tiny study (2 seeds x 2 splits, two workers): batches,
-    scores, tables; a later call with the second seed adds its runs to the same tables; a rerun
-    skips every run; on a fresh clone the records alone skip the runs and rebuild the tables."""
+    scores, tables; a later call for the second seed alone finds its runs recorded and the tables
+    still cover both seeds; on a fresh clone the records alone skip the runs and rebuild the tables."""
     from hybridhydro.pipeline import ledger
 
-    folder = tmp_path / "studies"
-    shutil.copytree(REPO / "params" / "studies", folder)
-    shutil.copy(REPO / "params" / "ci.yaml", tmp_path / "ci.yaml")
-    shutil.copy(REPO / "params" / "base.yaml", tmp_path / "base.yaml")
-    doc, records = tmp_path / "doc.md", tmp_path / "records"
-    doc.write_text(f"hand text\n\n{study.BEGIN}\n{study.END}\n")
+    spec_file, doc, records = _tiny_study(tmp_path)
     lines: list[str] = []
-    done = study.run_study(folder / "ci-comparison.yaml", output_root=tmp_path / "runs", jobs=2, doc=doc,
+    done = study.run_study(spec_file, output_root=tmp_path / "runs", jobs=2, doc=doc,
                            records=records, echo=lines.append)
     assert done.failed == []
     text = doc.read_text()
@@ -229,15 +236,8 @@ def test_the_tiny_study_runs_and_writes_its_tables(tmp_path):
     assert "4 of 4 runs finished (seeds 0, 1)" in text
     assert "| gr4-distributed |" in text and "T1" in text and "#### Acceptance" in text
     # each run was recorded as it finished: scores, health, parameters and times
-    kept = sorted(p.name for p in (records / "synthetic").iterdir())
-    assert len(kept) == 4 and not any(k.startswith(".") for k in kept)
-    for case in kept:
-        record = json.loads((records / "synthetic" / case / ledger.RECORD_FILE).read_text())
-        assert {"comparison_scores.csv", "params.yaml", "health.json"} <= set(record["files"])
-        assert record["seconds"] > 0 and set(record["stages"]) >= {"01_basin", "06_validate"}
-        assert record["code"] and all(c.startswith("0.") for c in record["code"].values())  # the runner recorded it
-        assert json.loads((records / "synthetic" / case / "health.json").read_text())  # every trained model
-    again = study.run_study(folder / "ci-comparison.yaml", output_root=tmp_path / "runs", jobs=2, doc=doc,
+    _check_records(records / "synthetic", 4)
+    again = study.run_study(spec_file, output_root=tmp_path / "runs", jobs=2, doc=doc,
                             records=records, echo=lines.append, seeds="1")
     assert not again.failed and any("2 run(s) recorded in" in line for line in lines)
     assert "4 of 4 runs finished (seeds 0, 1)" in doc.read_text()  # the tables cover every seed that finished
@@ -245,20 +245,20 @@ def test_the_tiny_study_runs_and_writes_its_tables(tmp_path):
     # a fresh clone: no run directory at all; nothing runs, and the tables are the same
     shutil.rmtree(tmp_path / "runs")
     lines.clear()
-    fresh = study.run_study(folder / "ci-comparison.yaml", output_root=tmp_path / "runs", jobs=2, doc=doc,
+    fresh = study.run_study(spec_file, output_root=tmp_path / "runs", jobs=2, doc=doc,
                             records=records, echo=lines.append)
     assert not fresh.failed and any("4 run(s) recorded in" in line for line in lines)
     assert not any("batch" in line for line in lines) and not (tmp_path / "runs").exists()
     assert doc.read_text().split(study.BEGIN)[1].split("\n", 3)[3] == tables
     # the check can fail: a record made with other parameters, or missing a file it lists, is not a record
-    spec, studies = study.load_study(folder / "ci-comparison.yaml")
+    spec, studies = study.load_study(spec_file)
     cases = study.expand_basin(spec, spec.basins[0], studies)
     assert all(ledger.is_recorded(records / "synthetic", c) for c in cases)
     changed = cases[0].params.model_copy(update={"seed": 99})
     assert not ledger.is_recorded(records / "synthetic", dataclasses.replace(cases[0], params=changed))
     (records / "synthetic" / cases[1].name / "comparison_scores.csv").unlink()
     assert not ledger.is_recorded(records / "synthetic", cases[1])
-    assert "3 of 4 runs finished" in study.run_study(folder / "ci-comparison.yaml", output_root=tmp_path / "runs",
+    assert "3 of 4 runs finished" in study.run_study(spec_file, output_root=tmp_path / "runs",
                                                       doc=doc, records=records, tables_only=True,
                                                       echo=lines.append).markdown
 
